@@ -1,0 +1,49 @@
+"""Click group, shared options and the edge where AnimaError becomes one red line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from anima.errors import AnimaError
+from anima.home import Home
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class AnimaGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AnimaError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            sys.exit(1)
+
+
+@click.group(cls=AnimaGroup)
+@click.option(
+    "--home",
+    "home_path",
+    type=click.Path(file_okay=False),
+    envvar="ANIMA_HOME",
+    help="Anima home directory (default ~/.anima, or $ANIMA_HOME).",
+)
+@click.version_option(package_name="anima")
+@click.pass_context
+def main(ctx: click.Context, home_path: str | None) -> None:
+    """Anima: personal AI agents as git repositories of Markdown. Every turn is a commit."""
+    ctx.obj = Home.locate(home_path)
+
+
+pass_home = click.make_pass_decorator(Home)
+
+
+def _register() -> None:
+    from anima.cli import agents, demo, messages  # noqa: F401  (commands register themselves)
+
+
+_register()

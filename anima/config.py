@@ -1,0 +1,154 @@
+"""Typed, validated configuration: anima.toml (global) and agent.toml (per agent).
+
+Plain dataclasses and a small loader rather than pydantic, so that `anima tick` and `anima send`
+stay fast to start (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from anima.errors import BadConfig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Budget:
+    memory_chars: int = 4000
+    """Hard cap on memory/MEMORY.md, shown to the model as used/limit."""
+    history_tokens: int = 12000
+    """How much conversation history goes into context (≈ 4 characters a token)."""
+    message_chars: int = 20000
+    """Longest message body put into context; longer ones are cut with a notice."""
+    note_chars: int = 20000
+    """Cap on any other memory note."""
+
+
+@dataclass(frozen=True)
+class ShellPolicy:
+    enabled: bool = False
+    timeout: float = 30.0
+    output_chars: int = 16000
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    enabled: bool = True
+    timeout: float = 20.0
+    max_bytes: int = 512 * 1024
+    allow_private: bool = False
+    """Allow loopback/private addresses (off: an agent cannot probe your LAN or local services)."""
+
+
+@dataclass(frozen=True)
+class Tools:
+    disabled: list[str] = field(default_factory=list)
+    shell: ShellPolicy = field(default_factory=ShellPolicy)
+    http: HttpPolicy = field(default_factory=HttpPolicy)
+    file_max_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    provider: str = "auto"
+    """auto | anthropic | ollama | offline (auto: Anthropic with a key, else Ollama if reachable)."""
+    model: str = ""
+    fallback: list[str] = field(default_factory=list)
+    owner: str = "you"
+    trusted_channels: list[str] = field(default_factory=lambda: ["cli", "file", "timer", "agent"])
+    max_steps: int = 8
+    max_tokens: int = 1024
+    temperature: float | None = None
+    budget: Budget = field(default_factory=Budget)
+    tools: Tools = field(default_factory=Tools)
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    anthropic_base_url: str = ""
+    anthropic_api_key_env: str = "ANTHROPIC_API_KEY"
+    ollama_host: str = ""
+    timeout: float = 120.0
+    retries: int = 4
+    backoff: float = 1.0
+    """First retry delay in seconds; doubles each time, with jitter."""
+    max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    provider: str = "auto"
+    model: str = ""
+    fallback: list[str] = field(default_factory=list)
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise BadConfig(f"{where} must be a table")
+        return build(tp, value, where)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        return _check(value, inner, where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise BadConfig(f"{where} must be a list")
+        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise BadConfig(f"{where} must be a number, not {value!r}")
+    if not isinstance(value, tp):
+        raise BadConfig(f"{where} must be {tp.__name__}, not {value!r}")
+    return value
+
+
+def build(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise BadConfig(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise BadConfig(f"{path}: {exc}") from exc
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    data = load_toml(path)
+    data.pop("heartbeat", None)  # owned by the runtime (schedule), not the turn
+    try:
+        return build(AgentConfig, data)
+    except BadConfig as exc:
+        raise BadConfig(f"{path}: {exc}") from exc
+
+
+def load_global_config(path: Path) -> GlobalConfig:
+    data = load_toml(path)
+    data.pop("channels", None)  # owned by the channel adapters
+    try:
+        return build(GlobalConfig, data)
+    except BadConfig as exc:
+        raise BadConfig(f"{path}: {exc}") from exc

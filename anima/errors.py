@@ -1,0 +1,48 @@
+"""Errors a user can cause. The CLI turns each into one red line and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class AnimaError(Exception):
+    """Base of every error that carries a message a person can act on."""
+
+
+class HomeNotFound(AnimaError):
+    """ANIMA_HOME has not been initialised."""
+
+
+class AgentNotFound(AnimaError):
+    """No agent directory by that name."""
+
+
+class AgentExists(AnimaError):
+    """An agent by that name already exists."""
+
+
+class BadName(AnimaError):
+    """An agent or file name that is unsafe or malformed."""
+
+
+class BadConfig(AnimaError):
+    """agent.toml or anima.toml is invalid."""
+
+
+class BadMessage(AnimaError):
+    """A message file that cannot be accepted (moved to inbox/rejected/)."""
+
+
+class ProviderError(AnimaError):
+    """A model provider failed; the turn is abandoned and its messages stay pending."""
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ToolError(AnimaError):
+    """A tool refused or failed; returned to the model as an error tool result."""
+
+
+class Busy(AnimaError):
+    """Another process holds a lock that this operation needs."""

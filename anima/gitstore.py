@@ -1,0 +1,236 @@
+"""The agent repository: init, the per-agent lock, committing a turn with trailers, the log, undo.
+
+Only this module imports git. Commits go through git's own CLI (via GitPython's wrapper), which is
+~4x faster than GitPython's index API (DESIGN §8) and never leaves a half-written index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from anima.errors import AnimaError, Busy
+
+BOT_EMAIL_DOMAIN = "anima.local"
+_FIELD = "\x1f"
+_RECORD = "\x1e"
+
+
+def _repo(path: Path) -> git.Repo:
+    return git.Repo(path)
+
+
+def init_repo(path: Path, name: str) -> str:
+    """`git init` an agent directory and commit the template. Returns the commit sha."""
+    repo = git.Repo.init(path, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", name)
+        cw.set_value("user", "email", f"{name}@{BOT_EMAIL_DOMAIN}")
+        cw.set_value("commit", "gpgsign", "false")
+        cw.set_value(
+            "gc", "auto", "0"
+        )  # no gc inside a turn's commit: gc_auto() runs it off the hot path
+        cw.set_value("maintenance", "auto", "false")
+    repo.git.add("-A")
+    repo.git.commit("-q", "-m", f"init({name}): new agent from template", "--no-verify")
+    return repo.head.commit.hexsha
+
+
+@contextlib.contextmanager
+def agent_lock(lock_path: Path, *, timeout: float | None = None) -> Iterator[None]:
+    """One writer per agent repository (DESIGN §1.3): an flock that dies with its process."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Busy(
+                        f"{lock_path.stem} is busy: another process holds {lock_path}"
+                    ) from None
+                time.sleep(0.01)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def recover(path: Path) -> bool:
+    """Remove a stale index.lock left by a killed git. Only call while holding the agent lock."""
+    stale = path / ".git" / "index.lock"
+    if stale.exists():
+        stale.unlink(missing_ok=True)
+        return True
+    return False
+
+
+def dirty_paths(path: Path) -> list[str]:
+    """Paths changed since HEAD, untracked included (ignored files excluded)."""
+    out = _repo(path).git.status("--porcelain=v1", "-z", "--untracked-files=all")
+    paths = []
+    entries = out.split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        if len(entry) > 3:
+            paths.append(entry[3:])
+            if entry[0] in "RC":
+                i += 1  # the rename's source follows
+        i += 1
+    return paths
+
+
+def commit_external(path: Path) -> str | None:
+    """Commit whatever a person changed by hand since the last turn, so the log attributes it."""
+    changed = dirty_paths(path)
+    if not changed:
+        return None
+    repo = _repo(path)
+    repo.git.add("-A", "--", ".")
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    repo.git.commit(
+        "-q",
+        "--no-verify",
+        "-m",
+        f"external: hand edits to {shown}",
+        "--author",
+        f"external <external@{BOT_EMAIL_DOMAIN}>",
+    )
+    return repo.head.commit.hexsha
+
+
+def commit(
+    path: Path,
+    subject: str,
+    *,
+    body: str = "",
+    trailers: Sequence[tuple[str, str]] = (),
+    paths: Sequence[str] = (),
+) -> str:
+    """Stage exactly `paths` (additions, edits and deletions) and commit them. Returns the sha."""
+    repo = _repo(path)
+    if paths:
+        repo.git.add("-A", "--", *paths)
+    message = subject.strip()
+    if body.strip():
+        message += "\n\n" + body.strip()
+    if trailers:
+        message += "\n\n" + "\n".join(f"{k}: {_one_line(v)}" for k, v in trailers)
+    repo.git.commit("-q", "--no-verify", "--allow-empty", "-m", message)
+    return repo.head.commit.hexsha
+
+
+def _one_line(value: str) -> str:
+    return " ".join(str(value).split())
+
+
+def rollback(path: Path) -> None:
+    """Throw away uncommitted changes of an abandoned turn (ignored files such as inbox/ stay)."""
+    repo = _repo(path)
+    repo.git.reset("-q", "--hard", "HEAD")
+    repo.git.clean("-q", "-f", "-d")
+
+
+def head(path: Path) -> str:
+    return _repo(path).head.commit.hexsha
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    sha: str
+    subject: str
+    date: str
+    author: str
+    body: str
+    trailers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def short(self) -> str:
+        return self.sha[:8]
+
+
+def log(path: Path, *, limit: int | None = 20, grep: str | None = None) -> list[LogEntry]:
+    """Commits newest first, with trailers parsed."""
+    fmt = _FIELD.join(["%H", "%s", "%aI", "%an", "%b", "%(trailers:only,unfold)"]) + _RECORD
+    args = [f"--format={fmt}"]
+    if limit is not None:
+        args.append(f"-n{limit}")
+    if grep:
+        args += ["-i", f"--grep={grep}"]
+    out = _repo(path).git.log(*args)
+    entries = []
+    for record in out.split(_RECORD):
+        record = record.strip("\n")
+        if not record:
+            continue
+        sha, subject, date, author, body, trailer_text = record.split(_FIELD)
+        trailers = {}
+        for line in trailer_text.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                trailers[key.strip()] = value.strip()
+        entries.append(LogEntry(sha, subject, date, author, body, trailers))
+    return entries
+
+
+def show(path: Path, rev: str) -> str:
+    """The commit message and its diff, for a person to read."""
+    try:
+        return _repo(path).git.show("--stat", "--patch", "--format=fuller", rev)
+    except git.GitCommandError as exc:
+        raise AnimaError(f"no commit {rev!r} in {path.name}: {exc.stderr.strip()}") from exc
+
+
+def revert(path: Path, rev: str = "HEAD") -> str:
+    """Undo a turn with `git revert` (history keeps both). Returns the new commit's sha."""
+    repo = _repo(path)
+    try:
+        repo.git.revert("--no-edit", rev)
+    except git.GitCommandError as exc:
+        with contextlib.suppress(git.GitCommandError):
+            repo.git.revert("--abort")
+        raise AnimaError(f"cannot revert {rev!r}: {exc.stderr.strip()}") from exc
+    return repo.head.commit.hexsha
+
+
+def gc_auto(path: Path) -> None:
+    """Pack loose objects when git thinks it is time (library commit paths never do)."""
+    _repo(path).git.execute(
+        ["git", "-C", str(path), "-c", "gc.auto=6700", "gc", "--auto", "--quiet"]
+    )
+
+
+def file_at_head(path: Path, relative: str) -> str:
+    """The committed content of a file; KeyError if HEAD does not have it."""
+    try:
+        blob = _repo(path).head.commit.tree / relative
+    except KeyError:
+        raise
+    data: bytes = blob.data_stream.read()
+    return data.decode("utf-8")
+
+
+def head_has_record(path: Path, subject: str, trailers: Sequence[tuple[str, str]]) -> bool:
+    """Is HEAD the commit with this subject and Anima-Message trailer? (crash-recovery check)"""
+    message = _repo(path).head.commit.message
+    if not isinstance(message, str) or not message.startswith(subject.strip()):
+        return False
+    wanted = [f"{k}: {_one_line(v)}" for k, v in trailers if k == "Anima-Message"]
+    return all(w in message for w in wanted)
+
+
+def log_text(path: Path, limit: int = 10) -> str:
+    """`git log` as a person reads it: subjects, bodies and trailers."""
+    return str(_repo(path).git.log(f"-n{limit}", "--format=%C(auto)%h %s%n%b", "--stat=80"))

@@ -1,0 +1,91 @@
+"""Conversation threads: history/<conversation>/YYYY-MM-DD.jsonl of provider-neutral messages.
+
+Each line is one message {"role", "content": [blocks], "turn", "ts"}. A turn always starts with a
+user message and ends with an assistant message, and every tool_use is answered by its
+tool_result, so whole turns can be dropped from the front without splitting a tool pair.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anima.fsutil import append_durable
+
+CHARS_PER_TOKEN = 4
+
+
+def thread_dir(agent_dir: Path, conversation: str) -> Path:
+    return agent_dir / "history" / conversation
+
+
+def day_file(agent_dir: Path, conversation: str, day: str) -> Path:
+    return thread_dir(agent_dir, conversation) / f"{day}.jsonl"
+
+
+def append(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append a turn's messages in one write, so a reader never sees half a turn's lines."""
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+    append_durable(path, text)
+
+
+def estimate_tokens(content: Any) -> int:
+    return len(json.dumps(content, ensure_ascii=False)) // CHARS_PER_TOKEN + 4
+
+
+@dataclass(frozen=True)
+class Window:
+    messages: list[dict[str, Any]]
+    """Messages for the model, oldest first, roles alternating."""
+    dropped_turns: int
+    tokens: int
+
+
+def _read_turns(agent_dir: Path, conversation: str) -> list[list[dict[str, Any]]]:
+    """All turns of a thread, newest first, each a list of its messages in order."""
+    d = thread_dir(agent_dir, conversation)
+    if not d.is_dir():
+        return []
+    turns: list[list[dict[str, Any]]] = []
+    for f in sorted(d.glob("*.jsonl"), reverse=True):
+        day_turns: list[list[dict[str, Any]]] = []
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line after a crash: the turn was never committed
+            if day_turns and day_turns[-1][0].get("turn") == rec.get("turn"):
+                day_turns[-1].append(rec)
+            else:
+                day_turns.append([rec])
+        turns.extend(reversed(day_turns))
+    return turns
+
+
+def window(agent_dir: Path, conversation: str, budget_tokens: int) -> Window:
+    """The newest whole turns that fit in `budget_tokens`."""
+    picked: list[list[dict[str, Any]]] = []
+    used = 0
+    all_turns = _read_turns(agent_dir, conversation)
+    for turn in all_turns:
+        cost = sum(estimate_tokens(m["content"]) for m in turn)
+        if used + cost > budget_tokens:
+            break
+        picked.append(turn)
+        used += cost
+    messages: list[dict[str, Any]] = []
+    for turn in reversed(picked):
+        for m in turn:
+            if messages and messages[-1]["role"] == m["role"]:
+                # Defensive merge: providers need alternating roles.
+                messages[-1] = {
+                    "role": m["role"],
+                    "content": messages[-1]["content"] + m["content"],
+                }
+            else:
+                messages.append({"role": m["role"], "content": list(m["content"])})
+    return Window(messages, len(all_turns) - len(picked), used)

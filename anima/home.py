@@ -1,0 +1,124 @@
+"""ANIMA_HOME: the root directory, its global config and the list of agents."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from anima.config import GlobalConfig, load_global_config
+from anima.errors import AgentNotFound, BadName, HomeNotFound
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+RESERVED_NAMES = {"all", "you", "me", "anima", "system"}
+
+DEFAULT_ANIMA_TOML = """\
+# Anima global configuration. Agents override provider/model in their own agent.toml.
+provider = "auto"     # auto | anthropic | ollama | offline
+model = ""            # empty: the provider's default model
+fallback = []         # e.g. ["ollama", "offline"]: tried in order when the provider fails
+
+[providers]
+anthropic_api_key_env = "ANTHROPIC_API_KEY"   # the key is read from the environment, never stored
+anthropic_base_url = ""                       # empty: the SDK default
+ollama_host = ""                              # empty: http://127.0.0.1:11434
+timeout = 120.0
+retries = 4
+backoff = 1.0
+"""
+
+DEFAULT_ALWAYS = """\
+Reply in the language you were written to. Be concise.
+"""
+
+
+def validate_name(name: str) -> str:
+    """Agent names become directory names and addresses: lower-case, no separators, no dot first."""
+    if not _NAME_RE.match(name):
+        raise BadName(
+            f"agent name {name!r} is not valid: use 1-40 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    if name in RESERVED_NAMES:
+        raise BadName(f"agent name {name!r} is reserved")
+    return name
+
+
+def default_root() -> Path:
+    env = os.environ.get("ANIMA_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".anima"
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def locate(cls, root: str | Path | None = None) -> Home:
+        return cls(Path(root).expanduser().absolute() if root else default_root().absolute())
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.root / "agents"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "anima.toml"
+
+    @property
+    def always_path(self) -> Path:
+        return self.root / "always.md"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file() and self.agents_dir.is_dir()
+
+    def require(self) -> Home:
+        if not self.exists():
+            raise HomeNotFound(f"no Anima home at {self.root}: run `anima init` first")
+        return self
+
+    def init(self) -> bool:
+        """Create the home if needed. Returns True if anything was created. Never overwrites."""
+        created = not self.exists()
+        for d in (self.agents_dir, self.run_dir, self.spool_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists():
+            self.config_path.write_text(DEFAULT_ANIMA_TOML, encoding="utf-8")
+        if not self.always_path.exists():
+            self.always_path.write_text(DEFAULT_ALWAYS, encoding="utf-8")
+        return created
+
+    def config(self) -> GlobalConfig:
+        return load_global_config(self.config_path)
+
+    def global_always(self) -> str:
+        try:
+            return self.always_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+
+    def agent_names(self) -> list[str]:
+        if not self.agents_dir.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.agents_dir.iterdir()
+            if (p / "agent.toml").is_file() and _NAME_RE.match(p.name)
+        )
+
+    def agent_dir(self, name: str) -> Path:
+        validate_name(name)
+        path = self.agents_dir / name
+        if not (path / "agent.toml").is_file():
+            known = ", ".join(self.agent_names()) or "none yet: `anima new NAME`"
+            raise AgentNotFound(f"no agent named {name!r} in {self.root} (agents: {known})")
+        return path

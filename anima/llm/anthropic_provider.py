@@ -1,0 +1,127 @@
+"""Anthropic Messages API through the official SDK: streaming, tools, prompt caching."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from anima.config import ProviderSettings
+from anima.errors import ProviderError
+from anima.llm.base import (
+    Block,
+    ChatRequest,
+    Completed,
+    Event,
+    TextDelta,
+    ToolCall,
+    parse_retry_after,
+)
+from anima.llm.registry import register
+
+CACHE = {"type": "ephemeral"}
+
+
+def _blocks(content: list[Block]) -> list[Block]:
+    out: list[Block] = []
+    for b in content:
+        if b["type"] == "text":
+            out.append({"type": "text", "text": b["text"]})
+        elif b["type"] == "tool_use":
+            out.append({"type": "tool_use", "id": b["id"], "name": b["name"], "input": b["input"]})
+        elif b["type"] == "tool_result":
+            out.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": b["tool_use_id"],
+                    "content": b["content"],
+                    "is_error": bool(b.get("is_error")),
+                }
+            )
+    return out
+
+
+class AnthropicProvider:
+    name = "anthropic"
+    default_model = "claude-sonnet-4-5"
+
+    def __init__(self, settings: ProviderSettings):
+        import anthropic  # lazy: ~1.5 s of imports
+
+        self._sdk = anthropic
+        key = os.environ.get(settings.anthropic_api_key_env)
+        if not key:
+            raise ProviderError(
+                f"no Anthropic API key: set {settings.anthropic_api_key_env} in the environment"
+            )
+        self._client = anthropic.Anthropic(
+            api_key=key,
+            base_url=settings.anthropic_base_url or None,
+            max_retries=0,  # Anima retries itself, uniformly across providers
+            timeout=settings.timeout,
+        )
+
+    def _params(self, req: ChatRequest) -> dict[str, Any]:
+        system: list[dict[str, Any]] = [{"type": "text", "text": s} for s in req.system if s]
+        if system:
+            system[-1]["cache_control"] = CACHE  # the stable prefix: persona, always, memory
+        tools: list[dict[str, Any]] = [
+            {"name": t.name, "description": t.description, "input_schema": t.schema}
+            for t in req.tools
+        ]
+        if tools:
+            tools[-1]["cache_control"] = CACHE
+        params: dict[str, Any] = {
+            "model": req.model or self.default_model,
+            "max_tokens": req.max_tokens,
+            "messages": [
+                {"role": m["role"], "content": _blocks(m["content"])} for m in req.messages
+            ],
+        }
+        if system:
+            params["system"] = system
+        if tools:
+            params["tools"] = tools
+        if req.temperature is not None:
+            params["temperature"] = req.temperature
+        return params
+
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
+        sdk = self._sdk
+        try:
+            with self._client.messages.stream(**self._params(request)) as stream:
+                for event in stream:
+                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        yield TextDelta(event.delta.text)
+                final = stream.get_final_message()
+        except sdk.APIStatusError as exc:
+            status = exc.status_code
+            raise ProviderError(
+                f"Anthropic API error {status}: {exc.message}",
+                retryable=status in (408, 409, 429) or status >= 500,
+                retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
+            ) from exc
+        except sdk.APIError as exc:  # connection errors, timeouts, a stream cut short
+            raise ProviderError(f"Anthropic API unreachable: {exc}", retryable=True) from exc
+        except AssertionError as exc:  # the SDK asserts when a stream ends before message_stop
+            raise ProviderError(f"Anthropic stream ended early: {exc}", retryable=True) from exc
+        content: list[Block] = []
+        for block in final.content:
+            if block.type == "text":
+                content.append({"type": "text", "text": block.text})
+            elif block.type == "tool_use":
+                args = dict(block.input) if isinstance(block.input, dict) else {}
+                content.append(
+                    {"type": "tool_use", "id": block.id, "name": block.name, "input": args}
+                )
+                yield ToolCall(block.id, block.name, args)
+        yield Completed(
+            content=content,
+            stop_reason=final.stop_reason or "end_turn",
+            tokens_in=final.usage.input_tokens,
+            tokens_out=final.usage.output_tokens,
+            model=final.model,
+        )
+
+
+register("anthropic")(AnthropicProvider)

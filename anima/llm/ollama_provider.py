@@ -1,0 +1,131 @@
+"""Ollama's native /api/chat through the official SDK: streaming NDJSON, tool calls."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+from anima.config import ProviderSettings
+from anima.errors import ProviderError
+from anima.llm.base import Block, ChatRequest, Completed, Event, TextDelta, ToolCall
+from anima.llm.registry import ollama_host, register
+
+
+def to_ollama_messages(req: ChatRequest) -> list[dict[str, Any]]:
+    """Neutral blocks → Ollama chat messages. Tool results become role=tool messages that
+    carry the tool's name (Ollama has no call ids)."""
+    out: list[dict[str, Any]] = []
+    if any(req.system):
+        out.append({"role": "system", "content": "\n\n".join(s for s in req.system if s)})
+    names: dict[str, str] = {}
+    for m in req.messages:
+        texts = [b["text"] for b in m["content"] if b["type"] == "text"]
+        if m["role"] == "assistant":
+            calls = [b for b in m["content"] if b["type"] == "tool_use"]
+            for c in calls:
+                names[c["id"]] = c["name"]
+            msg: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts)}
+            if calls:
+                msg["tool_calls"] = [
+                    {"function": {"name": c["name"], "arguments": c["input"]}} for c in calls
+                ]
+            out.append(msg)
+            continue
+        for b in m["content"]:
+            if b["type"] == "tool_result":
+                out.append(
+                    {
+                        "role": "tool",
+                        "content": ("ERROR: " if b.get("is_error") else "") + str(b["content"]),
+                        "tool_name": names.get(b["tool_use_id"], ""),
+                    }
+                )
+        if texts:
+            out.append({"role": "user", "content": "\n\n".join(texts)})
+    return out
+
+
+def _translate(sdk: Any, exc: Exception) -> Exception:
+    """SDK and transport errors → ProviderError; anything else is a bug and is re-raised."""
+    if isinstance(exc, sdk.ResponseError):
+        status = exc.status_code
+        return ProviderError(
+            f"Ollama error {status}: {exc.error}", retryable=status == 429 or status >= 500
+        )
+    if isinstance(exc, (ConnectionError, OSError)):
+        return ProviderError(f"Ollama unreachable: {exc}", retryable=True)
+    if type(exc).__module__.startswith(("httpx", "httpcore", "httpx2")):  # cut streams, timeouts
+        return ProviderError(f"Ollama stream failed: {exc}", retryable=True)
+    return exc
+
+
+class OllamaProvider:
+    name = "ollama"
+    default_model = "llama3.2"
+
+    def __init__(self, settings: ProviderSettings):
+        import ollama  # lazy
+
+        self._sdk = ollama
+        self._client = ollama.Client(host=ollama_host(settings), timeout=settings.timeout)
+
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
+        sdk = self._sdk
+        tools = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.schema},
+            }
+            for t in request.tools
+        ]
+        options: dict[str, Any] = {"num_predict": request.max_tokens}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        model = request.model or self.default_model
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        done = None
+        try:
+            for chunk in self._client.chat(
+                model=model,
+                messages=to_ollama_messages(request),
+                tools=tools or None,
+                stream=True,
+                options=options,
+            ):
+                piece = chunk.message.content or ""
+                if piece:
+                    text.append(piece)
+                    yield TextDelta(piece)
+                for tc in chunk.message.tool_calls or ():
+                    call = ToolCall(
+                        f"call_{secrets.token_hex(6)}",
+                        tc.function.name,
+                        dict(tc.function.arguments or {}),
+                    )
+                    calls.append(call)
+                if chunk.done:
+                    done = chunk
+        except Exception as exc:
+            raise _translate(sdk, exc) from exc
+        if done is None:
+            raise ProviderError("Ollama stream ended before done", retryable=True)
+        content: list[Block] = []
+        if text:
+            content.append({"type": "text", "text": "".join(text)})
+        for call in calls:
+            content.append(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}
+            )
+            yield call
+        yield Completed(
+            content=content,
+            stop_reason="tool_use" if calls else (done.done_reason or "stop"),
+            tokens_in=done.prompt_eval_count or 0,
+            tokens_out=done.eval_count or 0,
+            model=done.model or model,
+        )
+
+
+register("ollama")(OllamaProvider)

@@ -1,0 +1,183 @@
+"""The Tool protocol, tools built from plain typed functions, and the registry.
+
+A tool's name, description and JSON schema come from its function's signature and docstring.
+Errors a model can cause (bad arguments, a refused path) come back to it as an error tool result;
+they never end the turn.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from anima.config import AgentConfig
+from anima.errors import ToolError
+from anima.llm.base import ToolSpec
+from anima.message import Message
+
+MAX_RESULT_CHARS = 30000
+
+
+@dataclass
+class ToolContext:
+    """What a tool may touch during one turn. Tools record effects here; the turn commits them."""
+
+    agent_name: str
+    agent_dir: Path
+    config: AgentConfig
+    known_agents: list[str]
+    replying_to: list[Message]
+    conversation: str
+    outgoing: list[Message] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+
+    @property
+    def workspace(self) -> Path:
+        return self.agent_dir / "workspace"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.agent_dir / "memory"
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    schema: dict[str, Any]
+    fn: Callable[..., str]
+    enabled: Callable[[AgentConfig], bool] = lambda config: True
+
+    @property
+    def spec(self) -> ToolSpec:
+        return ToolSpec(self.name, self.description, self.schema)
+
+    def run(self, ctx: ToolContext, args: dict[str, Any]) -> str:
+        return str(self.fn(ctx, **validate(self.schema, args)))
+
+
+_REGISTRY: dict[str, Tool] = {}
+
+_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _param_docs(doc: str) -> tuple[str, dict[str, str]]:
+    """Split a docstring into the description and `name: text` lines under `Args:`."""
+    desc, _, args = doc.partition("Args:")
+    params = {}
+    for line in args.splitlines():
+        name, sep, text = line.strip().partition(":")
+        if sep and name.isidentifier():
+            params[name] = text.strip()
+    return " ".join(desc.split()), params
+
+
+def _schema_for(tp: Any) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return {"type": "string", "enum": list(typing.get_args(tp))}
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _schema_for(inner[0])
+    if origin is dict or tp is dict:
+        return {"type": "object"}
+    return {"type": _JSON_TYPES[tp]}
+
+
+def tool(
+    name: str | None = None, *, enabled: Callable[[AgentConfig], bool] | None = None
+) -> Callable[[Callable[..., str]], Tool]:
+    """Register `fn(ctx, ...) -> str` as a tool; its first parameter is the ToolContext."""
+
+    def deco(fn: Callable[..., str]) -> Tool:
+        hints = typing.get_type_hints(fn)
+        description, docs = _param_docs(inspect.getdoc(fn) or "")
+        props: dict[str, Any] = {}
+        required = []
+        for pname, param in list(inspect.signature(fn).parameters.items())[1:]:
+            prop = _schema_for(hints[pname])
+            if pname in docs:
+                prop["description"] = docs[pname]
+            if param.default is inspect.Parameter.empty:
+                required.append(pname)
+            else:
+                prop["default"] = param.default
+            props[pname] = prop
+        schema = {
+            "type": "object",
+            "properties": props,
+            "required": required,
+            "additionalProperties": False,
+        }
+        t = Tool(name or fn.__name__, description, schema, fn, enabled or (lambda c: True))
+        _REGISTRY[t.name] = t
+        return t
+
+    return deco
+
+
+def validate(schema: dict[str, Any], args: Any) -> dict[str, Any]:
+    """Check arguments against the (flat) schema with errors a model can act on."""
+    if not isinstance(args, dict):
+        raise ToolError("arguments must be a JSON object")
+    props = schema["properties"]
+    unknown = sorted(set(args) - set(props))
+    if unknown:
+        raise ToolError(f"unknown argument(s) {', '.join(unknown)}; expected {', '.join(props)}")
+    missing = [r for r in schema["required"] if r not in args]
+    if missing:
+        raise ToolError(f"missing required argument(s): {', '.join(missing)}")
+    checks = {
+        "string": str,
+        "integer": int,
+        "number": (int, float),
+        "boolean": bool,
+        "object": dict,
+    }
+    for key, value in args.items():
+        prop = props[key]
+        expected = checks[prop["type"]]
+        wrong_bool = isinstance(value, bool) and prop["type"] in ("integer", "number")
+        if not isinstance(value, expected) or wrong_bool:  # type: ignore[arg-type]
+            raise ToolError(f"argument {key!r} must be a {prop['type']}, not {value!r}"[:300])
+        if "enum" in prop and value not in prop["enum"]:
+            raise ToolError(f"argument {key!r} must be one of {prop['enum']}, not {value!r}")
+    return args
+
+
+def registry() -> dict[str, Tool]:
+    from anima.tools import files, http, memory, messaging, shell  # noqa: F401  (registers)
+
+    return dict(_REGISTRY)
+
+
+def available(config: AgentConfig) -> list[Tool]:
+    """The tools this agent may use: registered, not disabled, and allowed by its policy."""
+    return [
+        t
+        for name, t in sorted(registry().items())
+        if name not in config.tools.disabled and t.enabled(config)
+    ]
+
+
+def run_tool(tools: dict[str, Tool], ctx: ToolContext, name: str, args: Any) -> tuple[str, bool]:
+    """Run one call. Returns (content, is_error); only bugs raise."""
+    t = tools.get(name)
+    if t is None:
+        return f"unknown tool {name!r}; available: {', '.join(sorted(tools))}", True
+    try:
+        out = t.run(ctx, args)
+    except ToolError as exc:
+        return str(exc), True
+    if len(out) > MAX_RESULT_CHARS:
+        out = (
+            out[:MAX_RESULT_CHARS]
+            + f"\n[truncated: {len(out)} characters, showing the first {MAX_RESULT_CHARS}]"
+        )
+    return out, False

@@ -1,0 +1,100 @@
+"""http_fetch: GET or POST a URL, text only, with a timeout, a size cap and no private addresses
+unless the agent allows them."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Literal
+
+from anima.config import AgentConfig
+from anima.errors import ToolError
+from anima.tools.base import ToolContext, tool
+
+TEXT_TYPES = (
+    "text/",
+    "application/json",
+    "application/xml",
+    "application/xhtml",
+    "application/javascript",
+    "application/rss",
+    "application/atom",
+)
+
+
+def _check_host(host: str, allow_private: bool) -> None:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise ToolError(f"cannot resolve {host!r}: {exc}") from exc
+    for info in infos:
+        addr = ipaddress.ip_address(info[4][0])
+        if not allow_private and (
+            addr.is_private
+            or addr.is_loopback
+            or addr.is_link_local
+            or addr.is_reserved
+            or addr.is_multicast
+        ):
+            raise ToolError(
+                f"{host!r} resolves to a private address ({addr}); refused. "
+                "Set [tools.http] allow_private = true in agent.toml to allow it."
+            )
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a redirect could lead to a private address: return it to the model instead
+
+
+def _enabled(config: AgentConfig) -> bool:
+    return config.tools.http.enabled
+
+
+@tool(enabled=_enabled)
+def http_fetch(
+    ctx: ToolContext,
+    url: str,
+    method: Literal["GET", "POST"] = "GET",
+    body: str = "",
+    content_type: str = "application/json",
+) -> str:
+    """Fetch a URL over HTTP(S) and return its text (responses that are not text are refused).
+
+    Args:
+        url: http:// or https:// URL
+        method: GET or POST
+        body: request body for POST
+        content_type: Content-Type of the POST body
+    """
+    policy = ctx.config.tools.http
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ToolError(f"{url!r}: only http:// and https:// URLs are fetched")
+    _check_host(parts.hostname, policy.allow_private)
+    data = body.encode("utf-8") if method == "POST" else None
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"User-Agent": "anima-agent/0.1"}
+    )
+    if data is not None:
+        req.add_header("Content-Type", content_type)
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(req, timeout=policy.timeout) as resp:
+            status, headers, raw = resp.status, resp.headers, resp.read(policy.max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        status, headers, raw = exc.code, exc.headers, exc.read(policy.max_bytes + 1)
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise ToolError(f"fetch failed: {getattr(exc, 'reason', exc)}") from exc
+    ctype = headers.get("Content-Type", "")
+    if ctype and not ctype.startswith(TEXT_TYPES):
+        raise ToolError(f"{url!r} returned {ctype!r}; only text responses are returned")
+    cut = len(raw) > policy.max_bytes
+    text = raw[: policy.max_bytes].decode(headers.get_content_charset() or "utf-8", "replace")
+    note = f"\n[cut at {policy.max_bytes} bytes]" if cut else ""
+    location = headers.get("Location")
+    head = f"HTTP {status}" + (f" (redirect to {location})" if location else "")
+    return f"{head}\n\n{text}{note}"

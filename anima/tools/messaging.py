@@ -1,0 +1,47 @@
+"""send_message: write an outbox record to another agent or a channel address."""
+
+from __future__ import annotations
+
+import re
+
+from anima.errors import ToolError
+from anima.message import Message
+from anima.tools.base import ToolContext, tool
+
+_CHANNEL_ADDR = re.compile(r"^[a-z]+:[^\s]{1,200}$")
+
+
+@tool()
+def send_message(ctx: ToolContext, to: str, text: str) -> str:
+    """Send a message to another agent (by name), to every other agent ("all"), or to a channel
+    address such as "telegram:12345". The reply, if any, arrives later in your inbox.
+
+    Args:
+        to: an agent name, "all", or channel:address
+        text: the message, Markdown
+    """
+    to = to.strip().lstrip("@")
+    if not text.strip():
+        raise ToolError("text is empty")
+    if _CHANNEL_ADDR.match(to):
+        channel = to.split(":", 1)[0]
+    elif to == "all" or to in ctx.known_agents:
+        if to == ctx.agent_name:
+            raise ToolError("you cannot send a message to yourself")
+        channel = "agent"
+    else:
+        known = ", ".join(a for a in ctx.known_agents if a != ctx.agent_name) or "none"
+        raise ToolError(f"no agent named {to!r}; known agents: {known}; or use channel:address")
+    msg = Message.create(
+        sender=ctx.agent_name,
+        to=to,
+        body=text,
+        channel=channel,
+        conversation=ctx.conversation
+        if channel != "agent"
+        else f"{ctx.agent_name}-{to}"
+        if to != "all"
+        else ctx.conversation,
+    )
+    ctx.outgoing.append(msg)
+    return f"queued message {msg.id} to {to}; it is sent when this turn is committed"

@@ -1,0 +1,318 @@
+"""One turn, end to end (DESIGN §5): pending messages → context → model/tool loop → files → one
+commit. Everything that wakes an agent goes through `process_agent`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from anima import context, gitstore, mailbox, turnlog
+from anima.agent import Agent
+from anima.errors import AnimaError, ProviderError
+from anima.home import Home
+from anima.llm import ChatRequest, Completed, Event, Retrying, TextDelta, ToolCall, get_provider
+from anima.llm.base import Block, stream_with_retries
+from anima.llm.registry import choose
+from anima.mailbox import Pending
+from anima.message import Message, iso, render, utcnow
+from anima.tools import ToolContext, available, run_tool
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_OK = "HEARTBEAT_OK"
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """Emitted after a tool ran (for the REPL's compact tool lines)."""
+
+    id: str
+    name: str
+    content: str
+    is_error: bool
+
+
+TurnEvent = Event | ToolResult
+OnEvent = Callable[[Message, TurnEvent], None]
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    agent: str
+    conversation: str
+    message_ids: list[str]
+    commit: str | None = None
+    reply: Message | None = None
+    outgoing: list[Message] = field(default_factory=list)
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tool_calls: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+
+
+@dataclass
+class _Loop:
+    """What the model/tool loop produced."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tool_calls: int = 0
+    model: str = ""
+
+
+def _call_model(
+    chain: list[tuple[str, str]],
+    home: Home,
+    request: ChatRequest,
+    emit: Callable[[TurnEvent], None],
+) -> tuple[Completed, list[tuple[str, str]]]:
+    """One model call with retries, falling back along the provider chain. Returns the
+    completion and the chain from the provider that answered (it stays for the turn)."""
+    settings = home.config().providers
+    errors = []
+    for i, (name, model) in enumerate(chain):
+        try:
+            provider = get_provider(name, settings)
+            req = ChatRequest(
+                model or provider.default_model,
+                request.system,
+                request.messages,
+                request.tools,
+                request.max_tokens,
+                request.temperature,
+            )
+            completed = None
+            for ev in stream_with_retries(
+                provider,
+                req,
+                retries=settings.retries,
+                base=settings.backoff,
+                cap=settings.max_backoff,
+            ):
+                if isinstance(ev, Completed):
+                    completed = ev
+                else:
+                    emit(ev)
+            if completed is None:
+                raise ProviderError(f"{name} returned no completion", retryable=False)
+            if not completed.model:
+                completed = Completed(
+                    completed.content,
+                    completed.stop_reason,
+                    completed.tokens_in,
+                    completed.tokens_out,
+                    req.model,
+                )
+            return completed, chain[i:]
+        except ProviderError as exc:
+            errors.append(f"{name}: {exc}")
+            log.warning("provider %s failed: %s", name, exc)
+    raise ProviderError("; ".join(errors))
+
+
+def _run_loop(
+    agent: Agent, ctx: context.Context, tctx: ToolContext, emit: Callable[[TurnEvent], None]
+) -> _Loop:
+    cfg = agent.config
+    tools = {t.name: t for t in available(cfg)}
+    specs = [t.spec for t in tools.values()]
+    chain = choose(cfg, agent.home.config())
+    messages = ctx.messages()
+    out = _Loop()
+    out.records.append({"role": "user", "content": ctx.incoming})
+    for _step in range(cfg.max_steps):
+        request = ChatRequest("", ctx.system, messages, specs, cfg.max_tokens, cfg.temperature)
+        completed, chain = _call_model(chain, agent.home, request, emit)
+        out.tokens_in += completed.tokens_in
+        out.tokens_out += completed.tokens_out
+        out.model = f"{chain[0][0]}/{completed.model}"
+        content = completed.content or [{"type": "text", "text": ""}]
+        messages.append({"role": "assistant", "content": content})
+        out.records.append({"role": "assistant", "content": content})
+        out.texts += [b["text"] for b in content if b["type"] == "text" and b["text"].strip()]
+        uses = [b for b in content if b["type"] == "tool_use"]
+        if not uses:
+            return out
+        results: list[Block] = []
+        for use in uses:
+            result, is_error = run_tool(tools, tctx, use["name"], use["input"])
+            out.tool_calls += 1
+            emit(ToolResult(use["id"], use["name"], result, is_error))
+            results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": use["id"],
+                    "content": result,
+                    "is_error": is_error,
+                }
+            )
+        messages.append({"role": "user", "content": results})
+        out.records.append({"role": "user", "content": results})
+    note = f"[stopped: the limit of {cfg.max_steps} model calls in one turn was reached]"
+    out.records.append({"role": "assistant", "content": [{"type": "text", "text": note}]})
+    out.texts.append(note)
+    return out
+
+
+def _subject(agent: Agent, batch: list[Message], heartbeat_ok: bool) -> str:
+    first = batch[0]
+    if all(m.kind != "message" for m in batch):
+        what = "heartbeat" if first.kind == "heartbeat" else "reminder"
+        return f"turn({agent.name}): {what}" + (" (ok, nothing to say)" if heartbeat_ok else "")
+    senders = ", ".join(dict.fromkeys(m.sender for m in batch))
+    n = len(batch)
+    noun = f"{first.channel} message" if n == 1 else f"{n} {first.channel} messages"
+    return f"turn({agent.name}): reply to {noun} from {senders}"
+
+
+def _reply_for(agent: Agent, trigger: Message, text: str) -> Message:
+    if trigger.channel == "agent" or trigger.sender in agent.home.agent_names():
+        to, channel = trigger.sender, "agent"
+    else:
+        to, channel = trigger.sender, trigger.channel
+    return Message.create(
+        sender=agent.name,
+        to=to,
+        body=text,
+        channel=channel,
+        conversation=trigger.conversation,
+        in_reply_to=trigger.id,
+    )
+
+
+def run_turn(
+    agent: Agent, pendings: list[Pending], *, on_event: OnEvent | None = None
+) -> TurnResult:
+    """Run one turn for a batch of one conversation's messages. Call under the agent's lock,
+    after `prepare`. On a provider failure the turn is abandoned and the messages stay pending."""
+    started = time.monotonic()
+    batch = [p.message for p in pendings]
+    conversation = batch[0].conversation
+    trigger = batch[-1]
+
+    def emit(ev: TurnEvent) -> None:
+        if on_event is not None:
+            on_event(trigger, ev)
+
+    turnlog.begin(agent.path)
+    tctx = ToolContext(
+        agent.name, agent.path, agent.config, agent.home.agent_names(), batch, conversation
+    )
+    try:
+        ctx = context.assemble(agent, batch, conversation)
+        loop = _run_loop(agent, ctx, tctx, emit)
+    except BaseException:
+        turnlog.abandon(agent.path)
+        raise
+    text = "\n\n".join(loop.texts).strip()
+    heartbeat_ok = trigger.kind == "heartbeat" and text == HEARTBEAT_OK
+    reply = _reply_for(agent, trigger, text) if text and not heartbeat_ok else None
+    outgoing = ([reply] if reply else []) + tctx.outgoing
+    turn_id = trigger.id
+    now = iso(utcnow())
+    for rec in loop.records:
+        rec.update(turn=turn_id, ts=now)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    body_lines = [text.splitlines()[0][:200]] if text else []
+    if tctx.reasons:
+        body_lines += ["", "Memory:", *[f"- {r}" for r in tctx.reasons]]
+    record = turnlog.TurnRecord(
+        subject=_subject(agent, batch, heartbeat_ok),
+        body="\n".join(body_lines),
+        trailers=[
+            ("Anima-Trigger", f"{trigger.kind}:{trigger.channel}:{trigger.sender}"),
+            ("Anima-Message", ", ".join(m.id for m in batch)),
+            ("Anima-Conversation", conversation),
+            ("Anima-Model", loop.model),
+            ("Anima-Tokens-In", str(loop.tokens_in)),
+            ("Anima-Tokens-Out", str(loop.tokens_out)),
+            ("Anima-Tool-Calls", str(loop.tool_calls)),
+            ("Anima-Duration-Ms", str(duration_ms)),
+        ],
+        archive=[
+            (
+                str(p.path.relative_to(agent.path)),
+                str(mailbox.archive_path(agent.path, p.message.id).relative_to(agent.path)),
+            )
+            for p in pendings
+        ],
+        outbox=[
+            (str(mailbox.outbox_path(agent.path, m.id).relative_to(agent.path)), render(m))
+            for m in outgoing
+        ],
+        history_path=f"history/{conversation}/{utcnow().strftime('%Y-%m-%d')}.jsonl",
+        history_records=loop.records,
+        touched=sorted(tctx.touched),
+    )
+    sha = turnlog.commit(agent.path, record)
+    return TurnResult(
+        agent.name,
+        conversation,
+        [m.id for m in batch],
+        sha,
+        reply,
+        outgoing,
+        loop.model,
+        loop.tokens_in,
+        loop.tokens_out,
+        loop.tool_calls,
+        duration_ms,
+    )
+
+
+def prepare(agent: Agent) -> None:
+    """Under the lock, before a turn: finish or undo a crashed turn, then commit hand edits."""
+    done = turnlog.recover(agent.path)
+    if done:
+        log.warning("%s: %s", agent.name, done)
+    gitstore.commit_external(agent.path)
+
+
+def group_by_conversation(pendings: Iterable[Pending]) -> list[list[Pending]]:
+    groups: dict[str, list[Pending]] = {}
+    for p in pendings:
+        groups.setdefault(p.message.conversation, []).append(p)
+    return list(groups.values())
+
+
+def process_agent(
+    home: Home, name: str, *, on_event: OnEvent | None = None, lock_timeout: float | None = None
+) -> list[TurnResult]:
+    """Handle every message pending for `name` now: one turn per conversation batch. A failed
+    turn is reported in its result and leaves its messages pending for a later run."""
+    agent = Agent.open(home, name)
+    results = []
+    with gitstore.agent_lock(home.run_dir / "locks" / f"{name}.lock", timeout=lock_timeout):
+        prepare(agent)
+        for group in group_by_conversation(mailbox.scan(agent.path, name)):
+            try:
+                results.append(run_turn(agent, group, on_event=on_event))
+            except AnimaError as exc:
+                results.append(
+                    TurnResult(
+                        name,
+                        group[0].message.conversation,
+                        [p.message.id for p in group],
+                        error=str(exc),
+                    )
+                )
+    return results
+
+
+__all__ = [
+    "TextDelta",
+    "ToolCall",
+    "Retrying",
+    "ToolResult",
+    "TurnResult",
+    "process_agent",
+    "run_turn",
+    "prepare",
+]
