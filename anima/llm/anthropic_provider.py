@@ -15,6 +15,7 @@ from anima.llm.base import (
     Event,
     TextDelta,
     ToolCall,
+    is_transport_error,
     parse_retry_after,
 )
 from anima.llm.registry import register
@@ -43,7 +44,7 @@ def _blocks(content: list[Block]) -> list[Block]:
 
 class AnthropicProvider:
     name = "anthropic"
-    default_model = "claude-sonnet-4-5"
+    default_model = "claude-sonnet-5-5"
 
     def __init__(self, settings: ProviderSettings):
         import anthropic  # lazy: ~1.5 s of imports
@@ -103,8 +104,10 @@ class AnthropicProvider:
             ) from exc
         except sdk.APIError as exc:  # connection errors, timeouts, a stream cut short
             raise ProviderError(f"Anthropic API unreachable: {exc}", retryable=True) from exc
-        except AssertionError as exc:  # the SDK asserts when a stream ends before message_stop
-            raise ProviderError(f"Anthropic stream ended early: {exc}", retryable=True) from exc
+        except Exception as exc:
+            if not is_transport_error(exc):
+                raise
+            raise ProviderError(f"Anthropic stream broke off: {exc}", retryable=True) from exc
         content: list[Block] = []
         for block in final.content:
             if block.type == "text":

@@ -118,3 +118,9 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """A broken connection or timeout raised by the HTTP stack under an SDK (httpx, or httpx2
+    in newer anthropic releases): mid-stream failures reach us unwrapped."""
+    return type(exc).__module__.split(".")[0] in ("httpx", "httpcore", "httpx2", "httpcore2", "h11")

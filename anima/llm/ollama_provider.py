@@ -8,7 +8,15 @@ from typing import Any
 
 from anima.config import ProviderSettings
 from anima.errors import ProviderError
-from anima.llm.base import Block, ChatRequest, Completed, Event, TextDelta, ToolCall
+from anima.llm.base import (
+    Block,
+    ChatRequest,
+    Completed,
+    Event,
+    TextDelta,
+    ToolCall,
+    is_transport_error,
+)
 from anima.llm.registry import ollama_host, register
 
 
@@ -55,7 +63,7 @@ def _translate(sdk: Any, exc: Exception) -> Exception:
         )
     if isinstance(exc, (ConnectionError, OSError)):
         return ProviderError(f"Ollama unreachable: {exc}", retryable=True)
-    if type(exc).__module__.startswith(("httpx", "httpcore", "httpx2")):  # cut streams, timeouts
+    if is_transport_error(exc):  # cut streams, timeouts
         return ProviderError(f"Ollama stream failed: {exc}", retryable=True)
     return exc
 
@@ -108,7 +116,10 @@ class OllamaProvider:
                 if chunk.done:
                     done = chunk
         except Exception as exc:
-            raise _translate(sdk, exc) from exc
+            err = _translate(sdk, exc)
+            if err is exc:
+                raise
+            raise err from exc
         if done is None:
             raise ProviderError("Ollama stream ended before done", retryable=True)
         content: list[Block] = []

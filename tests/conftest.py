@@ -1,0 +1,83 @@
+"""Fixtures: every test gets its own ANIMA_HOME, real git repos, and a fake model server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from anima import mailbox
+from anima.agent import Agent, create_agent
+from anima.home import Home
+from anima.message import Message
+from anima.testing import FakeModelServer
+
+_ENV_TO_CLEAR = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OLLAMA_HOST", "ANIMA_HOME")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test can touch a real home, a real API key or a real model host."""
+    for var in _ENV_TO_CLEAR:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ANIMA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeModelServer]:
+    with FakeModelServer() as server:
+        yield server
+
+
+def write_global_config(home: Home, url: str, **overrides: object) -> None:
+    settings = {
+        "anthropic_base_url": url,
+        "ollama_host": url,
+        "retries": 2,
+        "backoff": 0.01,
+        "max_backoff": 2.0,
+        "timeout": 10.0,
+        **overrides,
+    }
+    lines = ['provider = "auto"', "", "[providers]"]
+    for k, v in settings.items():
+        lines.append(f"{k} = {v!r}".replace("'", '"'))
+    home.config_path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def home(tmp_path: Path, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch) -> Home:
+    h = Home(tmp_path / "home")
+    h.init()
+    write_global_config(h, fake.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    return h
+
+
+def set_toml(agent: Agent, **values: object) -> None:
+    """Set top-level keys of agent.toml (as a person would edit it)."""
+    path = agent.path / "agent.toml"
+    text = path.read_text()
+    for key, value in values.items():
+        rendered = str(value).lower() if isinstance(value, bool) else repr(value).replace("'", '"')
+        text, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {rendered}", text)
+        if n == 0:
+            text = f"{key} = {rendered}\n" + text
+    path.write_text(text)
+
+
+def make_agent(
+    home: Home, name: str = "arya", provider: str = "anthropic", **values: object
+) -> Agent:
+    agent = create_agent(home, name)
+    set_toml(agent, provider=provider, **values)
+    return Agent(home, name)
+
+
+def send(agent: Agent, text: str, **kw: object) -> Message:
+    msg = Message.create(sender=str(kw.pop("sender", "you")), to=agent.name, body=text, **kw)  # type: ignore[arg-type]
+    mailbox.deliver(agent.path, msg)
+    return msg
