@@ -133,7 +133,7 @@ def parse(raw: bytes, *, fallback_id: str, default_to: str, mtime: float | None 
     kind = _text(meta.get("kind", "message"))
     if kind not in KINDS:
         raise BadMessage(f"kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
-    body = post.content
+    body = post.content + "\n" if post.content else ""  # render() always ends the body with one
     if not body.strip() and kind == "message":
         raise BadMessage("message body is empty")
     channel = _text(meta.get("channel", "file"))

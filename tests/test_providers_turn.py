@@ -11,7 +11,7 @@ import pytest
 from anima import gitstore
 from anima.home import Home
 from anima.runtime import run_once
-from anima.testing import Fault, FakeModelServer, Reply
+from anima.testing import FakeModelServer, Fault, Reply
 from anima.turn import TextDelta
 from tests.conftest import make_agent, send
 
