@@ -56,6 +56,18 @@ class Tools:
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    every: str = ""
+    """e.g. "30m", "2h", "1d"; empty: no heartbeat."""
+    active_hours: str = ""
+    """e.g. "08:00-22:00" (local time); outside them a tick delivers nothing."""
+    on_calendar: str = ""
+    """A systemd OnCalendar expression, overriding `every` for the timer unit."""
+    cron: str = ""
+    """A crontab schedule, overriding `every` for `anima cron`."""
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     provider: str = "auto"
     """auto | anthropic | ollama | offline (auto: Anthropic with a key, else Ollama if reachable)."""
@@ -68,6 +80,7 @@ class AgentConfig:
     temperature: float | None = None
     budget: Budget = field(default_factory=Budget)
     tools: Tools = field(default_factory=Tools)
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
 
 @dataclass(frozen=True)
@@ -83,11 +96,30 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    max_concurrent_turns: int = 4
+    """Turns of different agents that run at once (one agent's turns never overlap)."""
+    max_agent_hops: int = 6
+    """Agent-to-agent messages in one chain before the router stops delivering them."""
+    max_attempts: int = 5
+    """Failed turns a message gets before it is moved to inbox/rejected/ with its errors."""
+    grace_seconds: float = 30.0
+    """On SIGTERM, how long an in-flight turn may take to finish before it is abandoned."""
+    watch_step_ms: int = 5
+    """watchfiles poll step: wake latency is step..2*step; idle CPU grows as it shrinks."""
+    settle_ms: int = 200
+    """A file written in place (not renamed in) is read once unchanged for this long."""
+    retry_backoff: float = 5.0
+    """First delay before retrying an agent whose turn failed; doubles up to 10 minutes."""
+
+
+@dataclass(frozen=True)
 class GlobalConfig:
     provider: str = "auto"
     model: str = ""
     fallback: list[str] = field(default_factory=list)
     providers: ProviderSettings = field(default_factory=ProviderSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:
@@ -138,7 +170,6 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 def load_agent_config(path: Path) -> AgentConfig:
     data = load_toml(path)
-    data.pop("heartbeat", None)  # owned by the runtime (schedule), not the turn
     try:
         return build(AgentConfig, data)
     except BadConfig as exc:

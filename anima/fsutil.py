@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: str | bytes, *, tmp_dir: Path | None = None) -> None:
+def write_atomic(
+    path: Path, data: str | bytes, *, tmp_dir: Path | None = None, mtime: float | None = None
+) -> None:
     """Write `data` to `path` via a temp file, fsync and rename (atomic on POSIX)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     directory = tmp_dir or path.parent
@@ -20,6 +22,8 @@ def write_atomic(path: Path, data: str | bytes, *, tmp_dir: Path | None = None) 
             fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -234,3 +234,22 @@ def head_has_record(path: Path, subject: str, trailers: Sequence[tuple[str, str]
 def log_text(path: Path, limit: int = 10) -> str:
     """`git log` as a person reads it: subjects, bodies and trailers."""
     return str(_repo(path).git.log(f"-n{limit}", "--format=%C(auto)%h %s%n%b", "--stat=80"))
+
+
+def added_since(path: Path, since: str | None, under: str) -> tuple[str, list[str]]:
+    """Files added under `under` by commits after `since` (all history if None), oldest first,
+    and the HEAD they were read at."""
+    repo = _repo(path)
+    head_sha = repo.head.commit.hexsha
+    if since == head_sha:
+        return head_sha, []
+    rng = [f"{since}..{head_sha}"] if since else [head_sha]
+    try:
+        out = repo.git.log(
+            *rng, "--reverse", "--diff-filter=A", "--name-only", "--format=", "--", under
+        )
+    except git.GitCommandError:  # `since` is gone (history rewritten): read it all
+        out = repo.git.log(
+            head_sha, "--reverse", "--diff-filter=A", "--name-only", "--format=", "--", under
+        )
+    return head_sha, [line for line in out.splitlines() if line.strip()]

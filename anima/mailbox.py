@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from anima.errors import BadMessage
 from anima.fsutil import fsync_dir, write_atomic
 from anima.message import Message, parse, render, utcnow
 
+DELIVERED_AGE = 60.0
+"""deliver() stamps the files it renames in this many seconds in the past: complete on arrival,
+they pass the settle check that holds back files still being written in place."""
 _SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.md$")
 
 
@@ -48,25 +52,39 @@ def deliver(agent_dir: Path, msg: Message) -> Path | None:
         or (inbox / "rejected" / target.name).exists()
     ):
         return None
-    write_atomic(target, render(msg), tmp_dir=inbox / ".tmp")
+    write_atomic(target, render(msg), tmp_dir=inbox / ".tmp", mtime=time.time() - DELIVERED_AGE)
     return target
 
 
-def scan(agent_dir: Path, name: str) -> list[Pending]:
-    """Parse every pending message, oldest id first. Bad files are rejected on the way."""
+@dataclass(frozen=True)
+class Scan:
+    pending: list[Pending]
+    unsettled: int = 0
+    """Files still being written in place (younger than the settle time): read them later."""
+
+
+def scan(agent_dir: Path, name: str, *, settle: float = 0.0) -> Scan:
+    """Parse every pending message, oldest id first. Bad files are rejected on the way.
+    With `settle`, files modified less than `settle` seconds ago are left for a later scan
+    (deliver() backdates the files it renames in, so they are never held back)."""
     inbox = agent_dir / "inbox"
     if not inbox.is_dir():
-        return []
+        return Scan([])
     pending = []
+    unsettled = 0
+    now = time.time()
     for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.is_dir(follow_symlinks=False):
             continue
         path = Path(entry.path)
+        if settle and now - entry.stat(follow_symlinks=False).st_mtime < settle:
+            unsettled += 1
+            continue
         try:
             pending.append(Pending(path, read_message(path, name)))
         except BadMessage as exc:
             reject(path, str(exc))
-    return pending
+    return Scan(pending, unsettled)
 
 
 def read_message(path: Path, name: str) -> Message:

@@ -1,38 +1,99 @@
-"""Outbox → inboxes and channel spools (DESIGN §4), after the turn's commit. Idempotent by id."""
+"""Outbox → inboxes and channel spools (DESIGN §4), after the turn's commit. Idempotent by id.
+
+A per-agent cursor in run/routed/ remembers the last commit whose outbox records were routed, so
+records committed just before a crash are routed on the next start, exactly once.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from anima import mailbox
+from anima import gitstore, mailbox
+from anima.errors import BadMessage
 from anima.fsutil import write_atomic
 from anima.home import Home
 from anima.message import Message, render
 
+log = logging.getLogger(__name__)
+
 LOCAL_CHANNELS = ("cli", "file", "timer")
 """Replies on these channels are read from outbox/ by the REPL; they are not routed further."""
+
+
+@dataclass
+class Routed:
+    delivered: list[Path] = field(default_factory=list)
+    held: list[Message] = field(default_factory=list)
+    """Agent messages not delivered because their chain reached max_agent_hops."""
 
 
 def spool_path(home: Home, channel: str, msg_id: str) -> Path:
     return home.spool_dir / channel / "new" / f"{msg_id}.md"
 
 
-def route(home: Home, messages: Iterable[Message]) -> list[Path]:
-    """Deliver each message; returns the files written (already-delivered ones are skipped)."""
-    written: list[Path] = []
+def hops(msg: Message) -> int:
+    try:
+        return int(msg.extra.get("hops", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def route(home: Home, messages: Iterable[Message], *, max_hops: int | None = None) -> Routed:
+    """Deliver each message; already-delivered ones are skipped."""
+    if max_hops is None:
+        max_hops = home.config().runtime.max_agent_hops
+    out = Routed()
     agents = home.agent_names()
     for msg in messages:
         if msg.channel == "agent":
+            if hops(msg) > max_hops:
+                log.warning(
+                    "not delivering %s from %s: agent chain reached %d hops",
+                    msg.id,
+                    msg.sender,
+                    max_hops,
+                )
+                out.held.append(msg)
+                continue
             targets = [a for a in agents if a != msg.sender] if msg.to == "all" else [msg.to]
             for name in targets:
                 if name in agents:
                     path = mailbox.deliver(home.agents_dir / name, msg.with_(to=name))
                     if path:
-                        written.append(path)
+                        out.delivered.append(path)
         elif msg.channel not in LOCAL_CHANNELS:
             target = spool_path(home, msg.channel, msg.id)
             if not target.exists() and not (target.parent.parent / "sent" / target.name).exists():
                 write_atomic(target, render(msg), tmp_dir=target.parent.parent / "tmp")
-                written.append(target)
-    return written
+                out.delivered.append(target)
+    return out
+
+
+def _cursor(home: Home, name: str) -> Path:
+    return home.run_dir / "routed" / name
+
+
+def mark_routed(home: Home, name: str, sha: str) -> None:
+    write_atomic(_cursor(home, name), sha + "\n")
+
+
+def route_pending(home: Home, name: str) -> Routed:
+    """Route the outbox records of every commit of `name` since its cursor, then move it."""
+    agent_dir = home.agents_dir / name
+    try:
+        since: str | None = _cursor(home, name).read_text().strip() or None
+    except FileNotFoundError:
+        since = None
+    head, paths = gitstore.added_since(agent_dir, since, "outbox")
+    messages = []
+    for rel in paths:
+        try:
+            messages.append(mailbox.read_message(agent_dir / rel, name))
+        except (BadMessage, FileNotFoundError) as exc:
+            log.warning("%s: cannot route %s: %s", name, rel, exc)
+    routed = route(home, messages)
+    mark_routed(home, name, head)
+    return routed

@@ -16,9 +16,7 @@ def run_once(
     home.require()
     results: list[TurnResult] = []
     for name in names or home.agent_names():
-        turns = process_agent(home, name, on_event=on_event)
-        for t in turns:
-            if t.commit:
-                router.route(home, t.outgoing)
-        results += turns
+        run = process_agent(home, name, on_event=on_event)
+        router.route_pending(home, name)
+        results += run.results
     return results

@@ -4,14 +4,15 @@ commit. Everything that wakes an agent goes through `process_agent`."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from anima import context, gitstore, mailbox, turnlog
+from anima import attempts, context, gitstore, mailbox, turnlog
 from anima.agent import Agent
-from anima.errors import AnimaError, ProviderError
+from anima.errors import AnimaError, BadConfig, ProviderError
 from anima.home import Home
 from anima.llm import ChatRequest, Completed, Event, Retrying, TextDelta, ToolCall, get_provider
 from anima.llm.base import Block, stream_with_retries
@@ -23,6 +24,10 @@ from anima.tools import ToolContext, available, run_tool
 log = logging.getLogger(__name__)
 
 HEARTBEAT_OK = "HEARTBEAT_OK"
+
+
+class TurnCancelled(AnimaError):
+    """The runtime is shutting down: the turn is abandoned uncommitted, its messages pending."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class TurnResult:
     tool_calls: int = 0
     duration_ms: int = 0
     error: str | None = None
+    rejected: int = 0
 
 
 @dataclass
@@ -118,7 +124,11 @@ def _call_model(
 
 
 def _run_loop(
-    agent: Agent, ctx: context.Context, tctx: ToolContext, emit: Callable[[TurnEvent], None]
+    agent: Agent,
+    ctx: context.Context,
+    tctx: ToolContext,
+    emit: Callable[[TurnEvent], None],
+    cancel: threading.Event | None = None,
 ) -> _Loop:
     cfg = agent.config
     tools = {t.name: t for t in available(cfg)}
@@ -128,6 +138,8 @@ def _run_loop(
     out = _Loop()
     out.records.append({"role": "user", "content": ctx.incoming})
     for _step in range(cfg.max_steps):
+        if cancel is not None and cancel.is_set():
+            raise TurnCancelled("shutting down")
         request = ChatRequest("", ctx.system, messages, specs, cfg.max_tokens, cfg.temperature)
         completed, chain = _call_model(chain, agent.home, request, emit)
         out.tokens_in += completed.tokens_in
@@ -172,6 +184,15 @@ def _subject(agent: Agent, batch: list[Message], heartbeat_ok: bool) -> str:
     return f"turn({agent.name}): reply to {noun} from {senders}"
 
 
+def _with_hops(batch: list[Message], outgoing: list[Message]) -> list[Message]:
+    """Agent messages carry how many agent-to-agent hops their chain has taken (loop cap)."""
+    base = max((int(m.extra.get("hops", 0) or 0) for m in batch if m.channel == "agent"), default=0)
+    return [
+        m.with_(extra={**m.extra, "hops": base + 1}) if m.channel == "agent" else m
+        for m in outgoing
+    ]
+
+
 def _reply_for(agent: Agent, trigger: Message, text: str) -> Message:
     if trigger.channel == "agent" or trigger.sender in agent.home.agent_names():
         to, channel = trigger.sender, "agent"
@@ -188,7 +209,11 @@ def _reply_for(agent: Agent, trigger: Message, text: str) -> Message:
 
 
 def run_turn(
-    agent: Agent, pendings: list[Pending], *, on_event: OnEvent | None = None
+    agent: Agent,
+    pendings: list[Pending],
+    *,
+    on_event: OnEvent | None = None,
+    cancel: threading.Event | None = None,
 ) -> TurnResult:
     """Run one turn for a batch of one conversation's messages. Call under the agent's lock,
     after `prepare`. On a provider failure the turn is abandoned and the messages stay pending."""
@@ -198,6 +223,8 @@ def run_turn(
     trigger = batch[-1]
 
     def emit(ev: TurnEvent) -> None:
+        if cancel is not None and cancel.is_set():
+            raise TurnCancelled("shutting down")
         if on_event is not None:
             on_event(trigger, ev)
 
@@ -207,14 +234,15 @@ def run_turn(
     )
     try:
         ctx = context.assemble(agent, batch, conversation)
-        loop = _run_loop(agent, ctx, tctx, emit)
+        loop = _run_loop(agent, ctx, tctx, emit, cancel)
     except BaseException:
         turnlog.abandon(agent.path)
         raise
     text = "\n\n".join(loop.texts).strip()
     heartbeat_ok = trigger.kind == "heartbeat" and text == HEARTBEAT_OK
     reply = _reply_for(agent, trigger, text) if text and not heartbeat_ok else None
-    outgoing = ([reply] if reply else []) + tctx.outgoing
+    outgoing = _with_hops(batch, ([reply] if reply else []) + tctx.outgoing)
+    reply = outgoing[0] if reply else None
     turn_id = trigger.id
     now = iso(utcnow())
     for rec in loop.records:
@@ -283,27 +311,65 @@ def group_by_conversation(pendings: Iterable[Pending]) -> list[list[Pending]]:
 
 
 def process_agent(
-    home: Home, name: str, *, on_event: OnEvent | None = None, lock_timeout: float | None = None
-) -> list[TurnResult]:
+    home: Home,
+    name: str,
+    *,
+    on_event: OnEvent | None = None,
+    lock_timeout: float | None = None,
+    settle: float = 0.0,
+    cancel: threading.Event | None = None,
+) -> AgentRun:
     """Handle every message pending for `name` now: one turn per conversation batch. A failed
-    turn is reported in its result and leaves its messages pending for a later run."""
+    turn is reported in its result and leaves its messages pending for a later run, until they
+    run out of attempts and are rejected with their error history."""
     agent = Agent.open(home, name)
-    results = []
+    run = AgentRun(name)
     with gitstore.agent_lock(home.run_dir / "locks" / f"{name}.lock", timeout=lock_timeout):
         prepare(agent)
-        for group in group_by_conversation(mailbox.scan(agent.path, name)):
+        scan = mailbox.scan(agent.path, name, settle=settle)
+        run.unsettled = scan.unsettled
+        for group in group_by_conversation(scan.pending):
+            ids = [p.message.id for p in group]
             try:
-                results.append(run_turn(agent, group, on_event=on_event))
+                result = run_turn(agent, group, on_event=on_event, cancel=cancel)
+            except TurnCancelled:
+                run.cancelled = True
+                break
+            except BadConfig as exc:  # the agent's fault, not the message's: no attempt counted
+                run.results.append(
+                    TurnResult(name, group[0].message.conversation, ids, error=str(exc))
+                )
+                break
             except AnimaError as exc:
-                results.append(
+                max_attempts = home.config().runtime.max_attempts
+                rejected = attempts.record_failure(home, name, group, str(exc), max_attempts)
+                run.results.append(
                     TurnResult(
                         name,
                         group[0].message.conversation,
-                        [p.message.id for p in group],
+                        ids,
                         error=str(exc),
+                        rejected=len(rejected),
                     )
                 )
-    return results
+                continue
+            attempts.clear(home, name, ids)
+            run.results.append(result)
+    return run
+
+
+@dataclass
+class AgentRun:
+    """What one pass over an agent's inbox did."""
+
+    agent: str
+    results: list[TurnResult] = field(default_factory=list)
+    unsettled: int = 0
+    cancelled: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return any(r.error for r in self.results)
 
 
 __all__ = [

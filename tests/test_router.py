@@ -26,13 +26,13 @@ def test_all_fans_out_to_every_other_agent_and_is_idempotent(home: Home) -> None
     for name in ("arya", "bran", "sansa"):
         make_agent(home, name, provider="offline")
     msg = Message.create(sender="arya", to="all", body="hello all", channel="agent")
-    written = router.route(home, [msg])
+    written = router.route(home, [msg]).delivered
     assert sorted(p.parent.parent.name for p in written) == ["bran", "sansa"]
-    assert router.route(home, [msg]) == []
+    assert router.route(home, [msg]).delivered == []
 
 
 def test_channel_messages_go_to_the_spool(home: Home) -> None:
     msg = Message.create(sender="arya", to="telegram:42", body="hi", channel="telegram")
-    (path,) = router.route(home, [msg])
+    (path,) = router.route(home, [msg]).delivered
     assert path == home.spool_dir / "telegram/new" / f"{msg.id}.md"
-    assert router.route(home, [msg]) == []
+    assert router.route(home, [msg]).delivered == []
