@@ -1,12 +1,32 @@
-"""Running agents: `run_once` handles what is pending now (the always-on watch loop builds on it)."""
+"""Running agents. `run_once` handles what is pending now; `Runtime` is the always-on process
+(DESIGN §6): one watcher for every inbox, a queue per agent, bounded concurrency across agents,
+reminders, status, sd_notify, and a clean shutdown on SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
-from anima import router
+from watchfiles import Change, awatch
+
+from anima import gitstore, router, schedule, status, systemd
 from anima.home import Home
-from anima.turn import OnEvent, TurnResult, process_agent
+from anima.message import iso, utcnow
+from anima.turn import AgentRun, OnEvent, TurnResult, process_agent
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY = 5.0
+GC_EVERY_TURNS = 200
+MAX_RETRY_DELAY = 600.0
+STALE_TMP_SECONDS = 3600
 
 
 def run_once(
@@ -20,3 +40,240 @@ def run_once(
         router.route_pending(home, name)
         results += run.results
     return results
+
+
+def _inbox_owner(path: str) -> str | None:
+    p = Path(path)
+    if p.parent.name != "inbox" or not p.name.endswith(".md") or p.name.startswith("."):
+        return None
+    return p.parent.parent.name
+
+
+def clean_stale_tmp(home: Home, older_than: float = STALE_TMP_SECONDS) -> int:
+    """Remove temp files a killed writer left behind (never a whole message: those are renamed)."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for tmp_dir in [*home.agents_dir.glob("*/inbox/.tmp"), *home.spool_dir.glob("*/tmp")]:
+        for f in tmp_dir.iterdir():
+            if f.is_file() and f.stat().st_mtime < cutoff:
+                f.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+class Runtime:
+    """The always-on loop. Turns run in worker threads; everything else is on one event loop."""
+
+    def __init__(self, home: Home, *, on_event: OnEvent | None = None):
+        self.home = home.require()
+        self.settings = home.config().runtime
+        self.on_event = on_event
+        self.cancel = threading.Event()
+        self.since = iso(utcnow())
+        self.stopping = False
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.dirty: set[str] = set()
+        self.failures: dict[str, int] = {}
+        self.state: dict[str, dict[str, Any]] = {}
+        self.turns = 0
+        self._sem = asyncio.Semaphore(self.settings.max_concurrent_turns)
+        self._executor = ThreadPoolExecutor(self.settings.max_concurrent_turns + 1, "anima-turn")
+        self._rewatch = asyncio.Event()
+        self._known: set[str] = set()
+        self._lock = status.HomeLock(home)
+
+    # -- scheduling -----------------------------------------------------------------------------
+    def wake(self, name: str) -> None:
+        """Queue a pass over `name`'s inbox; if one is running, run another right after it."""
+        if self.stopping:
+            return
+        task = self.tasks.get(name)
+        if task is not None and not task.done():
+            self.dirty.add(name)
+            return
+        self.tasks[name] = asyncio.get_running_loop().create_task(self._work(name))
+
+    def _process(self, name: str) -> AgentRun:
+        run = process_agent(
+            self.home,
+            name,
+            on_event=self.on_event,
+            settle=self.settings.settle_ms / 1000,
+            cancel=self.cancel,
+        )
+        if not self.cancel.is_set():
+            router.route_pending(self.home, name)
+        return run
+
+    async def _work(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            self.dirty.discard(name)
+            async with self._sem:
+                if self.stopping:
+                    return
+                try:
+                    run = await loop.run_in_executor(self._executor, self._process, name)
+                except Exception as exc:  # a bug or an unreadable agent: log, back off, go on
+                    log.exception("%s: pass failed", name)
+                    run = AgentRun(name)
+                    run.results.append(
+                        TurnResult(name, "", [], error=f"{type(exc).__name__}: {exc}")
+                    )
+            self._after(name, run)
+            if name not in self.dirty:
+                return
+
+    def _after(self, name: str, run: AgentRun) -> None:
+        loop = asyncio.get_running_loop()
+        st = self.state.setdefault(name, {})
+        for r in run.results:
+            if r.error:
+                st["last_error"] = {
+                    "at": iso(utcnow()),
+                    "error": r.error,
+                    "messages": r.message_ids,
+                }
+                log.warning(
+                    "%s: turn failed, %d message(s) stay pending: %s",
+                    name,
+                    len(r.message_ids),
+                    r.error,
+                )
+            else:
+                self.turns += 1
+                st["last_turn"] = {"at": iso(utcnow()), "commit": r.commit, "ms": r.duration_ms}
+                log.info(
+                    "%s: turn %s (%d message(s), %s, %d ms)",
+                    name,
+                    (r.commit or "")[:8],
+                    len(r.message_ids),
+                    r.model,
+                    r.duration_ms,
+                )
+                if self.turns % GC_EVERY_TURNS == 0:
+                    loop.run_in_executor(
+                        self._executor, gitstore.gc_auto, self.home.agents_dir / name
+                    )
+        if run.failed:
+            n = self.failures[name] = self.failures.get(name, 0) + 1
+            delay = min(MAX_RETRY_DELAY, self.settings.retry_backoff * 2 ** (n - 1))
+            loop.call_later(delay, self.wake, name)
+        elif run.results:
+            self.failures.pop(name, None)
+        if run.unsettled:
+            loop.call_later(self.settings.settle_ms / 1000, self.wake, name)
+
+    # -- watching -------------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        while not self.stopping:
+            names = self.home.agent_names()
+            new = set(names) - self._known
+            self._known = set(names)
+            inboxes = []
+            for name in names:
+                inbox = self.home.agents_dir / name / "inbox"
+                inbox.mkdir(exist_ok=True)
+                inboxes.append(inbox)
+            for name in sorted(new):
+                self.wake(name)  # pending since before we watched
+            self._rewatch = asyncio.Event()
+            # Only the inbox/ directories (not recursive): a whole repo is ~260 inotify watches.
+            async for changes in awatch(
+                self.home.agents_dir,
+                *inboxes,
+                recursive=False,
+                step=self.settings.watch_step_ms,
+                debounce=50,
+                stop_event=self._rewatch,
+                watch_filter=None,
+                raise_interrupt=False,
+            ):
+                if any(Path(p).parent == self.home.agents_dir for _, p in changes):
+                    self._rewatch.set()  # an agent came or went: watch the new set
+                for change, path in changes:
+                    if change != Change.deleted and (owner := _inbox_owner(path)):
+                        self.wake(owner)
+
+    async def _reminders(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            for name in list(self._known):
+                try:
+                    await loop.run_in_executor(self._executor, schedule.fire_due, self.home, name)
+                except Exception:
+                    log.exception("%s: firing reminders failed", name)
+            await asyncio.sleep(1.0)
+
+    def _status_payload(self, live: bool = True) -> dict[str, Any]:
+        agents = {}
+        for name in sorted(self._known):
+            inbox = self.home.agents_dir / name / "inbox"
+            pending = sum(1 for _ in inbox.glob("*.md")) if inbox.is_dir() else 0
+            agents[name] = {"pending": pending, **self.state.get(name, {})}
+        return {
+            "live": live,
+            "pid": os.getpid(),
+            "since": self.since,
+            "updated": iso(utcnow()),
+            "turns": self.turns,
+            "agents": agents,
+        }
+
+    async def _status(self) -> None:
+        interval = systemd.watchdog_interval()
+        every = min(STATUS_EVERY, interval) if interval else STATUS_EVERY
+        while not self.stopping:
+            status.write(self.home, self._status_payload())
+            if interval:
+                systemd.notify("WATCHDOG=1")
+            running = sum(1 for t in self.tasks.values() if not t.done())
+            systemd.notify(f"STATUS={len(self._known)} agents, {running} busy, {self.turns} turns")
+            await asyncio.sleep(every)
+
+    # -- life cycle -----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> bool:
+        """Run until `stop` is set. Returns True if every in-flight turn finished in time."""
+        self._lock.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            clean_stale_tmp(self.home)
+            for name in self.home.agent_names():
+                # Route what a crash may have left committed but unrouted, fire missed reminders.
+                await loop.run_in_executor(self._executor, router.route_pending, self.home, name)
+                await loop.run_in_executor(self._executor, schedule.fire_due, self.home, name)
+            workers = [
+                loop.create_task(c) for c in (self._watch(), self._reminders(), self._status())
+            ]
+            systemd.notify("READY=1")
+            log.info(
+                "anima run: watching %d agents in %s", len(self.home.agent_names()), self.home.root
+            )
+            await stop.wait()
+            return await self._shutdown(workers)
+        finally:
+            self._lock.release()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _shutdown(self, workers: list[asyncio.Task[None]]) -> bool:
+        systemd.notify("STOPPING=1")
+        self.stopping = True
+        self._rewatch.set()
+        for w in workers:
+            w.cancel()
+        busy = [t for t in self.tasks.values() if not t.done()]
+        if busy:
+            log.info(
+                "shutting down: waiting up to %gs for %d turn(s)",
+                self.settings.grace_seconds,
+                len(busy),
+            )
+            _, still = await asyncio.wait(busy, timeout=self.settings.grace_seconds)
+            if still:
+                log.warning("abandoning %d turn(s): their messages stay pending", len(still))
+                self.cancel.set()
+                _, still = await asyncio.wait(still, timeout=1.0)
+        else:
+            still = set()
+        status.write(self.home, self._status_payload(live=False))
+        return not still

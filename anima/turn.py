@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from anima import attempts, context, gitstore, mailbox, turnlog
+from anima import attempts, context, gitstore, mailbox, schedule, turnlog
 from anima.agent import Agent
 from anima.errors import AnimaError, BadConfig, ProviderError
 from anima.home import Home
@@ -235,6 +235,7 @@ def run_turn(
     try:
         ctx = context.assemble(agent, batch, conversation)
         loop = _run_loop(agent, ctx, tctx, emit, cancel)
+        tctx.touched.update(schedule.retire(agent.path, batch))
     except BaseException:
         turnlog.abandon(agent.path)
         raise

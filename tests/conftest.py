@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +38,9 @@ def fake() -> Iterator[FakeModelServer]:
         yield server
 
 
-def write_global_config(home: Home, url: str, **overrides: object) -> None:
+def write_global_config(
+    home: Home, url: str, runtime: dict[str, object] | None = None, **overrides: object
+) -> None:
     settings = {
         "anthropic_base_url": url,
         "ollama_host": url,
@@ -43,8 +51,9 @@ def write_global_config(home: Home, url: str, **overrides: object) -> None:
         **overrides,
     }
     lines = ['provider = "auto"', "", "[providers]"]
-    for k, v in settings.items():
-        lines.append(f"{k} = {v!r}".replace("'", '"'))
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()]
+    lines += ["", "[runtime]"]
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in (runtime or {}).items()]
     home.config_path.write_text("\n".join(lines) + "\n")
 
 
@@ -81,3 +90,70 @@ def send(agent: Agent, text: str, **kw: object) -> Message:
     msg = Message.create(sender=str(kw.pop("sender", "you")), to=agent.name, body=text, **kw)  # type: ignore[arg-type]
     mailbox.deliver(agent.path, msg)
     return msg
+
+
+class LiveRuntime:
+    """`anima run` in a subprocess: the real watch loop, the real signals."""
+
+    def __init__(self, home: Home, env: dict[str, str] | None = None):
+        self.home = home
+        self.env = {**os.environ, "ANIMA_HOME": str(home.root), **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 20.0) -> LiveRuntime:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "anima", "run"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if "anima run: watching" in line or time.monotonic() > deadline:
+                break
+        threading.Thread(target=self._drain, daemon=True).start()
+        assert self.proc.poll() is None, "".join(self.lines)
+        return self
+
+    lines: list[str] = []
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def __enter__(self) -> LiveRuntime:
+        self.lines = []
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition"
+) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def replies(agent: Agent) -> list[Message]:
+    from anima.mailbox import read_message
+
+    return [read_message(p, agent.name) for p in sorted(agent.outbox.rglob("*.md"))]

@@ -8,7 +8,7 @@ import click
 
 from anima import mailbox
 from anima.agent import Agent
-from anima.cli.app import console, err_console, main, pass_home
+from anima.cli.app import main, pass_home
 from anima.home import Home
 from anima.message import Message
 
@@ -36,28 +36,12 @@ def send(
 
 
 @main.command()
-@click.argument("names", nargs=-1)
-@click.option("--once", is_flag=True, help="Process what is pending now and exit.")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Deliver even outside the agent's active hours.")
 @pass_home
-def run(home: Home, names: tuple[str, ...], once: bool) -> None:
-    """Run agents: with --once, answer every pending message and exit."""
-    from anima.runtime import run_once
+def tick(home: Home, name: str, force: bool) -> None:
+    """Deliver a heartbeat to NAME (run by the anima-tick@ timer or cron; starts fast)."""
+    from anima.schedule import tick as deliver_tick
 
-    if not once:
-        raise click.UsageError("the always-on loop is not built yet; use `anima run --once`")
-    failed = 0
-    for r in run_once(home, list(names) or None):
-        if r.error:
-            failed += 1
-            err_console.print(
-                f"[red]{r.agent}[/red]: turn failed, messages stay pending: {r.error}"
-            )
-        else:
-            console.print(
-                f"[bold]{r.agent}[/bold] {r.commit and r.commit[:8]} "
-                f"({len(r.message_ids)} message(s), {r.model}, {r.duration_ms} ms)"
-            )
-            if r.reply:
-                console.print(r.reply.body, markup=False)
-    if failed:
-        sys.exit(2)
+    msg = deliver_tick(home.require(), name, force=force)
+    click.echo(msg.id if msg else f"{name}: outside active hours, no heartbeat")

@@ -152,7 +152,7 @@ def validate(schema: dict[str, Any], args: Any) -> dict[str, Any]:
 
 
 def registry() -> dict[str, Tool]:
-    from anima.tools import files, http, memory, messaging, shell  # noqa: F401  (registers)
+    from anima.tools import files, http, memory, messaging, schedule, shell  # noqa: F401
 
     return dict(_REGISTRY)
 

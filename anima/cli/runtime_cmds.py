@@ -1,0 +1,107 @@
+"""run and status: the always-on runtime and what it is doing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+import click
+from rich.table import Table
+
+from anima.cli.app import console, err_console, main, pass_home
+from anima.home import Home
+
+
+def _print_once(home: Home, names: tuple[str, ...]) -> None:
+    from anima.runtime import run_once
+
+    failed = 0
+    for r in run_once(home, list(names) or None):
+        if r.error:
+            failed += 1
+            err_console.print(
+                f"[red]{r.agent}[/red]: turn failed, messages stay pending: {r.error}",
+                soft_wrap=True,
+            )
+        else:
+            console.print(
+                f"[bold]{r.agent}[/bold] {r.commit and r.commit[:8]} "
+                f"({len(r.message_ids)} message(s), {r.model}, {r.duration_ms} ms)"
+            )
+            if r.reply:
+                console.print(r.reply.body, markup=False)
+    if failed:
+        sys.exit(2)
+
+
+async def _serve(home: Home) -> bool:
+    from anima.runtime import Runtime
+
+    runtime = Runtime(home)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)  # Ctrl-C and systemd stop take one path
+    return await runtime.run(stop)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--once", is_flag=True, help="Answer what is pending now and exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@pass_home
+def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool) -> None:
+    """Run agents: watch every inbox and answer messages as they arrive (or --once)."""
+    if once:
+        _print_once(home, names)
+        return
+    if names:
+        raise click.UsageError("agent names only go with --once; `anima run` serves every agent")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    clean = asyncio.run(_serve(home.require()))
+    logging.shutdown()
+    if not clean:
+        # A turn thread is stuck in a model call; its messages stay pending (the write-ahead
+        # record rolls it back on the next start). Don't wait for it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_home
+def status_cmd(home: Home, as_json: bool) -> None:
+    """Is the runtime live, and per agent: pending, last turn, last error, next heartbeat."""
+    from anima import status
+
+    data = status.collect(home.require())
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    if data["live"]:
+        console.print(f"runtime: [green]live[/green] (pid {data['pid']}, since {data['since']})")
+    else:
+        console.print(
+            "runtime: [yellow]not running[/yellow] (start it: anima run, or anima units install)"
+        )
+    table = Table("agent", "pending", "last turn", "last error", "next heartbeat")
+    for name, a in data["agents"].items():
+        last = a["last_turn"]
+        err = a.get("last_error")
+        table.add_row(
+            name,
+            str(a["pending"]) + (f" ({a['rejected']} rejected)" if a["rejected"] else ""),
+            f"{last['at']} {last['commit']}" if last else "-",
+            (err["error"][:60] if err else "-"),
+            a["next_heartbeat"] or "-",
+        )
+    console.print(table)

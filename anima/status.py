@@ -1,0 +1,117 @@
+"""run/status.json and `anima status`: is a runtime live, and how is each agent doing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from anima import attempts, gitstore, schedule
+from anima.config import load_agent_config
+from anima.errors import AnimaError, Busy
+from anima.fsutil import write_atomic
+from anima.home import Home
+
+
+class HomeLock:
+    """Held by the one `anima run` of a home for its whole life (an flock: dies with it)."""
+
+    def __init__(self, home: Home):
+        self.path = home.run_dir / "anima.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode().strip() or "?"
+            os.close(fd)
+            raise Busy(
+                f"another `anima run` is live for {self.path.parent.parent} (pid {pid})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def runtime_live(home: Home) -> bool:
+    path = home.run_dir / "anima.lock"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def status_path(home: Home) -> Path:
+    return home.run_dir / "status.json"
+
+
+def agent_status(home: Home, name: str) -> dict[str, Any]:
+    """What the files say about one agent, whether or not a runtime is live."""
+    agent_dir = home.agents_dir / name
+    inbox = agent_dir / "inbox"
+    pending = sum(1 for p in inbox.glob("*.md")) if inbox.is_dir() else 0
+    rejected = sum(1 for p in (inbox / "rejected").glob("*.error.md")) if inbox.is_dir() else 0
+    last = gitstore.log(agent_dir, limit=1, grep="^turn(")
+    info: dict[str, Any] = {
+        "pending": pending,
+        "rejected": rejected,
+        "failing": attempts.failures(home, name),
+        "last_turn": {"commit": last[0].short, "subject": last[0].subject, "at": last[0].date}
+        if last
+        else None,
+        "next_heartbeat": None,
+        "next_reminder": None,
+    }
+    with suppress(AnimaError):
+        hb = load_agent_config(agent_dir / "agent.toml").heartbeat
+        every = schedule.every_seconds(hb)
+        if every:
+            prev = schedule.last_heartbeat(home, name)
+            info["next_heartbeat"] = (
+                (prev + dt.timedelta(seconds=every)).isoformat()
+                if prev
+                else "at the next timer tick"
+            )
+    nxt = schedule.next_due(home, name, dt.datetime.now(dt.UTC))
+    info["next_reminder"] = nxt.isoformat() if nxt else None
+    return info
+
+
+def collect(home: Home) -> dict[str, Any]:
+    """Live state from the runtime's status.json where there is one, plus the agents' files."""
+    data: dict[str, Any] = {"live": runtime_live(home), "pid": None, "since": None, "agents": {}}
+    runtime_agents: dict[str, Any] = {}
+    try:
+        written = json.loads(status_path(home).read_text())
+        if data["live"]:
+            data["pid"], data["since"] = written.get("pid"), written.get("since")
+        runtime_agents = written.get("agents", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    for name in home.agent_names():
+        info = agent_status(home, name)
+        info["last_error"] = runtime_agents.get(name, {}).get("last_error")
+        data["agents"][name] = info
+    return data
+
+
+def write(home: Home, payload: dict[str, Any]) -> None:
+    write_atomic(status_path(home), json.dumps(payload, indent=1, default=str))
