@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from anima import schedule
+from anima.config import load_agent_config
+from anima.home import Home
 
 
 def notify(state: str) -> bool:
@@ -32,3 +41,106 @@ def watchdog_interval() -> float | None:
         return max(0.5, int(usec) / 2_000_000)
     except ValueError:
         return None
+
+
+# -- units ----------------------------------------------------------------------------------
+UNIT_FILES = ("anima.service", "anima-tick@.service", "anima-tick@.timer", "anima-channel@.service")
+
+
+def units_dir() -> Path:
+    """The unit templates: shipped inside the wheel, or the repo's top-level units/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "units", here.parent / "units"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("units/ is missing from this installation")
+
+
+def anima_command() -> str:
+    """How systemd and cron start this Anima: this interpreter, so the same venv is used."""
+    return f"{sys.executable} -m anima"
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    name: str
+    text: str
+
+
+def render_units(home: Home) -> list[UnitFile]:
+    """The units with this machine's paths, plus a timer drop-in per agent with a heartbeat."""
+    values = {
+        "home": str(home.root),
+        "anima": anima_command(),
+        "stop_timeout": str(int(home.config().runtime.grace_seconds) + 15),
+    }
+    files = []
+    for name in UNIT_FILES:
+        text = (units_dir() / name).read_text(encoding="utf-8")
+        for key, value in values.items():
+            text = text.replace("{{" + key + "}}", value)
+        files.append(UnitFile(name, text))
+    for agent in home.agent_names():
+        hb = load_agent_config(home.agents_dir / agent / "agent.toml").heartbeat
+        calendar = schedule.on_calendar(hb)
+        if calendar:
+            files.append(
+                UnitFile(
+                    f"anima-tick@{agent}.timer.d/schedule.conf",
+                    f"# from agents/{agent}/agent.toml [heartbeat]\n[Timer]\nOnCalendar=\nOnCalendar={calendar}\n",
+                )
+            )
+    return files
+
+
+def user_unit_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "systemd" / "user"
+
+
+def heartbeat_agents(files: list[UnitFile]) -> list[str]:
+    return [f.name.split("@", 1)[1].split(".timer.d")[0] for f in files if ".timer.d/" in f.name]
+
+
+def install_units(home: Home, target: Path, *, enable: bool = True) -> list[str]:
+    """Write the units into `target`; with systemctl, reload and enable them. Returns what was
+    done, one line each."""
+    done = []
+    files = render_units(home)
+    for stale in target.glob("anima-tick@*.timer.d/schedule.conf"):
+        stale.unlink()  # agents whose heartbeat was removed
+    for f in files:
+        path = target / f.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f.text, encoding="utf-8")
+        done.append(f"wrote {path}")
+    if enable and shutil.which("systemctl"):
+        units = ["anima.service", *[f"anima-tick@{a}.timer" for a in heartbeat_agents(files)]]
+        for cmd in (["daemon-reload"], ["enable", "--now", *units]):
+            proc = subprocess.run(["systemctl", "--user", *cmd], capture_output=True, text=True)
+            if proc.returncode != 0:
+                done.append(
+                    f"systemctl --user {' '.join(cmd)} failed: {proc.stderr.strip()} "
+                    "(is a user session running? try `loginctl enable-linger $USER`)"
+                )
+                break
+            done.append(f"systemctl --user {' '.join(cmd)}")
+    return done
+
+
+def cron_lines(home: Home) -> list[str]:
+    """The crontab equivalent of the units: the runtime at boot, a heartbeat line per agent."""
+    env = f"ANIMA_HOME={home.root}"
+    log = home.run_dir / "anima.log"
+    lines = [
+        "# Anima: paste into `crontab -e`. Cron does not supervise: the runtime starts at boot and",
+        "# is restarted within 5 minutes if it is not live.",
+        f"@reboot {env} {anima_command()} run --exit-if-live >> {log} 2>&1",
+        f"*/5 * * * * {env} {anima_command()} run --exit-if-live >> {log} 2>&1",
+    ]
+    for agent in home.agent_names():
+        hb = load_agent_config(home.agents_dir / agent / "agent.toml").heartbeat
+        when = schedule.cron_schedule(hb)
+        if when:
+            lines.append(f"{when} {env} {anima_command()} tick {agent} >/dev/null 2>&1")
+    return lines

@@ -53,9 +53,16 @@ async def _serve(home: Home) -> bool:
 @click.argument("names", nargs=-1)
 @click.option("--once", is_flag=True, help="Answer what is pending now and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--exit-if-live", is_flag=True,
+              help="Exit quietly (0) if a runtime is already live: for cron's keep-alive line.")
 @pass_home
-def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool) -> None:
+def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_live: bool) -> None:
     """Run agents: watch every inbox and answer messages as they arrive (or --once)."""
+    if exit_if_live:
+        from anima.status import runtime_live
+
+        if runtime_live(home):
+            return
     if once:
         _print_once(home, names)
         return
