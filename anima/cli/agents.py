@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
 
-from anima import gitstore
-from anima.agent import Agent, create_agent
 from anima.cli.app import console, main, pass_home
 from anima.home import Home
 
@@ -26,6 +23,8 @@ def init(home: Home) -> None:
 @pass_home
 def new(home: Home, name: str) -> None:
     """Create agent NAME from the template, as a new git repository."""
+    from anima.agent import create_agent
+
     home.init()
     agent = create_agent(home, name)
     console.print(f"created agent [bold]{name}[/bold] at {agent.path}")
@@ -37,6 +36,11 @@ def new(home: Home, name: str) -> None:
 @pass_home
 def agents_cmd(home: Home, as_json: bool) -> None:
     """List agents."""
+    from rich.table import Table
+
+    from anima import gitstore
+    from anima.agent import Agent
+
     home.require()
     rows = []
     for name in home.agent_names():
@@ -75,6 +79,9 @@ def agents_cmd(home: Home, as_json: bool) -> None:
 @pass_home
 def log_cmd(home: Home, name: str, limit: int, grep: str | None, as_json: bool) -> None:
     """Show NAME's turns (its git log) with their trailers."""
+    from anima import gitstore
+    from anima.agent import Agent
+
     agent = Agent.open(home, name)
     entries = gitstore.log(agent.path, limit=limit, grep=grep)
     if as_json:

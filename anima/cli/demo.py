@@ -8,9 +8,7 @@ from pathlib import Path
 import click
 from rich.text import Text
 
-from anima import gitstore
 from anima.cli.app import console, main
-from anima.demo import Exchange, run_demo
 
 
 @main.command()
@@ -22,6 +20,8 @@ from anima.demo import Exchange, run_demo
 )
 def demo(keep: str | None) -> None:
     """Create a throwaway home and agent, talk to it on the offline model, show the git log."""
+    from anima import gitstore
+    from anima.demo import Exchange, run_demo
 
     def show(ex: Exchange) -> None:
         console.print(Text.assemble(("you → ", "bold cyan"), ex.said))

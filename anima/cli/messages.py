@@ -6,11 +6,8 @@ import sys
 
 import click
 
-from anima import mailbox
-from anima.agent import Agent
 from anima.cli.app import main, pass_home
 from anima.home import Home
-from anima.message import Message
 
 
 @main.command()
@@ -24,6 +21,10 @@ def send(
     home: Home, name: str, text: str, sender: str, conversation: str | None, channel: str
 ) -> None:
     """Deliver a message to NAME's inbox (TEXT, or - to read standard input)."""
+    from anima import mailbox
+    from anima.agent import Agent
+    from anima.message import Message
+
     agent = Agent.open(home, name)
     body = sys.stdin.read() if text == "-" else text
     if not body.strip():

@@ -10,7 +10,6 @@ import signal
 import sys
 
 import click
-from rich.table import Table
 
 from anima.cli.app import console, err_console, main, pass_home
 from anima.home import Home
@@ -53,8 +52,11 @@ async def _serve(home: Home) -> bool:
 @click.argument("names", nargs=-1)
 @click.option("--once", is_flag=True, help="Answer what is pending now and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-@click.option("--exit-if-live", is_flag=True,
-              help="Exit quietly (0) if a runtime is already live: for cron's keep-alive line.")
+@click.option(
+    "--exit-if-live",
+    is_flag=True,
+    help="Exit quietly (0) if a runtime is already live: for cron's keep-alive line.",
+)
 @pass_home
 def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_live: bool) -> None:
     """Run agents: watch every inbox and answer messages as they arrive (or --once)."""
@@ -88,6 +90,8 @@ def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_l
 @pass_home
 def status_cmd(home: Home, as_json: bool) -> None:
     """Is the runtime live, and per agent: pending, last turn, last error, next heartbeat."""
+    from rich.table import Table
+
     from anima import status
 
     data = status.collect(home.require())
