@@ -7,6 +7,7 @@ stay fast to start (DESIGN §8).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tomllib
 import types
 import typing
@@ -147,10 +148,15 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def build(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = _hints(cls)
+    names = set(hints)
     unknown = sorted(set(data) - names)
     if unknown:
         raise BadConfig(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}")

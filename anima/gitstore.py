@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -23,8 +24,15 @@ _FIELD = "\x1f"
 _RECORD = "\x1e"
 
 
+@functools.lru_cache(maxsize=256)
 def _repo(path: Path) -> git.Repo:
+    # Reused: building a Repo costs ~1 ms. One agent's repo is only used under its lock.
     return git.Repo(path)
+
+
+def _head_sha(repo: git.Repo) -> str:
+    """HEAD's sha from the ref files, without asking git for the commit object (~2 ms saved)."""
+    return str(git.SymbolicReference.dereference_recursive(repo, "HEAD"))
 
 
 def init_repo(path: Path, name: str) -> str:
@@ -38,6 +46,7 @@ def init_repo(path: Path, name: str) -> str:
             "gc", "auto", "0"
         )  # no gc inside a turn's commit: gc_auto() runs it off the hot path
         cw.set_value("maintenance", "auto", "false")
+        cw.set_value("core", "untrackedCache", "true")  # `git status` before each turn stays fast
     repo.git.add("-A")
     repo.git.commit("-q", "-m", f"init({name}): new agent from template", "--no-verify")
     return repo.head.commit.hexsha
@@ -129,7 +138,7 @@ def commit(
     if trailers:
         message += "\n\n" + "\n".join(f"{k}: {_one_line(v)}" for k, v in trailers)
     repo.git.commit("-q", "--no-verify", "--allow-empty", "-m", message)
-    return repo.head.commit.hexsha
+    return _head_sha(repo)
 
 
 def _one_line(value: str) -> str:
@@ -144,7 +153,7 @@ def rollback(path: Path) -> None:
 
 
 def head(path: Path) -> str:
-    return _repo(path).head.commit.hexsha
+    return _head_sha(_repo(path))
 
 
 @dataclass(frozen=True)
@@ -240,7 +249,7 @@ def added_since(path: Path, since: str | None, under: str) -> tuple[str, list[st
     """Files added under `under` by commits after `since` (all history if None), oldest first,
     and the HEAD they were read at."""
     repo = _repo(path)
-    head_sha = repo.head.commit.hexsha
+    head_sha = _head_sha(repo)
     if since == head_sha:
         return head_sha, []
     rng = [f"{since}..{head_sha}"] if since else [head_sha]

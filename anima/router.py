@@ -10,12 +10,16 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anima import gitstore, mailbox
 from anima.errors import BadMessage
 from anima.fsutil import write_atomic
 from anima.home import Home
 from anima.message import Message, render
+
+if TYPE_CHECKING:
+    from anima.turn import AgentRun
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,23 @@ def _cursor(home: Home, name: str) -> Path:
 
 def mark_routed(home: Home, name: str, sha: str) -> None:
     write_atomic(_cursor(home, name), sha + "\n")
+
+
+def route_run(home: Home, run: AgentRun) -> Routed:
+    """Route what a pass just committed. When the cursor stood at the pass's starting commit,
+    the new records are known without asking git; otherwise catch up from the log."""
+    try:
+        cursor = _cursor(home, run.agent).read_text().strip()
+    except FileNotFoundError:
+        cursor = ""
+    committed = [r for r in run.results if r.commit]
+    if not committed:
+        return route_pending(home, run.agent) if cursor != run.base else Routed()
+    if cursor != run.base:
+        return route_pending(home, run.agent)
+    routed = route(home, [m for r in committed for m in r.outgoing])
+    mark_routed(home, run.agent, committed[-1].commit or run.base)
+    return routed
 
 
 def route_pending(home: Home, name: str) -> Routed:

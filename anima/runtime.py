@@ -37,7 +37,7 @@ def run_once(
     results: list[TurnResult] = []
     for name in names or home.agent_names():
         run = process_agent(home, name, on_event=on_event)
-        router.route_pending(home, name)
+        router.route_run(home, run)
         results += run.results
     return results
 
@@ -102,7 +102,7 @@ class Runtime:
             cancel=self.cancel,
         )
         if not self.cancel.is_set():
-            router.route_pending(self.home, name)
+            router.route_run(self.home, run)
         return run
 
     async def _work(self, name: str) -> None:
@@ -254,6 +254,17 @@ class Runtime:
         finally:
             self._lock.release()
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _warm_up(self) -> None:
+        from anima.config import load_agent_config
+        from anima.llm.registry import warm_up
+
+        cfg = self.home.config()
+        for name in self.home.agent_names():
+            try:
+                warm_up(load_agent_config(self.home.agents_dir / name / "agent.toml"), cfg)
+            except Exception as exc:  # a missing key shows up on the first turn, with context
+                log.debug("%s: no provider warm-up: %s", name, exc)
 
     async def _shutdown(self, workers: list[asyncio.Task[None]]) -> bool:
         systemd.notify("STOPPING=1")

@@ -327,6 +327,7 @@ def process_agent(
     run = AgentRun(name)
     with gitstore.agent_lock(home.run_dir / "locks" / f"{name}.lock", timeout=lock_timeout):
         prepare(agent)
+        run.base = gitstore.head(agent.path)
         scan = mailbox.scan(agent.path, name, settle=settle)
         run.unsettled = scan.unsettled
         for group in group_by_conversation(scan.pending):
@@ -365,6 +366,8 @@ class AgentRun:
 
     agent: str
     results: list[TurnResult] = field(default_factory=list)
+    base: str = ""
+    """HEAD before this pass's turns (after any external commit)."""
     unsettled: int = 0
     cancelled: bool = False
 

@@ -51,12 +51,12 @@ def abandon(agent_dir: Path) -> None:
     _record_path(agent_dir).unlink(missing_ok=True)
 
 
-def _apply(agent_dir: Path, rec: TurnRecord) -> None:
+def _apply(agent_dir: Path, rec: TurnRecord, *, replay: bool) -> None:
     for rel, text in rec.outbox:
         write_atomic(agent_dir / rel, text)
     hist = agent_dir / rec.history_path
-    # Appending is not idempotent: restore the file to HEAD first when replaying.
-    if hist.exists():
+    # Appending is not idempotent: when replaying, restore the file to HEAD first.
+    if replay and hist.exists():
         try:
             committed = gitstore.file_at_head(agent_dir, rec.history_path)
         except KeyError:
@@ -71,11 +71,11 @@ def _apply(agent_dir: Path, rec: TurnRecord) -> None:
             os.replace(s, d)
 
 
-def commit(agent_dir: Path, rec: TurnRecord) -> str:
+def commit(agent_dir: Path, rec: TurnRecord, *, replay: bool = False) -> str:
     """Save the record, apply it and commit the turn; returns the commit sha."""
     data = {"phase": "committing", "record": asdict(rec)}
     write_atomic(_record_path(agent_dir), json.dumps(data, ensure_ascii=False))
-    _apply(agent_dir, rec)
+    _apply(agent_dir, rec, replay=replay)
     sha = gitstore.commit(
         agent_dir, rec.subject, body=rec.body, trailers=rec.trailers, paths=rec.paths()
     )
@@ -111,5 +111,5 @@ def recover(agent_dir: Path) -> str | None:
     if gitstore.head_has_record(agent_dir, rec.subject, rec.trailers):
         path.unlink(missing_ok=True)  # the commit landed; only the cleanup was cut short
         return "turn was already committed"
-    commit(agent_dir, rec)
+    commit(agent_dir, rec, replay=True)
     return "finished an interrupted turn commit"

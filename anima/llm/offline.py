@@ -55,7 +55,7 @@ class OfflineProvider:
     default_model = "offline-1"
 
     def __init__(self, settings: ProviderSettings | None = None):
-        self._tools: set[str] = set()
+        pass
 
     def respond(self, req: ChatRequest) -> list[Block]:
         """The reply to a request as content blocks (a pure function of the request)."""

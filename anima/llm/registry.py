@@ -35,14 +35,26 @@ def provider_names() -> list[str]:
 
 
 def get_provider(name: str, settings: ProviderSettings) -> Provider:
+    """A provider client, reused across turns (SDK clients keep their HTTP connections)."""
     _load_builtins()
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
+    if name not in _FACTORIES:
         raise BadConfig(
             f"unknown provider {name!r}; choose one of: auto, {', '.join(sorted(_FACTORIES))}"
-        ) from None
-    return factory(settings)
+        )
+    return _client(name, settings, os.environ.get(settings.anthropic_api_key_env, ""))
+
+
+@functools.lru_cache(maxsize=16)
+def _client(name: str, settings: ProviderSettings, _key: str) -> Provider:
+    # The key is part of the cache key, so a changed key builds a new client.
+    return _FACTORIES[name](settings)
+
+
+def warm_up(agent: AgentConfig, global_: GlobalConfig) -> None:
+    """Build the first provider of an agent's chain ahead of its first message (importing an
+    SDK takes over a second)."""
+    name, _ = choose(agent, global_)[0]
+    get_provider(name, global_.providers)
 
 
 def ollama_host(settings: ProviderSettings) -> str:

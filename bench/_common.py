@@ -1,0 +1,68 @@
+"""Shared set-up for the benches: a throwaway home, N agents, the fake model server."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from anima.agent import create_agent  # noqa: E402
+from anima.home import Home  # noqa: E402
+
+
+def make_home(n_agents: int, url: str, provider: str = "anthropic") -> Home:
+    root = Path(tempfile.mkdtemp(prefix="anima-bench-")) / "home"
+    home = Home(root)
+    home.init()
+    home.config_path.write_text(
+        f'provider = "{provider}"\n[providers]\nanthropic_base_url = "{url}"\n'
+        f'ollama_host = "{url}"\nretries = 0\n[runtime]\nmax_concurrent_turns = 4\n'
+    )
+    for i in range(n_agents):
+        create_agent(home, f"a{i:03d}")
+    return home
+
+
+def env_for(home: Home) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "OLLAMA"))}
+    env.update(ANIMA_HOME=str(home.root), ANTHROPIC_API_KEY="bench-key")
+    return env
+
+
+def start_runtime(home: Home) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "anima", "run"], env=env_for(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "anima run: watching" in line:
+            break
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    return proc
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def summary(label: str, ms: list[float]) -> str:
+    return (f"{label}: n={len(ms)} p50={statistics.median(ms):.1f} ms p95={pct(ms, 95):.1f} ms "
+            f"p99={pct(ms, 99):.1f} ms max={max(ms):.1f} ms")
+
+
+def wait_until(pred, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.001)
+    return False
