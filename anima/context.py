@@ -24,7 +24,7 @@ class Context:
     incoming: list[Block]
     """The new messages as blocks: stored in history as the turn's user message."""
     always: str
-    dropped_turns: int
+    truncated: bool
 
     def messages(self) -> list[dict[str, Any]]:
         """History plus the new user message, with always.md as its last block."""
@@ -95,11 +95,11 @@ def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Co
     system.append(memory_segment(agent))
     win = history.window(agent.path, conversation, agent.config.budget.history_tokens)
     past = win.messages
-    if win.dropped_turns:
+    if win.truncated:
         note = {
             "type": "text",
-            "text": f"[{win.dropped_turns} earlier turns of this conversation "
-            "are not shown; they are kept in history/ and git]",
+            "text": "[earlier turns of this conversation are not shown; "
+            "they are kept in history/ and git]",
         }
         past = [
             {"role": "user", "content": [note]},
@@ -107,4 +107,4 @@ def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Co
             *past,
         ]
     blocks: list[Block] = [{"type": "text", "text": render_incoming(m, agent)} for m in incoming]
-    return Context(system, past, blocks, agent.always, win.dropped_turns)
+    return Context(system, past, blocks, agent.always, win.truncated)

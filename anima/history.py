@@ -8,6 +8,7 @@ tool_result, so whole turns can be dropped from the front without splitting a to
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,41 +40,47 @@ def estimate_tokens(content: Any) -> int:
 class Window:
     messages: list[dict[str, Any]]
     """Messages for the model, oldest first, roles alternating."""
-    dropped_turns: int
+    truncated: bool
+    """Older turns exist that did not fit."""
     tokens: int
 
 
-def _read_turns(agent_dir: Path, conversation: str) -> list[list[dict[str, Any]]]:
-    """All turns of a thread, newest first, each a list of its messages in order."""
-    d = thread_dir(agent_dir, conversation)
-    if not d.is_dir():
-        return []
+def _day_turns(path: Path) -> list[list[dict[str, Any]]]:
+    """One day file's turns, in order, each a list of its messages."""
     turns: list[list[dict[str, Any]]] = []
-    for f in sorted(d.glob("*.jsonl"), reverse=True):
-        day_turns: list[list[dict[str, Any]]] = []
-        for line in f.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line after a crash: the turn was never committed
-            if day_turns and day_turns[-1][0].get("turn") == rec.get("turn"):
-                day_turns[-1].append(rec)
-            else:
-                day_turns.append([rec])
-        turns.extend(reversed(day_turns))
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line after a crash: that turn was never committed
+        if turns and turns[-1][0].get("turn") == rec.get("turn"):
+            turns[-1].append(rec)
+        else:
+            turns.append([rec])
     return turns
 
 
+def _newest_turns(agent_dir: Path, conversation: str) -> Iterator[list[dict[str, Any]]]:
+    """Turns newest first, reading day files only as far back as the caller iterates."""
+    d = thread_dir(agent_dir, conversation)
+    if not d.is_dir():
+        return
+    for f in sorted(d.glob("*.jsonl"), reverse=True):
+        yield from reversed(_day_turns(f))
+
+
 def window(agent_dir: Path, conversation: str, budget_tokens: int) -> Window:
-    """The newest whole turns that fit in `budget_tokens`."""
+    """The newest whole turns that fit in `budget_tokens`. Cost is bounded by the budget, not
+    by the length of the conversation."""
     picked: list[list[dict[str, Any]]] = []
     used = 0
-    all_turns = _read_turns(agent_dir, conversation)
-    for turn in all_turns:
+    truncated = False
+    for turn in _newest_turns(agent_dir, conversation):
         cost = sum(estimate_tokens(m["content"]) for m in turn)
         if used + cost > budget_tokens:
+            truncated = True
             break
         picked.append(turn)
         used += cost
@@ -88,4 +95,4 @@ def window(agent_dir: Path, conversation: str, budget_tokens: int) -> Window:
                 }
             else:
                 messages.append({"role": m["role"], "content": list(m["content"])})
-    return Window(messages, len(all_turns) - len(picked), used)
+    return Window(messages, truncated, used)

@@ -27,6 +27,7 @@ STATUS_EVERY = 5.0
 GC_EVERY_TURNS = 200
 MAX_RETRY_DELAY = 600.0
 STALE_TMP_SECONDS = 3600
+FULL_CHECK_EVERY = 3600.0
 
 
 def run_once(
@@ -81,6 +82,7 @@ class Runtime:
         self._rewatch = asyncio.Event()
         self._known: set[str] = set()
         self._lock = status.HomeLock(home)
+        self._full_checked: dict[str, float] = {}
 
     # -- scheduling -----------------------------------------------------------------------------
     def wake(self, name: str) -> None:

@@ -296,12 +296,12 @@ def run_turn(
     )
 
 
-def prepare(agent: Agent) -> None:
+def prepare(agent: Agent, *, full_check: bool = True) -> None:
     """Under the lock, before a turn: finish or undo a crashed turn, then commit hand edits."""
     done = turnlog.recover(agent.path)
     if done:
         log.warning("%s: %s", agent.name, done)
-    gitstore.commit_external(agent.path)
+    gitstore.commit_external(agent.path, full=full_check)
 
 
 def group_by_conversation(pendings: Iterable[Pending]) -> list[list[Pending]]:
@@ -319,6 +319,7 @@ def process_agent(
     lock_timeout: float | None = None,
     settle: float = 0.0,
     cancel: threading.Event | None = None,
+    full_check: bool = True,
 ) -> AgentRun:
     """Handle every message pending for `name` now: one turn per conversation batch. A failed
     turn is reported in its result and leaves its messages pending for a later run, until they
@@ -326,7 +327,7 @@ def process_agent(
     agent = Agent.open(home, name)
     run = AgentRun(name)
     with gitstore.agent_lock(home.run_dir / "locks" / f"{name}.lock", timeout=lock_timeout):
-        prepare(agent)
+        prepare(agent, full_check=full_check)
         run.base = gitstore.head(agent.path)
         scan = mailbox.scan(agent.path, name, settle=settle)
         run.unsettled = scan.unsettled
