@@ -9,9 +9,16 @@ from pathlib import Path
 
 
 def write_atomic(
-    path: Path, data: str | bytes, *, tmp_dir: Path | None = None, mtime: float | None = None
+    path: Path,
+    data: str | bytes,
+    *,
+    tmp_dir: Path | None = None,
+    mtime: float | None = None,
+    durable: bool = True,
 ) -> None:
-    """Write `data` to `path` via a temp file, fsync and rename (atomic on POSIX)."""
+    """Write `data` to `path` via a temp file and rename (atomic on POSIX). With `durable`
+    (the default) the file and its directory are fsynced, so it survives a power loss too;
+    without, it still survives a killed process."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     directory = tmp_dir or path.parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -21,7 +28,8 @@ def write_atomic(
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         if mtime is not None:
             os.utime(tmp, (mtime, mtime))
         os.replace(tmp, path)
@@ -29,7 +37,8 @@ def write_atomic(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def append_durable(path: Path, text: str) -> None:

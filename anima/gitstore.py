@@ -9,13 +9,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
+import io
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
+from git.objects.fun import tree_entries_from_data, tree_to_stream
+from gitdb import LooseObjectDB
+from gitdb.base import IStream
 
 from anima.errors import AnimaError, Busy
 
@@ -114,10 +120,39 @@ def dirty_paths(path: Path, pathspec: Sequence[str] = ()) -> list[str]:
     return paths
 
 
+def _changed_since_check(path: Path, entries: list[str]) -> bool:
+    """Has anything in `entries` (files, or directories walked) been modified, created or
+    removed since the last hand-edit check? mtimes only: a few dozen stats, not a git status."""
+    stamp = path / ".git" / "anima-checked"
+    try:
+        since = stamp.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
+    if path.stat().st_mtime_ns >= since:
+        return True
+    for entry in entries:
+        p = path / entry
+        if not p.is_dir():
+            if p.exists() and p.lstat().st_mtime_ns >= since:
+                return True
+            continue
+        for root, dirs, files in os.walk(p):
+            for name in (root, *(os.path.join(root, n) for n in files + dirs)):
+                if os.lstat(name).st_mtime_ns >= since:
+                    return True
+    return False
+
+
 def commit_external(path: Path, *, full: bool = True) -> str | None:
     """Commit whatever a person changed by hand since the last turn, so the log attributes it.
-    Without `full`, the runtime's own directories are skipped (fast on a large repo)."""
-    changed = dirty_paths(path, () if full else _hand_edited(path))
+    Without `full`, the runtime's own directories are skipped, and git is not asked at all
+    when no hand-editable file changed since the last check (fast on a large repo)."""
+    stamp = path / ".git" / "anima-checked"
+    entries = _hand_edited(path)
+    if not full and not _changed_since_check(path, entries):
+        return None
+    stamp.touch()  # before the check: an edit made during it is seen next time
+    changed = dirty_paths(path, () if full else entries)
     if not changed:
         return None
     repo = _repo(path)
@@ -144,25 +179,128 @@ def commit(
 ) -> str:
     """Stage exactly `paths` (additions, edits and deletions) and commit them. Returns the sha.
 
-    Plumbing rather than `git commit`, which re-stats every tracked file: update-index touches
-    only the given entries, write-tree reuses the cached trees of unchanged directories."""
+    Not `git commit`, which re-stats every tracked file: `update-index` touches only the given
+    entries (and writes their blobs), and the trees and the commit object are written here,
+    rebuilding only the directories on the changed paths (bench/turn_overhead.py)."""
     repo = _repo(path)
-    dirs = [p for p in paths if (path / p).is_dir()]
-    files = [p for p in paths if p not in dirs]
-    if dirs:
-        repo.git.add("-A", "--", *dirs)
-    if files:
-        repo.git.update_index("--add", "--remove", "--", *files)
     message = subject.strip()
     if body.strip():
         message += "\n\n" + body.strip()
     if trailers:
         message += "\n\n" + "\n".join(f"{k}: {_one_line(v)}" for k, v in trailers)
-    tree = repo.git.write_tree()
+    dirs = [p for p in paths if (path / p).is_dir()]
+    if dirs:  # a whole directory (the shell tool's workspace): let git find what changed
+        repo.git.add("-A", "--", *paths)
+        repo.git.commit("-q", "--no-verify", "--allow-empty", "-m", message)
+        return _head_sha(repo)
+    if paths:
+        repo.git.update_index("--add", "--remove", "--", *paths)
     parent = _head_sha(repo)
-    sha = str(repo.git.commit_tree(tree, "-p", parent, "-m", message))
-    repo.git.update_ref("-m", f"commit: {subject.strip()[:60]}", "HEAD", sha, parent)
-    return sha
+    tree = _tree_with(repo, repo.odb.stream(bytes.fromhex(parent)), path, paths)
+    stamp = f"{int(time.time())} {time.strftime('%z')}"
+    name, email = _identity(repo)
+    raw = (
+        f"tree {tree.hex()}\nparent {parent}\nauthor {name} <{email}> {stamp}\n"
+        f"committer {name} <{email}> {stamp}\n\n{message}\n"
+    ).encode()
+    binsha = bytes(_loose(repo).store(IStream(b"commit", len(raw), io.BytesIO(raw))).binsha)
+    repo.head.reference.set_object(
+        git.Commit(repo, binsha), logmsg=f"commit: {subject.strip()[:60]}"
+    )
+    return binsha.hex()
+
+
+@functools.lru_cache(maxsize=256)
+def _loose(repo: git.Repo) -> LooseObjectDB:
+    """Writes objects in-process (GitPython's own odb.store runs `git hash-object`)."""
+    return LooseObjectDB(str(Path(repo.git_dir) / "objects"))
+
+
+@functools.lru_cache(maxsize=256)
+def _identity(repo: git.Repo) -> tuple[str, str]:
+    reader = repo.config_reader()
+    return (
+        str(reader.get_value("user", "name", "anima")),
+        str(reader.get_value("user", "email", f"anima@{BOT_EMAIL_DOMAIN}")),
+    )
+
+
+class _TreeCache:
+    """Entries of trees this process wrote, by sha (content-addressed: never stale). The next
+    turn starts from them instead of reading the same trees back from git."""
+
+    def __init__(self, size: int = 512):
+        self._size = size
+        self._data: dict[bytes, dict[str, tuple[bytes, int]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, sha: bytes) -> dict[str, tuple[bytes, int]] | None:
+        with self._lock:
+            return self._data.get(sha)
+
+    def put(self, sha: bytes, entries: dict[str, tuple[bytes, int]]) -> None:
+        with self._lock:
+            if len(self._data) >= self._size:
+                self._data.pop(next(iter(self._data)))
+            self._data[sha] = dict(entries)
+
+
+_TREES = _TreeCache()
+
+
+def _blob_sha(data: bytes) -> bytes:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).digest()  # noqa: S324 (git's id)
+
+
+def _tree_with(repo: git.Repo, commit_stream: object, root: Path, paths: Sequence[str]) -> bytes:
+    """HEAD's tree with `paths` set to their working-tree content (or removed)."""
+    data = commit_stream.read()  # type: ignore[attr-defined]
+    head_tree = bytes.fromhex(data.split(b"\n", 1)[0].split()[1].decode())
+    changes: dict[tuple[str, ...], bytes | None] = {}
+    for p in paths:
+        f = root / p
+        changes[tuple(p.split("/"))] = _blob_sha(f.read_bytes()) if f.is_file() else None
+    return _write_tree(repo, head_tree, changes) or _write_tree(repo, None, {}) or b""
+
+
+def _write_tree(
+    repo: git.Repo, base: bytes | None, changes: dict[tuple[str, ...], bytes | None]
+) -> bytes | None:
+    entries: dict[str, tuple[bytes, int]] = {}
+    if base is not None:
+        cached = _TREES.get(base)
+        if cached is not None:
+            entries = dict(cached)
+        else:
+            for binsha, mode, name in tree_entries_from_data(repo.odb.stream(base).read()):
+                entries[name] = (binsha, mode)
+    subdirs: dict[str, dict[tuple[str, ...], bytes | None]] = {}
+    for parts, blob in changes.items():
+        if len(parts) == 1:
+            if blob is None:
+                entries.pop(parts[0], None)
+            else:
+                entries[parts[0]] = (blob, 0o100644)
+        else:
+            subdirs.setdefault(parts[0], {})[parts[1:]] = blob
+    for name, sub in subdirs.items():
+        old = entries.get(name)
+        sub_base = old[0] if old and old[1] == 0o40000 else None
+        new = _write_tree(repo, sub_base, sub)
+        if new is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = (new, 0o40000)
+    if not entries and base is not None:
+        return None  # git has no empty subtrees
+    # git orders tree entries by name, a directory as if its name ended in "/"
+    ordered = sorted(entries.items(), key=lambda e: e[0] + "/" if e[1][1] == 0o40000 else e[0])
+    buf = io.BytesIO()
+    tree_to_stream([(sha, mode, name) for name, (sha, mode) in ordered], buf.write)
+    raw = buf.getvalue()
+    binsha = bytes(_loose(repo).store(IStream(b"tree", len(raw), io.BytesIO(raw))).binsha)
+    _TREES.put(binsha, entries)
+    return binsha
 
 
 def _one_line(value: str) -> str:

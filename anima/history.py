@@ -7,6 +7,7 @@ tool_result, so whole turns can be dropped from the front without splitting a to
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,16 @@ class Window:
     tokens: int
 
 
+Turn = tuple[list[dict[str, Any]], int]
+"""A turn's messages and their estimated token cost."""
+
+
+@functools.lru_cache(maxsize=128)
+def _day_turns_cached(path: Path, mtime_ns: int, size: int) -> tuple[Turn, ...]:
+    # Keyed by mtime and size: past days never change, today's file only grows.
+    return tuple((t, sum(estimate_tokens(m["content"]) for m in t)) for t in _day_turns(path))
+
+
 def _day_turns(path: Path) -> list[list[dict[str, Any]]]:
     """One day file's turns, in order, each a list of its messages."""
     turns: list[list[dict[str, Any]]] = []
@@ -62,13 +73,14 @@ def _day_turns(path: Path) -> list[list[dict[str, Any]]]:
     return turns
 
 
-def _newest_turns(agent_dir: Path, conversation: str) -> Iterator[list[dict[str, Any]]]:
+def _newest_turns(agent_dir: Path, conversation: str) -> Iterator[Turn]:
     """Turns newest first, reading day files only as far back as the caller iterates."""
     d = thread_dir(agent_dir, conversation)
     if not d.is_dir():
         return
     for f in sorted(d.glob("*.jsonl"), reverse=True):
-        yield from reversed(_day_turns(f))
+        st = f.stat()
+        yield from reversed(_day_turns_cached(f, st.st_mtime_ns, st.st_size))
 
 
 def window(agent_dir: Path, conversation: str, budget_tokens: int) -> Window:
@@ -77,8 +89,7 @@ def window(agent_dir: Path, conversation: str, budget_tokens: int) -> Window:
     picked: list[list[dict[str, Any]]] = []
     used = 0
     truncated = False
-    for turn in _newest_turns(agent_dir, conversation):
-        cost = sum(estimate_tokens(m["content"]) for m in turn)
+    for turn, cost in _newest_turns(agent_dir, conversation):
         if used + cost > budget_tokens:
             truncated = True
             break

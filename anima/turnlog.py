@@ -42,7 +42,13 @@ def _record_path(agent_dir: Path) -> Path:
 
 
 def begin(agent_dir: Path) -> None:
-    write_atomic(_record_path(agent_dir), json.dumps({"phase": "running", "pid": os.getpid()}))
+    # Not fsynced: it guards against a killed process; after a power loss the turn's own
+    # unsynced edits are as likely gone as this marker.
+    write_atomic(
+        _record_path(agent_dir),
+        json.dumps({"phase": "running", "pid": os.getpid()}),
+        durable=False,
+    )
 
 
 def abandon(agent_dir: Path) -> None:

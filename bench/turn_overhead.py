@@ -55,8 +55,8 @@ def measure(commits: int, turns: int = 40, full_check: bool = False) -> list[flo
     repo = home.agents_dir / "a000"
     grow_history(repo, commits)
     # route cursor at HEAD, as a runtime that has been running would have it
-    from anima.router import mark_routed
     from anima.gitstore import head
+    from anima.router import mark_routed
 
     mark_routed(home, "a000", head(repo))
     times = []

@@ -15,8 +15,9 @@ from anima.cli import main
 from anima.home import Home
 from tests.conftest import make_agent
 
-needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                   reason="systemd-analyze is not installed")
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
 
 
 def _with_heartbeat(home: Home, name: str, every: str) -> None:
@@ -29,12 +30,17 @@ def test_rendered_units_carry_this_machines_paths(home: Home) -> None:
     _with_heartbeat(home, "arya", "30m")
     files = {f.name: f.text for f in systemd.render_units(home)}
     service = files["anima.service"]
-    assert "Type=notify" in service and "WatchdogSec=60" in service and "Restart=on-failure" in service
+    assert (
+        "Type=notify" in service and "WatchdogSec=60" in service and "Restart=on-failure" in service
+    )
     assert f"Environment=ANIMA_HOME={home.root}" in service
     assert f"ExecStart={systemd.anima_command()} run" in service
     assert "{{" not in "".join(files.values())
     assert files["anima-tick@arya.timer.d/schedule.conf"].endswith("OnCalendar=*-*-* *:00/30:00\n")
-    assert "Persistent=true" in files["anima-tick@.timer"] and "RandomizedDelaySec=" in files["anima-tick@.timer"]
+    assert (
+        "Persistent=true" in files["anima-tick@.timer"]
+        and "RandomizedDelaySec=" in files["anima-tick@.timer"]
+    )
 
 
 @needs_systemd
@@ -43,14 +49,23 @@ def test_units_pass_systemd_analyze_verify_with_no_warnings(home: Home, tmp_path
     out = tmp_path / "units"
     systemd.install_units(home, out, enable=False)
     # Templates are verified through an instance, as systemd would load them.
-    for template, instance in [("anima-tick@.service", "anima-tick@arya.service"),
-                               ("anima-tick@.timer", "anima-tick@arya.timer"),
-                               ("anima-channel@.service", "anima-channel@webhook.service")]:
+    for template, instance in [
+        ("anima-tick@.service", "anima-tick@arya.service"),
+        ("anima-tick@.timer", "anima-tick@arya.timer"),
+        ("anima-channel@.service", "anima-channel@webhook.service"),
+    ]:
         shutil.copy(out / template, out / instance)
-    names = ["anima.service", "anima-tick@arya.service", "anima-tick@arya.timer",
-             "anima-channel@webhook.service"]
-    proc = subprocess.run(["systemd-analyze", "verify", *[str(out / n) for n in names]],
-                          capture_output=True, text=True)
+    names = [
+        "anima.service",
+        "anima-tick@arya.service",
+        "anima-tick@arya.timer",
+        "anima-channel@webhook.service",
+    ]
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", *[str(out / n) for n in names]],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "", proc.stderr
 
@@ -85,7 +100,11 @@ def test_cron_lines_are_valid_crontab_entries(home: Home) -> None:
     lines = [x for x in result.output.splitlines() if x and not x.startswith("#")]
     assert lines[0].startswith("@reboot ") and "run --exit-if-live" in lines[0]
     ticks = [x for x in lines if " tick " in x]
-    assert len(ticks) == 2 and ticks[0].startswith("*/15 * * * * ") and ticks[1].startswith("0 */3 * * * ")
+    assert (
+        len(ticks) == 2
+        and ticks[0].startswith("*/15 * * * * ")
+        and ticks[1].startswith("0 */3 * * * ")
+    )
     for line in lines[1:]:
         assert croniter.is_valid(" ".join(line.split()[:5]))
 
