@@ -37,8 +37,13 @@ def env_for(home: Home) -> dict[str, str]:
 
 
 def start_runtime(home: Home) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "anima", "run"], env=env_for(home),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anima", "run"],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if "anima run: watching" in line:
@@ -55,8 +60,10 @@ def pct(values: list[float], p: float) -> float:
 
 
 def summary(label: str, ms: list[float]) -> str:
-    return (f"{label}: n={len(ms)} p50={statistics.median(ms):.1f} ms p95={pct(ms, 95):.1f} ms "
-            f"p99={pct(ms, 99):.1f} ms max={max(ms):.1f} ms")
+    return (
+        f"{label}: n={len(ms)} p50={statistics.median(ms):.1f} ms p95={pct(ms, 95):.1f} ms "
+        f"p99={pct(ms, 99):.1f} ms max={max(ms):.1f} ms"
+    )
 
 
 def wait_until(pred, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]

@@ -35,17 +35,23 @@ def grow_history(repo: Path, n: int) -> None:
         rec = json.dumps({"role": "user", "content": [{"type": "text", "text": msg}], "turn": mid})
         day_lines.setdefault(day, []).append(rec)
         hist = "\n".join(day_lines[day]) + "\n"
-        files = {f"archive/{month}/{mid}.md": msg, f"outbox/{month}/{mid}-r.md": msg.replace("you", "arya"),
-                 f"history/cli/{day}.jsonl": hist}
+        files = {
+            f"archive/{month}/{mid}.md": msg,
+            f"outbox/{month}/{mid}-r.md": msg.replace("you", "arya"),
+            f"history/cli/{day}.jsonl": hist,
+        }
         body = f"turn(a000): reply to cli message from you\n\nAnima-Message: {mid}\n"
-        lines.append(f"commit refs/heads/main\ncommitter a000 <a@x> {int(t.timestamp())} +0000\n"
-                     f"data {len(body.encode())}\n{body}")
+        lines.append(
+            f"commit refs/heads/main\ncommitter a000 <a@x> {int(t.timestamp())} +0000\n"
+            f"data {len(body.encode())}\n{body}"
+        )
         if i == 0:
             lines.append("from refs/heads/main^0\n")
         for path, text in files.items():
             lines.append(f"M 100644 inline {path}\ndata {len(text.encode())}\n{text}\n")
-    subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, input="".join(lines).encode(),
-                   check=True)
+    subprocess.run(
+        ["git", "fast-import", "--quiet"], cwd=repo, input="".join(lines).encode(), check=True
+    )
     subprocess.run(["git", "reset", "-q", "--hard", "main"], cwd=repo, check=True)
     subprocess.run(["git", "gc", "-q"], cwd=repo, check=True)
 
@@ -72,8 +78,13 @@ def measure(commits: int, turns: int = 40, full_check: bool = False) -> list[flo
 
 if __name__ == "__main__":
     for n in (0, 1000, 10000):
-        for full, label in ((False, "runtime (hand-edit check of edited paths)"),
-                            (True, "run --once (full hand-edit check)")):
+        for full, label in (
+            (False, "runtime (hand-edit check of edited paths)"),
+            (True, "run --once (full hand-edit check)"),
+        ):
             t = measure(n, full_check=full)
-            print(f"turn overhead, {n:>5} commits, {label}: median {statistics.median(t):.1f} ms,"
-                  f" p95 {pct(t, 95):.1f} ms", flush=True)
+            print(
+                f"turn overhead, {n:>5} commits, {label}: median {statistics.median(t):.1f} ms,"
+                f" p95 {pct(t, 95):.1f} ms",
+                flush=True,
+            )

@@ -31,7 +31,9 @@ if __name__ == "__main__":
             c0, t0 = cpu_seconds(proc.pid), time.monotonic()
             time.sleep(10)
             cpu = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0) * 100
-            print(f"idle runtime, {n:>3} agent(s): RSS {rss_mib(proc.pid):.0f} MiB, "
-                  f"CPU {cpu:.1f} % of one core")
+            print(
+                f"idle runtime, {n:>3} agent(s): RSS {rss_mib(proc.pid):.0f} MiB, "
+                f"CPU {cpu:.1f} % of one core"
+            )
             proc.terminate()
             proc.wait()
