@@ -17,13 +17,16 @@ from anima.agent import create_agent  # noqa: E402
 from anima.home import Home  # noqa: E402
 
 
+RUNTIME_EXTRA = os.environ.get("ANIMA_BENCH_RUNTIME", "").replace(";", "\n") + "\n"
+
+
 def make_home(n_agents: int, url: str, provider: str = "anthropic") -> Home:
     root = Path(tempfile.mkdtemp(prefix="anima-bench-")) / "home"
     home = Home(root)
     home.init()
     home.config_path.write_text(
         f'provider = "{provider}"\n[providers]\nanthropic_base_url = "{url}"\n'
-        f'ollama_host = "{url}"\nretries = 0\n[runtime]\nmax_concurrent_turns = 4\n'
+        f'ollama_host = "{url}"\nretries = 0\n[runtime]\nmax_concurrent_turns = 4\n{RUNTIME_EXTRA}'
     )
     for i in range(n_agents):
         create_agent(home, f"a{i:03d}")

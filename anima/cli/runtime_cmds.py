@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
-import signal
 import sys
 
 import click
@@ -38,6 +35,9 @@ def _print_once(home: Home, names: tuple[str, ...]) -> None:
 
 
 async def _serve(home: Home) -> bool:
+    import asyncio
+    import signal
+
     from anima.runtime import Runtime
 
     runtime = Runtime(home)
@@ -70,6 +70,9 @@ def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_l
         return
     if names:
         raise click.UsageError("agent names only go with --once; `anima run` serves every agent")
+    import asyncio
+    import logging
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         stream=sys.stderr,
