@@ -16,7 +16,6 @@ sys.path.insert(0, str(ROOT))
 from anima.agent import create_agent  # noqa: E402
 from anima.home import Home  # noqa: E402
 
-
 RUNTIME_EXTRA = os.environ.get("ANIMA_BENCH_RUNTIME", "").replace(";", "\n") + "\n"
 
 
