@@ -86,13 +86,19 @@ def agent_lock(lock_path: Path, *, timeout: float | None = None) -> Iterator[Non
         os.close(fd)  # closing releases the flock
 
 
-def recover(path: Path) -> bool:
-    """Remove a stale index.lock left by a killed git. Only call while holding the agent lock."""
-    stale = path / ".git" / "index.lock"
-    if stale.exists():
-        stale.unlink(missing_ok=True)
-        return True
-    return False
+def recover(path: Path) -> list[str]:
+    """Remove lock files a killed git (or our own commit) left: index.lock, HEAD.lock,
+    refs/**.lock, packed-refs.lock. Only call while holding the agent lock: then no writer of
+    ours is running, and only the runtime writes an agent repo. Returns what was removed."""
+    git_dir = path / ".git"
+    stale = [git_dir / n for n in ("index.lock", "HEAD.lock", "packed-refs.lock")]
+    stale += list((git_dir / "refs").rglob("*.lock"))
+    removed = []
+    for lock in stale:
+        if lock.exists():
+            lock.unlink(missing_ok=True)
+            removed.append(str(lock.relative_to(git_dir)))
+    return removed
 
 
 RUNTIME_WRITTEN = {"archive", "outbox", "history", "inbox", ".git"}

@@ -155,3 +155,18 @@ def test_agent_lock_excludes_a_second_writer(home: Home) -> None:
         holder.wait()
     with gitstore.agent_lock(lock, timeout=1):  # released when its holder died
         pass
+
+
+def test_stale_ref_lock_from_a_killed_commit_is_recovered(
+    home: Home, fake: FakeModelServer
+) -> None:
+    agent = make_agent(home)
+    gitstore.commit_external(agent.path)
+    for lock in ("refs/heads/main.lock", "HEAD.lock", "index.lock"):
+        (agent.path / ".git" / lock).write_text("")
+    send(agent, "hello")
+    fake.add(Reply("fine"))
+    (r,) = run_once(home)
+    assert r.error is None and r.commit == gitstore.head(agent.path)
+    assert not list((agent.path / ".git").rglob("*.lock"))
+    _fsck(agent.path)
