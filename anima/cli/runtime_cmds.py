@@ -78,6 +78,7 @@ def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_l
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
     clean = asyncio.run(_serve(home.require()))
     logging.shutdown()
     if not clean:
