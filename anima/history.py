@@ -107,3 +107,13 @@ def window(agent_dir: Path, conversation: str, budget_tokens: int) -> Window:
             else:
                 messages.append({"role": m["role"], "content": list(m["content"])})
     return Window(messages, truncated, used)
+
+
+def recent(agent_dir: Path, conversation: str, n_turns: int) -> list[list[dict[str, Any]]]:
+    """The last `n_turns` turns of a conversation, oldest first (for a person to read)."""
+    out = []
+    for turn, _cost in _newest_turns(agent_dir, conversation):
+        out.append(turn)
+        if len(out) >= n_turns:
+            break
+    return list(reversed(out))

@@ -9,14 +9,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from watchfiles import Change, awatch
 
-from anima import gitstore, router, schedule, status, systemd
+from anima import gitstore, router, schedule, status, stream, systemd
 from anima.home import Home
 from anima.message import iso, utcnow
 from anima.turn import AgentRun, OnEvent, TurnResult, process_agent
@@ -66,9 +66,11 @@ class Runtime:
     """The always-on loop. Turns run in worker threads; everything else is on one event loop."""
 
     def __init__(self, home: Home, *, on_event: OnEvent | None = None):
+        from anima.stream import StreamWriter
+
         self.home = home.require()
         self.settings = home.config().runtime
-        self.on_event = on_event
+        self.on_event = on_event or StreamWriter(home)  # live output for `anima chat`
         self.cancel = threading.Event()
         self.since = iso(utcnow())
         self.stopping = False
@@ -83,6 +85,7 @@ class Runtime:
         self._known: set[str] = set()
         self._lock = status.HomeLock(home)
         self._full_checked: dict[str, float] = {}
+        self.on_ready: Callable[[], None] | None = None
 
     # -- scheduling -----------------------------------------------------------------------------
     def wake(self, name: str) -> None:
@@ -240,6 +243,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         try:
             clean_stale_tmp(self.home)
+            stream.clean(self.home)
             for name in self.home.agent_names():
                 # Route what a crash may have left committed but unrouted, fire missed reminders.
                 await loop.run_in_executor(self._executor, router.route_pending, self.home, name)
@@ -248,6 +252,8 @@ class Runtime:
                 loop.create_task(c) for c in (self._watch(), self._reminders(), self._status())
             ]
             systemd.notify("READY=1")
+            if self.on_ready is not None:
+                self.on_ready()
             log.info(
                 "anima run: watching %d agents in %s", len(self.home.agent_names()), self.home.root
             )

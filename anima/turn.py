@@ -40,7 +40,16 @@ class ToolResult:
     is_error: bool
 
 
-TurnEvent = Event | ToolResult
+@dataclass(frozen=True)
+class TurnEnded:
+    """Emitted last: the turn committed (reply is the outbox message id, if any) or failed."""
+
+    commit: str | None
+    reply: str | None
+    error: str | None = None
+
+
+TurnEvent = Event | ToolResult | TurnEnded
 OnEvent = Callable[[Message, TurnEvent], None]
 
 
@@ -196,6 +205,8 @@ def _with_hops(batch: list[Message], outgoing: list[Message]) -> list[Message]:
 def _reply_for(agent: Agent, trigger: Message, text: str) -> Message:
     if trigger.channel == "agent" or trigger.sender in agent.home.agent_names():
         to, channel = trigger.sender, "agent"
+    elif trigger.channel == "timer":  # what a reminder or heartbeat turn says is for the owner
+        to, channel = agent.config.owner, "cli"
     else:
         to, channel = trigger.sender, trigger.channel
     return Message.create(
@@ -281,6 +292,8 @@ def run_turn(
         touched=sorted(tctx.touched),
     )
     sha = turnlog.commit(agent.path, record)
+    if on_event is not None:
+        on_event(trigger, TurnEnded(sha, reply.id if reply else None))
     return TurnResult(
         agent.name,
         conversation,
@@ -344,6 +357,8 @@ def process_agent(
                 )
                 break
             except AnimaError as exc:
+                if on_event is not None:
+                    on_event(group[-1].message, TurnEnded(None, None, str(exc)))
                 max_attempts = home.config().runtime.max_attempts
                 rejected = attempts.record_failure(home, name, group, str(exc), max_attempts)
                 run.results.append(
@@ -378,6 +393,7 @@ class AgentRun:
 
 
 __all__ = [
+    "TurnEnded",
     "TextDelta",
     "ToolCall",
     "Retrying",

@@ -1,0 +1,335 @@
+"""`anima chat NAME`: the file-backed REPL. Input with prompt_toolkit; every line becomes an
+inbox message; replies stream from run/stream/ and outbox/. Slash commands for the operator."""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+from rich.text import Text
+
+from anima.cli.app import console, err_console, main, pass_home
+from anima.home import Home
+
+COMMANDS = {
+    "/load": "NAME  talk to another agent",
+    "/agents": "      list agents",
+    "/status": "      runtime and agents",
+    "/history": "[n]   the last n turns of this conversation",
+    "/memory": "      the agent's core memory and notes",
+    "/log": "[n]   the agent's last n turns (git log)",
+    "/undo": "      revert the agent's last turn (git revert), after confirmation",
+    "/new": "      start a new conversation thread",
+    "/help": "      this list",
+    "/quit": "      leave (or Ctrl-D)",
+}
+_BODY = re.compile(r"<(?:message|untrusted)\b[^>]*>\n(.*?)\n</(?:message|untrusted)>", re.S)
+
+
+class Repl:
+    def __init__(self, home: Home, agent: str, ask: Callable[[str], str]):
+        from anima.chat import ChatSession
+
+        self.home = home
+        self.session = ChatSession(home, agent)
+        self.ask = ask
+        self._printing = threading.Lock()
+
+    # -- output ---------------------------------------------------------------------------------
+    def say(self, text: str | Text, style: str = "") -> None:
+        with self._printing:
+            console.print(text if isinstance(text, Text) else Text(text, style=style))
+
+    def render(self, agent: str) -> Callable[[dict[str, Any]], None]:
+        state = {"started": False, "midline": False}
+
+        def on_event(ev: dict[str, Any]) -> None:
+            with self._printing:
+                if not state["started"]:
+                    console.print(Text(f"{agent} › ", style="bold green"), end="")
+                    state["started"] = True
+                if ev["t"] == "text":
+                    sys.stdout.write(ev["v"])
+                    state["midline"] = not ev["v"].endswith("\n")
+                elif ev["t"] == "tool":
+                    sys.stdout.write(
+                        ("\n" if state["midline"] else "") + f"  ⚙ {ev['name']}({ev['args']}) "
+                    )
+                    state["midline"] = True
+                elif ev["t"] == "tool_result":
+                    sys.stdout.write("ok\n" if ev["ok"] else f"error: {ev.get('detail', '')}\n")
+                    state["midline"] = False
+                elif ev["t"] == "retry":
+                    sys.stdout.write(f"\n  ↻ retrying ({ev['reason'][:80]})\n")
+                    state["midline"] = False
+                sys.stdout.flush()
+
+        self._state = state
+        return on_event
+
+    # -- a message ------------------------------------------------------------------------------
+    def message(self, text: str) -> None:
+        sent = self.session.send(text)
+        for msg in sent:
+            on_event = self.render(msg.to)
+            try:
+                out = self.session.follow(msg, on_event)
+            except KeyboardInterrupt:
+                self.say(
+                    f"\n(stopped waiting; {msg.to}'s turn goes on and will be committed)", "dim"
+                )
+                return
+            started, midline = self._state["started"], self._state["midline"]
+            if out.error:
+                self.say(
+                    ("\n" if midline else "") + f"{msg.to} ✗ turn failed, the message stays "
+                    f"pending and will be retried: {out.error}",
+                    "red",
+                )
+            elif not started and out.reply:
+                self.say(Text.assemble((f"{msg.to} › ", "bold green"), out.reply.rstrip()))
+            elif started:
+                sys.stdout.write("\n" if midline else "")
+                sys.stdout.flush()
+            elif out.reply is None:
+                self.say(f"{msg.to} (no reply)", "dim")
+
+    def show_incoming(self) -> None:
+        for m in self.session.incoming():
+            self.say(Text.assemble((f"{m.sender} › ", "bold magenta"), m.body.rstrip()))
+
+    # -- commands -------------------------------------------------------------------------------
+    def command(self, line: str) -> bool:
+        """Run a slash command; False means leave."""
+        name, _, arg = line.strip().partition(" ")
+        arg = arg.strip()
+        handler = getattr(self, "cmd_" + name[1:], None) if name in COMMANDS else None
+        if handler is None:
+            near = [c for c in COMMANDS if c.startswith(name[:3])] or list(COMMANDS)
+            self.say(f"unknown command {name}; try {', '.join(near)} (or /help)", "red")
+            return True
+        return handler(arg) is not False
+
+    def cmd_quit(self, arg: str) -> bool:
+        return False
+
+    def cmd_help(self, arg: str) -> None:
+        for c, d in COMMANDS.items():
+            self.say(f"  {c:<9} {d}")
+        self.say("  @NAME text  send to another agent;  @all text  send to every agent", "dim")
+
+    def cmd_load(self, arg: str) -> None:
+        from anima.chat import ChatSession
+
+        if not arg:
+            self.say("usage: /load NAME", "red")
+            return
+        self.session = ChatSession(
+            self.home, arg, conversation=self.session.conversation, shown=self.session.shown
+        )
+        self.say(f"now talking to {arg}", "dim")
+
+    def cmd_agents(self, arg: str) -> None:
+        for name in self.home.agent_names():
+            self.say(("* " if name == self.session.agent else "  ") + name)
+
+    def cmd_status(self, arg: str) -> None:
+        from anima import status
+
+        data = status.collect(self.home)
+        self.say(f"runtime: {'live, pid ' + str(data['pid']) if data['live'] else 'not running'}")
+        for name, a in data["agents"].items():
+            last = a["last_turn"]
+            self.say(
+                f"  {name}: {a['pending']} pending, last turn "
+                f"{last['commit'] + ' ' + last['at'] if last else '-'}"
+            )
+
+    def cmd_history(self, arg: str) -> None:
+        from anima import history
+
+        n = int(arg) if arg.isdigit() else 5
+        agent_dir = self.home.agents_dir / self.session.agent
+        for turn in history.recent(agent_dir, self.session.conversation, n):
+            for m in turn:
+                for b in m["content"]:
+                    if b["type"] == "text" and m["role"] == "user":
+                        for body in _BODY.findall(b["text"]):
+                            self.say(Text.assemble(("you › ", "bold cyan"), body))
+                    elif b["type"] == "text" and b["text"].strip():
+                        self.say(
+                            Text.assemble((f"{self.session.agent} › ", "bold green"), b["text"])
+                        )
+                    elif b["type"] == "tool_use":
+                        self.say(f"  ⚙ {b['name']}", "dim")
+
+    def cmd_memory(self, arg: str) -> None:
+        from anima import context
+        from anima.agent import Agent
+
+        self.say(context.memory_segment(Agent(self.home, self.session.agent)))
+
+    def cmd_log(self, arg: str) -> None:
+        from anima import audit
+        from anima.agent import Agent
+
+        for e in audit.turns(
+            Agent(self.home, self.session.agent), limit=int(arg) if arg.isdigit() else 10
+        ):
+            self.say(f"{e.short} {e.date} {e.subject}")
+
+    def cmd_undo(self, arg: str) -> None:
+        from anima import audit
+        from anima.agent import Agent
+
+        agent = Agent(self.home, self.session.agent)
+        last = audit.resolve(agent, None)
+        if self.ask(f"Revert {last.short} “{last.subject}”? [y/N] ").strip().lower() not in (
+            "y",
+            "yes",
+        ):
+            self.say("nothing reverted", "dim")
+            return
+        target, sha = audit.undo(agent, last.sha)
+        self.say(f"reverted {target.short} with commit {sha[:8]}", "yellow")
+
+    def cmd_new(self, arg: str) -> None:
+        self.say(f"new conversation: {self.session.new_conversation()}", "dim")
+
+
+def _completer(home: Home) -> Any:
+    from prompt_toolkit.completion import Completer, Completion
+
+    class ChatCompleter(Completer):
+        def get_completions(self, document: Any, complete_event: Any) -> Iterable[Completion]:
+            text = document.text_before_cursor
+            word = document.get_word_before_cursor(WORD=True)
+            if text.startswith("/") and " " not in text:
+                for c in COMMANDS:
+                    if c.startswith(text):
+                        yield Completion(c, start_position=-len(text))
+            elif word.startswith("@") or text.startswith("/load "):
+                prefix = word.lstrip("@")
+                for n in (
+                    ["all", *home.agent_names()] if word.startswith("@") else home.agent_names()
+                ):
+                    if n.startswith(prefix):
+                        yield Completion(
+                            ("@" if word.startswith("@") else "") + n, start_position=-len(word)
+                        )
+
+    return ChatCompleter()
+
+
+def _prompt_session(home: Home) -> Any:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory
+    from prompt_toolkit.key_binding import KeyBindings
+
+    keys = KeyBindings()
+
+    @keys.add("escape", "enter")  # Alt-Enter: a new line; Enter sends
+    def _newline(event: Any) -> None:
+        event.current_buffer.insert_text("\n")
+
+    home.run_dir.mkdir(parents=True, exist_ok=True)
+    return PromptSession(
+        history=FileHistory(str(home.run_dir / "chat_history")),
+        completer=_completer(home),
+        key_bindings=keys,
+        complete_while_typing=False,
+    )
+
+
+@main.command()
+@click.argument("name")
+@pass_home
+def chat(home: Home, name: str) -> None:
+    """Talk to NAME. Lines go to its inbox; replies stream back. /help for commands."""
+    import logging
+
+    from anima.chat import BackgroundRuntime, runtime_live
+
+    home.require()
+    logging.basicConfig(
+        filename=str(home.run_dir / "chat.log"),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    interactive = sys.stdin.isatty()
+    session = _prompt_session(home) if interactive else None
+
+    def ask(prompt: str) -> str:
+        if session is not None:
+            return str(session.prompt(prompt))
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        return sys.stdin.readline()
+
+    repl = Repl(home, name, ask)
+    background = None
+    if runtime_live(home):
+        repl.say("anima run is live: this chat only writes and reads files", "dim")
+    else:
+        repl.say("no anima run is live: running one inside this chat until you leave", "dim")
+        background = BackgroundRuntime(home)
+        background.start()
+    repl.say(
+        f"talking to {name} (conversation {repl.session.conversation}); /help for commands", "dim"
+    )
+    watching = threading.Event()
+    watching.set()
+    stop = threading.Event()
+
+    def watch_incoming() -> None:
+        while not stop.wait(0.2):
+            if watching.is_set():
+                repl.show_incoming()
+
+    threading.Thread(target=watch_incoming, daemon=True).start()
+    try:
+        _loop(repl, session, watching)
+    finally:
+        stop.set()
+        if background is not None:
+            background.stop()
+            if background._thread.is_alive():
+                err_console.print("(a turn is still running; it stays pending for the next run)")
+
+
+def _loop(repl: Repl, session: Any, watching: threading.Event) -> None:
+    from anima.errors import AnimaError
+
+    while True:
+        try:
+            if session is not None:
+                from prompt_toolkit.patch_stdout import patch_stdout
+
+                with patch_stdout(raw=True):
+                    line = session.prompt(f"{repl.session.agent} ‹ ")
+            else:
+                line = sys.stdin.readline()
+                if not line:
+                    return
+        except EOFError:
+            return
+        except KeyboardInterrupt:
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        watching.clear()  # incoming messages wait while a reply is shown
+        try:
+            if line.startswith("/"):
+                if not repl.command(line):
+                    return
+            else:
+                repl.message(line)
+        except AnimaError as exc:
+            repl.say(f"error: {exc}", "red")
+        finally:
+            watching.set()
