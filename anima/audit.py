@@ -19,13 +19,13 @@ def turns(agent: Agent, limit: int | None = 20, grep: str | None = None) -> list
 
 
 def resolve(agent: Agent, turn: str | None) -> gitstore.LogEntry:
-    """A turn by sha prefix, by `-N` (N turns back), or the last one."""
+    """A turn by sha prefix, by `~N` (N turns before the last, as in git), or the last one."""
     all_turns = turns(agent, limit=None)
     if not all_turns:
         raise AnimaError(f"{agent.name} has no turns yet")
     if turn is None:
         return all_turns[0]
-    if turn.startswith("-") and turn[1:].isdigit():
+    if turn.startswith("~") and turn[1:].isdigit():
         n = int(turn[1:])
         if n >= len(all_turns):
             raise AnimaError(f"{agent.name} has only {len(all_turns)} turns")

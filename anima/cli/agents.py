@@ -35,38 +35,40 @@ def new(home: Home, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_home
 def agents_cmd(home: Home, as_json: bool) -> None:
-    """List agents."""
+    """List agents: provider/model, pending messages, last turn, heartbeat."""
     from rich.table import Table
 
-    from anima import gitstore
+    from anima import status
     from anima.agent import Agent
 
     home.require()
     rows = []
     for name in home.agent_names():
-        agent = Agent(home, name)
-        cfg = agent.config
-        pending = len([p for p in agent.inbox.glob("*.md")]) if agent.inbox.is_dir() else 0
-        last = gitstore.log(agent.path, limit=1)
+        cfg = Agent(home, name).config
+        st = status.agent_status(home, name)
         rows.append(
             {
                 "name": name,
                 "provider": cfg.provider,
-                "model": cfg.model,
-                "pending": pending,
-                "last_commit": last[0].subject if last else "",
+                "model": cfg.model or "default",
+                "pending": st["pending"],
+                "last_turn": st["last_turn"],
+                "heartbeat": cfg.heartbeat.every or None,
+                "next_heartbeat": st["next_heartbeat"],
             }
         )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "provider/model", "pending", "last commit")
+    table = Table("name", "provider/model", "pending", "last turn", "heartbeat")
     for r in rows:
+        last = r["last_turn"]
         table.add_row(
             r["name"],
-            f"{r['provider']}/{r['model'] or 'default'}",
+            f"{r['provider']}/{r['model']}",
             str(r["pending"]),
-            r["last_commit"],
+            f"{last['at']} {last['commit']}" if last else "-",
+            r["heartbeat"] or "-",
         )
     console.print(table)
 

@@ -43,7 +43,7 @@ pass_home = click.make_pass_decorator(Home)
 
 
 def _register() -> None:
-    from anima.cli import agents, chat, demo, messages, runtime_cmds, units  # noqa: F401
+    from anima.cli import agents, chat, demo, messages, operator, runtime_cmds, units  # noqa: F401
 
 
 _register()

@@ -1,0 +1,167 @@
+"""`anima doctor`: what could stop Anima from working here, each with how to fix it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+
+from anima import status
+from anima.config import load_agent_config
+from anima.errors import AnimaError
+from anima.home import Home
+
+STUCK_AFTER = 600.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    level: str = "error"
+    """error (Anima cannot work), warn (something to look at), info."""
+
+
+def _git() -> Check:
+    path = shutil.which("git")
+    if not path:
+        return Check("git", False, "git is not installed", "install git (apt-get install git)")
+    out = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    return Check("git", True, out)
+
+
+def _home(home: Home) -> Check:
+    if home.exists():
+        return Check("home", True, str(home.root))
+    return Check("home", False, f"no home at {home.root}", "anima init")
+
+
+def _providers(home: Home) -> list[Check]:
+    from anima.llm.registry import _ollama_reachable, ollama_host
+
+    settings = home.config().providers
+    checks = []
+    key = os.environ.get(settings.anthropic_api_key_env)
+    checks.append(
+        Check(
+            "anthropic key",
+            bool(key),
+            f"{settings.anthropic_api_key_env} is {'set' if key else 'not set'}",
+            f"export {settings.anthropic_api_key_env}=... (or put it in "
+            f"{home.root / 'credentials.env'}, mode 600)",
+            level="info",
+        )
+    )
+    host = ollama_host(settings)
+    up = _ollama_reachable(host)
+    checks.append(
+        Check(
+            "ollama",
+            up,
+            f"{host} {'answers' if up else 'does not answer'}",
+            "start Ollama (ollama serve) if you want local models",
+            level="info",
+        )
+    )
+    return checks
+
+
+def _agents(home: Home) -> list[Check]:
+    checks = []
+    live = status.runtime_live(home)
+    now = time.time()
+    for name in home.agent_names():
+        d = home.agents_dir / name
+        try:
+            load_agent_config(d / "agent.toml")
+        except AnimaError as exc:
+            checks.append(Check(f"agent {name}", False, str(exc), f"fix {d / 'agent.toml'}"))
+            continue
+        if not (d / ".git").is_dir():
+            checks.append(
+                Check(
+                    f"agent {name}",
+                    False,
+                    "not a git repository",
+                    f"git -C {d} init (or recreate the agent)",
+                )
+            )
+            continue
+        pending = list((d / "inbox").glob("*.md"))
+        stuck = [p for p in pending if now - p.stat().st_mtime > STUCK_AFTER]
+        rejected = list((d / "inbox" / "rejected").glob("*.error.md"))
+        if stuck:
+            checks.append(
+                Check(
+                    f"agent {name}",
+                    False,
+                    f"{len(stuck)} message(s) pending > 10 min",
+                    "anima status; check the runtime's log (journalctl --user -u anima)"
+                    if live
+                    else "start the runtime: anima run (or anima units install)",
+                    level="warn",
+                )
+            )
+        elif rejected:
+            checks.append(
+                Check(
+                    f"agent {name}",
+                    False,
+                    f"{len(rejected)} rejected message(s)",
+                    f"read {d / 'inbox/rejected'}/*.error.md",
+                    level="warn",
+                )
+            )
+        else:
+            checks.append(Check(f"agent {name}", True, f"{len(pending)} pending"))
+    return checks
+
+
+def _runtime(home: Home) -> list[Check]:
+    from anima.systemd import user_unit_dir
+
+    live = status.runtime_live(home)
+    checks = [
+        Check(
+            "runtime",
+            live,
+            "anima run is live" if live else "no anima run is live",
+            "anima units install (systemd) or anima cron (cron)",
+            level="warn",
+        )
+    ]
+    has_systemd = shutil.which("systemctl") is not None
+    installed = (user_unit_dir() / "anima.service").is_file()
+    checks.append(
+        Check(
+            "systemd units",
+            installed,
+            "installed"
+            if installed
+            else ("not installed" if has_systemd else "systemd not available"),
+            "anima units install" if has_systemd else "use anima cron",
+            level="info",
+        )
+    )
+    return checks
+
+
+def _secrets(home: Home) -> list[Check]:
+    path = home.root / "credentials.env"
+    if not path.exists():
+        return []
+    mode = stat.S_IMODE(path.stat().st_mode)
+    ok = mode & 0o077 == 0
+    return [Check("credentials.env", ok, f"mode {mode:o}", f"chmod 600 {path}")]
+
+
+def run_checks(home: Home) -> list[Check]:
+    checks = [_git(), _home(home)]
+    if home.exists():
+        checks += _secrets(home) + _providers(home) + _runtime(home) + _agents(home)
+    return checks
