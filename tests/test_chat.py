@@ -208,3 +208,43 @@ def test_history_memory_log_status_commands(home: Home, fake: FakeModelServer, s
     until(c, "new conversation: cli-")
     c.sendline("/quit")
     c.expect(pexpect.EOF)
+
+
+def test_ctrl_c_stops_waiting_but_the_turn_completes_and_commits(
+    home: Home, fake: FakeModelServer, spawn
+) -> None:
+    agent = make_agent(home)
+    fake.add(
+        Reply("a long and slow answer that keeps going", chunk=4, delay_per_chunk=0.15),
+        Reply("next one"),
+    )
+    c = spawn()
+    c.sendline("tell me slowly")
+    c.expect(loose("a lo"))
+    c.sendintr()
+    until(c, "stopped waiting; arya's turn goes on")
+    from tests.conftest import replies, wait_for
+
+    wait_for(
+        lambda: gitstore.log(agent.path, limit=1)[0].subject.startswith("turn(arya)"),
+        what="the turn to commit anyway",
+    )
+    assert replies(agent)[0].body.strip() == "a long and slow answer that keeps going"
+    c.sendline("still here?")
+    until(c, "next one")
+
+
+def test_tab_completes_commands_and_agent_names(home: Home, fake: FakeModelServer, spawn) -> None:
+    make_agent(home, "arya")
+    make_agent(home, "gendry")
+    fake.add(Reply("gendry answers"))
+    c = spawn()
+    c.send("/loa\t")
+    c.expect(loose("/load"))
+    c.send(" gen\t")
+    c.expect(loose("gendry"))
+    c.send("\r")
+    until(c, "now talking to gendry", name="gendry")
+    c.send("@ar\t")
+    c.expect(loose("@arya"))
+    c.send("\x15")  # Ctrl-U clears the line, so Ctrl-D can leave

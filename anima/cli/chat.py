@@ -3,10 +3,14 @@ inbox message; replies stream from run/stream/ and outbox/. Slash commands for t
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import select
 import sys
+import termios
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import click
@@ -28,6 +32,37 @@ COMMANDS = {
     "/quit": "      leave (or Ctrl-D)",
 }
 _BODY = re.compile(r"<(?:message|untrusted)\b[^>]*>\n(.*?)\n</(?:message|untrusted)>", re.S)
+
+
+@contextlib.contextmanager
+def ctrl_c_as_key(stop: threading.Event) -> Iterator[None]:
+    """While a reply streams, read Ctrl-C as a key instead of letting the terminal send SIGINT
+    to the whole process group, which would also kill the git commands of the runtime running
+    inside this chat. Other keys typed meanwhile are dropped."""
+    if not sys.stdin.isatty():
+        yield
+        return
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    new = termios.tcgetattr(fd)
+    new[3] &= ~(termios.ICANON | termios.ECHO | termios.ISIG)
+    termios.tcsetattr(fd, termios.TCSANOW, new)
+    done = threading.Event()
+
+    def read_keys() -> None:
+        while not done.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready and b"\x03" in os.read(fd, 64):
+                stop.set()
+
+    reader = threading.Thread(target=read_keys, daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reader.join()
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
 class Repl:
@@ -76,9 +111,13 @@ class Repl:
         sent = self.session.send(text)
         for msg in sent:
             on_event = self.render(msg.to)
+            stop = threading.Event()
             try:
-                out = self.session.follow(msg, on_event)
+                with ctrl_c_as_key(stop):
+                    out = self.session.follow(msg, on_event, stop=stop)
             except KeyboardInterrupt:
+                out = None
+            if out is None or out.interrupted:
                 self.say(
                     f"\n(stopped waiting; {msg.to}'s turn goes on and will be committed)", "dim"
                 )
