@@ -10,15 +10,11 @@ from pathlib import Path
 from anima.config import AgentConfig, load_agent_config
 from anima.errors import AgentExists
 from anima.home import Home, validate_name
+from anima.packaged import data_dir
 
 
 def template_dir() -> Path:
-    """The agent template: shipped inside the wheel, or the repo's top-level agents-template/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "agents-template", here.parent / "agents-template"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("agents-template/ is missing from this installation")
+    return data_dir("agents-template")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from anima import schedule
 from anima.config import load_agent_config
 from anima.home import Home
+from anima.packaged import data_dir
 
 
 def notify(state: str) -> bool:
@@ -48,12 +49,7 @@ UNIT_FILES = ("anima.service", "anima-tick@.service", "anima-tick@.timer", "anim
 
 
 def units_dir() -> Path:
-    """The unit templates: shipped inside the wheel, or the repo's top-level units/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "units", here.parent / "units"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("units/ is missing from this installation")
+    return data_dir("units")
 
 
 def anima_command() -> str:
