@@ -118,9 +118,11 @@ class FakeModelServer:
             self.requests.append(rec)
             self._cond.notify_all()
 
-    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[Recorded]:
+    def wait_for_requests(self, n: int, timeout: float = 30.0) -> list[Recorded]:
+        """Block until `n` requests have arrived; TimeoutError (never a silent return) if not."""
         with self._cond:
-            self._cond.wait_for(lambda: len(self.requests) >= n, timeout)
+            if not self._cond.wait_for(lambda: len(self.requests) >= n, timeout):
+                raise TimeoutError(f"{len(self.requests)} of {n} model requests after {timeout}s")
             return list(self.requests)
 
     @property
