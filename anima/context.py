@@ -71,12 +71,12 @@ def memory_segment(agent: Agent) -> str:
         text = text[: core.limit]
         lines.append(
             f"[TRUNCATED: MEMORY.md has {core.used} characters, over its {core.limit} limit; "
-            "only the first part is shown. Condense it with memory_write mode=replace.]"
+            "only the first part is shown. Condense it with the memory tool (str_replace).]"
         )
     lines.append(text.strip() or "(empty)")
     notes = memory.index(agent.memory_dir)
     if notes:
-        lines.append("\n## Memory notes (read with memory_read)")
+        lines.append("\n## Memory notes (read with the memory tool: view)")
         lines += [f"- {path}" + (f" — {desc}" if desc else "") for path, desc in notes]
     return "\n".join(lines)
 

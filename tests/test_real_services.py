@@ -35,7 +35,7 @@ def test_real_anthropic_turn_with_a_tool_call(home: Home, monkeypatch: pytest.Mo
     monkeypatch.setenv("ANTHROPIC_API_KEY", key)
     _home(home)
     agent = make_agent(home, provider="anthropic")
-    send(agent, "Please remember that my cat is called Miso (use memory_write), then say done.")
+    send(agent, "Please remember that my cat is called Miso (use the memory tool), then say done.")
     (r,) = run_once(home)
     assert r.error is None and r.tool_calls >= 1
     assert "Miso" in (agent.memory_dir / "MEMORY.md").read_text()

@@ -11,7 +11,7 @@ from anima.agent import Agent
 from anima.home import Home
 from anima.testing import FakeModelServer
 from anima.tools import ToolContext, available, registry, run_tool
-from tests.conftest import make_agent, set_toml
+from tests.conftest import make_agent
 
 
 def ctx_for(agent: Agent) -> ToolContext:
@@ -130,31 +130,6 @@ def test_http_fetch_when_private_allowed(home: Home, fake: FakeModelServer) -> N
     assert not err and out.startswith("HTTP 404")
 
 
-def test_memory_write_caps_and_read_only(home: Home) -> None:
-    agent = make_agent(home)
-    set_toml(agent)  # no-op edit keeps the file valid
-    cfg_path = agent.path / "agent.toml"
-    cfg_path.write_text(cfg_path.read_text().replace("memory_chars = 4000", "memory_chars = 100"))
-    agent = Agent(home, "arya")
-    out, err = call(agent, "memory_write", path="MEMORY.md", content="x" * 200, reason="test")
-    assert err and "cap is 100" in out
-    out, err = call(
-        agent, "memory_write", path="MEMORY.md", content="short", reason="test", mode="replace"
-    )
-    assert not err and (agent.memory_dir / "MEMORY.md").read_text() == "short\n"
-    out, err = call(
-        agent, "memory_write", path="MEMORY.md", content="x" * 200, reason="t", mode="replace"
-    )
-    assert err
-    (agent.memory_dir / "rules.md").write_text("---\nread_only: true\n---\nfixed\n")
-    out, err = call(agent, "memory_write", path="rules.md", content="more", reason="t")
-    assert err and "read-only" in out
-    out, err = call(agent, "memory_write", path="../persona.md", content="x", reason="t")
-    assert err
-    out, err = call(agent, "memory_write", path="people/ana.md", content="Ana likes tea", reason="")
-    assert err and "reason is required" in out
-
-
 def test_send_message_validates_recipient(home: Home) -> None:
     agent = make_agent(home)
     make_agent(home, "gendry")
@@ -174,4 +149,11 @@ def test_tool_schemas_come_from_signatures() -> None:
     assert t.schema["required"] == ["path", "content"]
     assert t.schema["properties"]["path"]["type"] == "string"
     assert "workspace" in t.description
-    assert registry()["memory_write"].schema["properties"]["mode"]["enum"] == ["append", "replace"]
+    assert registry()["memory"].schema["properties"]["command"]["enum"] == [
+        "view",
+        "create",
+        "str_replace",
+        "insert",
+        "delete",
+        "rename",
+    ]

@@ -74,16 +74,16 @@ class OfflineProvider:
         body = bodies[-1] if bodies else ""
         if 'kind="heartbeat"' in str(last["content"]):
             return [{"type": "text", "text": "HEARTBEAT_OK"}]
-        if (m := _REMEMBER.match(body)) and "memory_write" in tools:
+        if (m := _REMEMBER.match(body)) and "memory" in tools:
             fact = m.group(1).strip()
             return [
                 {"type": "text", "text": f"{TAG} I'll remember that."},
                 _tool_call(
-                    "memory_write",
+                    "memory",
                     {
+                        "command": "insert",
                         "path": "MEMORY.md",
-                        "mode": "append",
-                        "content": f"- {fact}",
+                        "insert_text": f"- {fact}",
                         "reason": f"asked to remember: {fact[:60]}",
                     },
                 ),
