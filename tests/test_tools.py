@@ -157,3 +157,17 @@ def test_tool_schemas_come_from_signatures() -> None:
         "delete",
         "rename",
     ]
+
+
+def test_reminder_for_a_moment_ago_still_fires(agent: Agent) -> None:
+    """A time that slipped into the past while the model answered fires now, not never."""
+    import datetime as dt
+
+    from anima import schedule
+
+    at = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)).isoformat()
+    out, err = call(agent, "schedule", text="stretch", at=at)
+    assert not err, out
+    fired = schedule.fire_due(agent.home, agent.name)
+    assert [m.body for m in fired] == ["stretch\n"]
+    assert call(agent, "schedule", text="x", at="2001-01-01T00:00Z")[1] is True

@@ -25,26 +25,29 @@ def schedule(ctx: ToolContext, text: str, at: str = "", cron: str = "") -> str:
     """
     if bool(at) == bool(cron):
         raise ToolError("give exactly one of `at` (once) or `cron` (repeating)")
+    now = utcnow()
     fields: dict[str, str] = {
         "text": text,
         "conversation": ctx.conversation,
-        "created": utcnow().isoformat(),
+        "created": now.isoformat(),
     }
     if at:
         try:
             when = parse_when(at)
         except ValueError as exc:
             raise ToolError(str(exc)) from exc
-        if when <= utcnow() - dt.timedelta(seconds=5):
+        if when <= now - dt.timedelta(seconds=5):
             raise ToolError(f"{at!r} is in the past")
-        fields["at"] = when.isoformat()
+        # A time that passed while the model was answering means "now": a one-shot reminder
+        # only fires for a time after its creation.
+        fields["at"] = max(when, now).isoformat()
     else:
         from croniter import croniter
 
         if not croniter.is_valid(cron):
             raise ToolError(f"{cron!r} is not a valid cron schedule (five fields: m h dom mon dow)")
         fields["cron"] = cron
-    rid = f"{utcnow().strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    rid = f"{now.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
     body = "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in fields.items())
     write_atomic(ctx.agent_dir / "reminders" / f"{rid}.toml", body)
     ctx.touched.add(f"reminders/{rid}.toml")
