@@ -40,6 +40,28 @@ class ProviderError(AnimaError):
         self.retry_after = retry_after
 
 
+class ContextOverflow(ProviderError):
+    """The prompt did not fit the model's context window: compact the conversation and retry."""
+
+
+OVERFLOW_HINTS = (
+    "prompt is too long",
+    "context length",
+    "context window",
+    "maximum context",
+    "too many tokens",
+)
+
+
+def provider_error(
+    message: str, *, retryable: bool, retry_after: float | None = None
+) -> ProviderError:
+    """A ProviderError, or ContextOverflow when the provider says the prompt was too long."""
+    if any(h in message.lower() for h in OVERFLOW_HINTS):
+        return ContextOverflow(message)
+    return ProviderError(message, retryable=retryable, retry_after=retry_after)
+
+
 class ToolError(AnimaError):
     """A tool refused or failed; returned to the model as an error tool result."""
 

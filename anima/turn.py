@@ -8,36 +8,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from anima import attempts, context, gitstore, mailbox, schedule, turnlog
 from anima.agent import Agent
-from anima.errors import AnimaError, BadConfig, ProviderError
+from anima.errors import AnimaError, BadConfig
 from anima.home import Home
-from anima.llm import ChatRequest, Completed, Event, Retrying, TextDelta, ToolCall, get_provider
-from anima.llm.base import Block, stream_with_retries
-from anima.llm.registry import choose
+from anima.llm import Event, Retrying, TextDelta, ToolCall
+from anima.loop import ToolResult, TurnCancelled, run_loop
 from anima.mailbox import Pending
 from anima.message import Message, iso, render, utcnow
-from anima.tools import ToolContext, available, run_tool
+from anima.tools import ToolContext, available
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_OK = "HEARTBEAT_OK"
-
-
-class TurnCancelled(AnimaError):
-    """The runtime is shutting down: the turn is abandoned uncommitted, its messages pending."""
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """Emitted after a tool ran (for the REPL's compact tool lines)."""
-
-    id: str
-    name: str
-    content: str
-    is_error: bool
 
 
 @dataclass(frozen=True)
@@ -68,118 +52,6 @@ class TurnResult:
     duration_ms: int = 0
     error: str | None = None
     rejected: int = 0
-
-
-@dataclass
-class _Loop:
-    """What the model/tool loop produced."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    tokens_in: int = 0
-    tokens_out: int = 0
-    tool_calls: int = 0
-    model: str = ""
-
-
-def _call_model(
-    chain: list[tuple[str, str]],
-    home: Home,
-    request: ChatRequest,
-    emit: Callable[[TurnEvent], None],
-) -> tuple[Completed, list[tuple[str, str]]]:
-    """One model call with retries, falling back along the provider chain. Returns the
-    completion and the chain from the provider that answered (it stays for the turn)."""
-    settings = home.config().providers
-    errors = []
-    for i, (name, model) in enumerate(chain):
-        try:
-            provider = get_provider(name, settings)
-            req = ChatRequest(
-                model or provider.default_model,
-                request.system,
-                request.messages,
-                request.tools,
-                request.max_tokens,
-                request.temperature,
-            )
-            completed = None
-            for ev in stream_with_retries(
-                provider,
-                req,
-                retries=settings.retries,
-                base=settings.backoff,
-                cap=settings.max_backoff,
-            ):
-                if isinstance(ev, Completed):
-                    completed = ev
-                else:
-                    emit(ev)
-            if completed is None:
-                raise ProviderError(f"{name} returned no completion", retryable=False)
-            if not completed.model:
-                completed = Completed(
-                    completed.content,
-                    completed.stop_reason,
-                    completed.tokens_in,
-                    completed.tokens_out,
-                    req.model,
-                )
-            return completed, chain[i:]
-        except ProviderError as exc:
-            errors.append(f"{name}: {exc}")
-            log.warning("provider %s failed: %s", name, exc)
-    raise ProviderError("; ".join(errors))
-
-
-def _run_loop(
-    agent: Agent,
-    ctx: context.Context,
-    tctx: ToolContext,
-    emit: Callable[[TurnEvent], None],
-    cancel: threading.Event | None = None,
-) -> _Loop:
-    cfg = agent.config
-    tools = {t.name: t for t in available(cfg)}
-    specs = [t.spec for t in tools.values()]
-    chain = choose(cfg, agent.home.config())
-    messages = ctx.messages()
-    out = _Loop()
-    out.records.append({"role": "user", "content": ctx.incoming})
-    for _step in range(cfg.max_steps):
-        if cancel is not None and cancel.is_set():
-            raise TurnCancelled("shutting down")
-        request = ChatRequest("", ctx.system, messages, specs, cfg.max_tokens, cfg.temperature)
-        completed, chain = _call_model(chain, agent.home, request, emit)
-        out.tokens_in += completed.tokens_in
-        out.tokens_out += completed.tokens_out
-        out.model = f"{chain[0][0]}/{completed.model}"
-        content = completed.content or [{"type": "text", "text": ""}]
-        messages.append({"role": "assistant", "content": content})
-        out.records.append({"role": "assistant", "content": content})
-        out.texts += [b["text"] for b in content if b["type"] == "text" and b["text"].strip()]
-        uses = [b for b in content if b["type"] == "tool_use"]
-        if not uses:
-            return out
-        results: list[Block] = []
-        for use in uses:
-            result, is_error = run_tool(tools, tctx, use["name"], use["input"])
-            out.tool_calls += 1
-            emit(ToolResult(use["id"], use["name"], result, is_error))
-            results.append(
-                {
-                    "type": "tool_result",
-                    "tool_use_id": use["id"],
-                    "content": result,
-                    "is_error": is_error,
-                }
-            )
-        messages.append({"role": "user", "content": results})
-        out.records.append({"role": "user", "content": results})
-    note = f"[stopped: the limit of {cfg.max_steps} model calls in one turn was reached]"
-    out.records.append({"role": "assistant", "content": [{"type": "text", "text": note}]})
-    out.texts.append(note)
-    return out
 
 
 def _subject(agent: Agent, batch: list[Message], heartbeat_ok: bool) -> str:
@@ -245,7 +117,9 @@ def run_turn(
     )
     try:
         ctx = context.assemble(agent, batch, conversation)
-        loop = _run_loop(agent, ctx, tctx, emit, cancel)
+        tools = {t.name: t for t in available(agent.config)}
+        loop = run_loop(agent, ctx.system, ctx.messages(), tools, tctx, emit, cancel)
+        loop.records.insert(0, {"role": "user", "content": ctx.incoming})
         tctx.touched.update(schedule.retire(agent.path, batch))
     except BaseException:
         turnlog.abandon(agent.path)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from anima.config import ProviderSettings
-from anima.errors import ProviderError
+from anima.errors import ProviderError, provider_error
 from anima.llm.base import (
     Block,
     ChatRequest,
@@ -97,7 +97,7 @@ class AnthropicProvider:
                 final = stream.get_final_message()
         except sdk.APIStatusError as exc:
             status = exc.status_code
-            raise ProviderError(
+            raise provider_error(
                 f"Anthropic API error {status}: {exc.message}",
                 retryable=status in (408, 409, 429) or status >= 500,
                 retry_after=parse_retry_after(exc.response.headers.get("retry-after")),

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from anima.config import ProviderSettings
-from anima.errors import ProviderError
+from anima.errors import ProviderError, provider_error
 from anima.llm.base import (
     Block,
     ChatRequest,
@@ -58,7 +58,7 @@ def _translate(sdk: Any, exc: Exception) -> Exception:
     """SDK and transport errors → ProviderError; anything else is a bug and is re-raised."""
     if isinstance(exc, sdk.ResponseError):
         status = exc.status_code
-        return ProviderError(
+        return provider_error(
             f"Ollama error {status}: {exc.error}", retryable=status == 429 or status >= 500
         )
     if isinstance(exc, (ConnectionError, OSError)):

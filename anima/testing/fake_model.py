@@ -30,6 +30,8 @@ class Fault:
     """Seconds to wait before answering (a slow model)."""
     cut: bool = False
     """Stream part of the reply, then drop the connection."""
+    message: str = "injected"
+    """The error message (e.g. the provider's "prompt is too long" for a context overflow)."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,14 @@ class FakeModelServer:
         *,
         default: Reply | None = None,
         responder: Responder | None = None,
+        context_chars: int | None = None,
     ):
+        """`context_chars` emulates a context window: a request whose system, messages and
+        tools are longer (as JSON) is refused the way each API refuses one."""
         self._script: deque[Reply] = deque(script or [])
         self._default = default or Reply("ok")
         self._responder = responder
+        self.context_chars = context_chars
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.requests: list[Recorded] = []
@@ -240,16 +246,34 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         headers = {"retry-after": f"{f.retry_after:g}"} if f.retry_after is not None else {}
         if api == "anthropic":
-            kind = "rate_limit_error" if f.status == 429 else "api_error"
+            kind = {429: "rate_limit_error", 400: "invalid_request_error"}.get(
+                f.status, "api_error"
+            )
             self._json(
-                f.status, {"type": "error", "error": {"type": kind, "message": "injected"}}, headers
+                f.status, {"type": "error", "error": {"type": kind, "message": f.message}}, headers
             )
         else:
-            self._json(f.status, {"error": "injected fault"}, headers)
+            self._json(f.status, {"error": f.message}, headers)
         return True
+
+    def _overflow(self, body: dict[str, Any], api: str) -> bool:
+        """Refuse a prompt longer than the emulated context window, as the real API does."""
+        limit = self.fake.context_chars
+        if limit is None:
+            return False
+        size = len(json.dumps([body.get("system"), body.get("messages"), body.get("tools")]))
+        if size <= limit:
+            return False
+        if api == "anthropic":
+            msg = f"prompt is too long: {size // 4} tokens > {limit // 4} maximum"
+        else:
+            msg = "the input length exceeds the context length"
+        return self._fault(Reply(fault=Fault(status=400, message=msg)), api)
 
     # -- Anthropic -----------------------------------------------------------------------------
     def _anthropic(self, body: dict[str, Any]) -> None:
+        if self._overflow(body, "anthropic"):
+            return
         reply = self.fake.next_reply("anthropic", body)
         if self._fault(reply, "anthropic"):
             return
@@ -358,6 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- Ollama --------------------------------------------------------------------------------
     def _ollama(self, body: dict[str, Any]) -> None:
+        if self._overflow(body, "ollama"):
+            return
         reply = self.fake.next_reply("ollama", body)
         if self._fault(reply, "ollama"):
             return
