@@ -30,6 +30,9 @@ class Budget:
     """Longest message body put into context; longer ones are cut with a notice."""
     note_chars: int = 20000
     """Cap on any other memory note."""
+    recall_chars: int = 1500
+    """Memory and earlier conversations found by search for the new messages, put in context."""
+    recall_hits: int = 5
 
 
 @dataclass(frozen=True)

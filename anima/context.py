@@ -7,11 +7,12 @@ always.md LAST, where recency gives it the most weight.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from anima import history, memory
+from anima import history, memory, search
 from anima.agent import Agent
 from anima.llm.base import Block
 from anima.message import Message
@@ -25,10 +26,12 @@ class Context:
     """The new messages as blocks: stored in history as the turn's user message."""
     always: str
     truncated: bool
+    recalled: str = ""
 
     def messages(self) -> list[dict[str, Any]]:
-        """History plus the new user message, with always.md as its last block."""
-        last: list[Block] = list(self.incoming)
+        """History plus the new user message: what memory recalls first, always.md last."""
+        last: list[Block] = [{"type": "text", "text": self.recalled}] if self.recalled else []
+        last += self.incoming
         if self.always.strip():
             last.append({"type": "text", "text": f"<always>\n{self.always.strip()}\n</always>"})
         return [*self.history, {"role": "user", "content": last}]
@@ -74,10 +77,12 @@ def memory_segment(agent: Agent) -> str:
             "only the first part is shown. Condense it with the memory tool (str_replace).]"
         )
     lines.append(text.strip() or "(empty)")
-    notes = memory.index(agent.memory_dir)
-    if notes:
+    idx = memory.index(agent.memory_dir)
+    if idx.notes:
         lines.append("\n## Memory notes (read with the memory tool: view)")
-        lines += [f"- {path}" + (f" — {desc}" if desc else "") for path, desc in notes]
+        lines += [f"- {path}" + (f" — {desc}" if desc else "") for path, desc in idx.notes]
+    if idx.more:
+        lines.append(f"- … and {idx.more} more (older journal days among them): memory_search")
     return "\n".join(lines)
 
 
@@ -107,4 +112,48 @@ def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Co
             *past,
         ]
     blocks: list[Block] = [{"type": "text", "text": render_incoming(m, agent)} for m in incoming]
-    return Context(system, past, blocks, agent.always, win.truncated)
+    return Context(
+        system, past, blocks, agent.always, win.truncated, recall(agent, incoming, conversation)
+    )
+
+
+def person_slug(sender: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", sender.lower()).strip("-") or "unknown"
+
+
+def recall(agent: Agent, incoming: Sequence[Message], conversation: str) -> str:
+    """Auto-memory: the sender's people note and the best search hits for the new messages
+    (memory notes and other conversations), within `budget.recall_chars`."""
+    budget = agent.config.budget
+    parts: list[str] = []
+    used = 0
+    for sender in dict.fromkeys(m.sender for m in incoming):
+        note = agent.memory_dir / "people" / f"{person_slug(sender)}.md"
+        if note.is_file():
+            text = note.read_text(encoding="utf-8", errors="replace").strip()[
+                : budget.recall_chars // 2
+            ]
+            parts.append(f'<person-note path="memory/people/{note.name}">\n{text}\n</person-note>')
+            used += len(text)
+    query = " ".join(m.body for m in incoming if m.kind == "message")
+    hits = search.search(
+        agent.path,
+        query,
+        limit=budget.recall_hits,
+        exclude_paths=("memory/MEMORY.md",),
+        exclude_conversation=conversation,
+    )
+    lines = []
+    for h in hits:
+        where = h.path if h.kind == "memory" else f"conversation {h.title}"
+        line = f"- {where}" + (f" ({h.date})" if h.date else "") + f": {h.snippet}"
+        if used + len(line) > budget.recall_chars:
+            break
+        lines.append(line)
+        used += len(line)
+    if lines:
+        parts.append(
+            '<recalled note="found in your memory and earlier conversations for this '
+            'message; may be out of date">\n' + "\n".join(lines) + "\n</recalled>"
+        )
+    return "\n".join(parts)

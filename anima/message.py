@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import secrets
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,11 @@ _KNOWN = ("id", "from", "to", "channel", "conversation", "kind", "in_reply_to", 
 
 
 def utcnow() -> dt.datetime:
+    """Now, in UTC. `ANIMA_NOW` (an ISO time) pins the clock: for tests and demos that need
+    "day 1" and "day 3"."""
+    pinned = os.environ.get("ANIMA_NOW")
+    if pinned:
+        return dt.datetime.fromisoformat(pinned.replace("Z", "+00:00")).astimezone(dt.UTC)
     return dt.datetime.now(dt.UTC)
 
 

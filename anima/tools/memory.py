@@ -47,9 +47,11 @@ def _record(ctx: ToolContext, rel: str, reason: str, what: str) -> None:
 
 def _view(ctx: ToolContext, path: str) -> str:
     if not path.strip() or path.strip() in (".", "/"):
-        notes = index(ctx.memory_dir)
+        idx = index(ctx.memory_dir, limit=500)
         lines = ["memory/MEMORY.md (core, always in context)"]
-        lines += [f"memory/{p}" + (f" — {d}" if d else "") for p, d in notes]
+        lines += [f"memory/{p}" + (f" — {d}" if d else "") for p, d in idx.notes]
+        if idx.more:
+            lines.append(f"… and {idx.more} more (older journal days): find them with memory_search")
         return "\n".join(lines)
     target, rel = _note(ctx, path)
     if not target.is_file():
@@ -171,3 +173,21 @@ _COMMANDS: dict[str, Callable[[ToolContext, Path, str, str, _Args], str]] = {
     "delete": _delete,
     "rename": _rename,
 }
+
+
+@tool()
+def memory_search(ctx: ToolContext, query: str, limit: int = 5) -> str:
+    """Search your memory notes and all past conversations (keyword search, best first).
+
+    Args:
+        query: words to look for
+        limit: how many results at most
+    """
+    from anima.search import search
+
+    hits = search(ctx.agent_dir, query, limit=max(1, min(limit, 20)))
+    if not hits:
+        return "nothing found"
+    return "\n".join(
+        f"- {h.path}" + (f" ({h.date})" if h.date else "") + f": {h.snippet}" for h in hits
+    )
