@@ -86,7 +86,8 @@ def memory_segment(agent: Agent) -> str:
     return "\n".join(lines)
 
 
-def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Context:
+def system_prompt(agent: Agent, conversation: str) -> list[str]:
+    """The stable prefix: persona, standing instructions, memory."""
     others = [n for n in agent.home.agent_names() if n != agent.name]
     persona = agent.persona.strip()
     persona += (
@@ -98,22 +99,46 @@ def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Co
     if global_always:
         system.append(f"## Standing instructions\n{global_always}")
     system.append(memory_segment(agent))
-    win = history.window(agent.path, conversation, agent.config.budget.history_tokens)
+    return system
+
+
+def _preface(text: str) -> list[dict[str, Any]]:
+    """A note before the live history, as a user/assistant pair (roles must alternate)."""
+    return [
+        {"role": "user", "content": [{"type": "text", "text": text}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Understood."}]},
+    ]
+
+
+def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Context:
+    state = history.compaction(agent.path, conversation)
+    win = history.window(
+        agent.path, conversation, agent.config.budget.history_tokens, state.through_turn
+    )
     past = win.messages
     if win.truncated:
-        note = {
-            "type": "text",
-            "text": "[earlier turns of this conversation are not shown; "
-            "they are kept in history/ and git]",
-        }
-        past = [
-            {"role": "user", "content": [note]},
-            {"role": "assistant", "content": [{"type": "text", "text": "Understood."}]},
-            *past,
-        ]
+        past = (
+            _preface(
+                "[earlier turns of this conversation are not shown; they are kept in history/ and git]"
+            )
+            + past
+        )
+    if state.summary:
+        past = (
+            _preface(
+                f'<earlier-conversation note="summary of {state.count} compaction(s); the full '
+                f'text is in history/ and the journal">\n{state.summary}\n</earlier-conversation>'
+            )
+            + past
+        )
     blocks: list[Block] = [{"type": "text", "text": render_incoming(m, agent)} for m in incoming]
     return Context(
-        system, past, blocks, agent.always, win.truncated, recall(agent, incoming, conversation)
+        system_prompt(agent, conversation),
+        past,
+        blocks,
+        agent.always,
+        win.truncated,
+        recall(agent, incoming, conversation),
     )
 
 
@@ -127,14 +152,16 @@ def recall(agent: Agent, incoming: Sequence[Message], conversation: str) -> str:
     budget = agent.config.budget
     parts: list[str] = []
     used = 0
-    for sender in dict.fromkeys(m.sender for m in incoming):
+    for sender in dict.fromkeys(m.sender for m in incoming if m.channel != "timer"):
         note = agent.memory_dir / "people" / f"{person_slug(sender)}.md"
         if note.is_file():
             text = note.read_text(encoding="utf-8", errors="replace").strip()[
                 : budget.recall_chars // 2
             ]
-            parts.append(f'<person-note path="memory/people/{note.name}">\n{text}\n</person-note>')
-            used += len(text)
+        else:
+            text = f"(no note yet: create it when you learn something lasting about {sender})"
+        parts.append(f'<person-note path="memory/people/{note.name}">\n{text}\n</person-note>')
+        used += len(text)
     query = " ".join(m.body for m in incoming if m.kind == "message")
     hits = search.search(
         agent.path,

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from anima.fsutil import append_durable
+from anima.fsutil import append_durable, write_atomic
 
 CHARS_PER_TOKEN = 4
+MESSAGE_BODY = re.compile(
+    r"<(?:message|untrusted)\b([^>]*)>\n(.*?)\n</(?:message|untrusted)>", re.S
+)
+_FROM = re.compile(r'\bfrom="([^"]*)"')
 
 
 def thread_dir(agent_dir: Path, conversation: str) -> Path:
@@ -25,6 +30,34 @@ def thread_dir(agent_dir: Path, conversation: str) -> Path:
 
 def day_file(agent_dir: Path, conversation: str, day: str) -> Path:
     return thread_dir(agent_dir, conversation) / f"{day}.jsonl"
+
+
+COMPACTION = "compaction.json"
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """Where a thread's live part starts: turns up to `through_turn` were summarised into the
+    journal (and stay in the day files) and `summary` stands in for them in context."""
+
+    through_turn: str = ""
+    summary: str = ""
+    count: int = 0
+
+
+def compaction(agent_dir: Path, conversation: str) -> Compaction:
+    try:
+        data = json.loads((thread_dir(agent_dir, conversation) / COMPACTION).read_text("utf-8"))
+        return Compaction(str(data["through_turn"]), str(data["summary"]), int(data["count"]))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return Compaction()
+
+
+def save_compaction(agent_dir: Path, conversation: str, state: Compaction) -> str:
+    """Write the state; returns its path relative to the agent directory."""
+    path = thread_dir(agent_dir, conversation) / COMPACTION
+    write_atomic(path, json.dumps(asdict(state), ensure_ascii=False, indent=1) + "\n")
+    return str(path.relative_to(agent_dir))
 
 
 def append(path: Path, records: list[dict[str, Any]]) -> None:
@@ -73,23 +106,32 @@ def _day_turns(path: Path) -> list[list[dict[str, Any]]]:
     return turns
 
 
-def _newest_turns(agent_dir: Path, conversation: str) -> Iterator[Turn]:
-    """Turns newest first, reading day files only as far back as the caller iterates."""
+def _newest_turns(agent_dir: Path, conversation: str, after_turn: str = "") -> Iterator[Turn]:
+    """Turns newest first, reading day files only as far back as the caller iterates, and
+    stopping at `after_turn` (the last turn compaction summarised)."""
     d = thread_dir(agent_dir, conversation)
     if not d.is_dir():
         return
     for f in sorted(d.glob("*.jsonl"), reverse=True):
         st = f.stat()
-        yield from reversed(_day_turns_cached(f, st.st_mtime_ns, st.st_size))
+        for turn in reversed(_day_turns_cached(f, st.st_mtime_ns, st.st_size)):
+            if after_turn and turn[0][0].get("turn") == after_turn:
+                return
+            yield turn
 
 
-def window(agent_dir: Path, conversation: str, budget_tokens: int) -> Window:
-    """The newest whole turns that fit in `budget_tokens`. Cost is bounded by the budget, not
-    by the length of the conversation."""
+def live_turns(agent_dir: Path, conversation: str, after_turn: str = "") -> list[Turn]:
+    """Every turn after `after_turn`, oldest first."""
+    return list(reversed(list(_newest_turns(agent_dir, conversation, after_turn))))
+
+
+def window(agent_dir: Path, conversation: str, budget_tokens: int, after_turn: str = "") -> Window:
+    """The newest whole turns after `after_turn` that fit in `budget_tokens`. Cost is bounded by
+    the budget, not by the length of the conversation."""
     picked: list[list[dict[str, Any]]] = []
     used = 0
     truncated = False
-    for turn, cost in _newest_turns(agent_dir, conversation):
+    for turn, cost in _newest_turns(agent_dir, conversation, after_turn):
         if used + cost > budget_tokens:
             truncated = True
             break
@@ -117,3 +159,30 @@ def recent(agent_dir: Path, conversation: str, n_turns: int) -> list[list[dict[s
         if len(out) >= n_turns:
             break
     return list(reversed(out))
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def transcript(turns: list[list[dict[str, Any]]], agent: str) -> str:
+    """Turns as plain text for a person or a summariser: who said what, tool calls as one line
+    each (their inputs and results clipped), the recall and always blocks left out."""
+    lines: list[str] = []
+    for turn in turns:
+        lines.append(f"[{turn[0].get('ts', '')}]")
+        for m in turn:
+            for b in m["content"]:
+                if b["type"] == "text" and m["role"] == "user":
+                    for attrs, body in MESSAGE_BODY.findall(b["text"]):
+                        who = _FROM.search(attrs)
+                        lines.append(f"{who.group(1) if who else 'user'}: {body.strip()}")
+                elif b["type"] == "text" and b["text"].strip():
+                    lines.append(f"{agent}: {b['text'].strip()}")
+                elif b["type"] == "tool_use":
+                    args = json.dumps(b["input"], ensure_ascii=False)
+                    lines.append(f"  ({agent} used {b['name']}: {_clip(args, 200)})")
+                elif b["type"] == "tool_result":
+                    lines.append(f"  (result: {_clip(str(b['content']), 200)})")
+    return "\n".join(lines)

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from anima.history import MESSAGE_BODY
+
 INDEX = ".cache/index.sqlite"
 _WORD = re.compile(r"[^\W_]{2,}", re.UNICODE)
-_BODY = re.compile(r"<(?:message|untrusted)\b[^>]*>\n(.*?)\n</(?:message|untrusted)>", re.S)
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 STOP = frozenset(
     "the and for you are was what with that this have from your not but all can "
@@ -37,14 +38,23 @@ class Hit:
     score: float
 
 
+SCHEMA = 2
+
+
 def _connect(agent_dir: Path) -> sqlite3.Connection:
     path = agent_dir / INDEX
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=10)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA:
+        db.executescript(f"""
+            DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS docs;
+            PRAGMA user_version = {SCHEMA};
+        """)
     db.executescript("""
-        CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER);
+        CREATE TABLE IF NOT EXISTS files (
+            path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, tail BLOB);
         CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(
             path UNINDEXED, kind UNINDEXED, date UNINDEXED, title, body,
             tokenize = 'porter unicode61');
@@ -59,12 +69,25 @@ def _memory_docs(agent_dir: Path, rel: str) -> Iterator[tuple[str, str, str, str
     yield "memory", date, rel.removeprefix("memory/"), text
 
 
-def _history_docs(agent_dir: Path, rel: str) -> Iterator[tuple[str, str, str, str]]:
-    """One document per turn: what was said and answered (tool plumbing left out)."""
+def _tail(path: Path, size: int) -> bytes:
+    """The last bytes before `size`: if they are unchanged, the file was only appended to."""
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 64))
+        return f.read(min(size, 64))
+
+
+def _history_docs(
+    agent_dir: Path, rel: str, start: int, end: int
+) -> Iterator[tuple[str, str, str, str]]:
+    """One document per turn: what was said and answered (tool plumbing left out). History
+    files only grow by whole turns, so `start` can skip what an earlier pass indexed."""
     date = _DATE.search(rel)
     conversation = rel.split("/")[1]
     turns: dict[str, list[str]] = {}
-    for line in (agent_dir / rel).read_text(encoding="utf-8", errors="replace").splitlines():
+    with open(agent_dir / rel, "rb") as f:
+        f.seek(start)
+        raw = f.read(end - start).decode("utf-8", errors="replace")
+    for line in raw.splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -73,7 +96,11 @@ def _history_docs(agent_dir: Path, rel: str) -> Iterator[tuple[str, str, str, st
         for b in rec.get("content", []):
             if b.get("type") != "text":
                 continue
-            bodies = _BODY.findall(b["text"]) if rec.get("role") == "user" else [b["text"]]
+            bodies = (
+                [body for _, body in MESSAGE_BODY.findall(b["text"])]
+                if rec.get("role") == "user"
+                else [b["text"]]
+            )
             parts += [x.strip() for x in bodies if x.strip()]
     for parts in turns.values():
         if parts:
@@ -105,27 +132,42 @@ def refresh(agent_dir: Path, *, rebuild: bool = False) -> int:
             if rebuild:
                 db.execute("DELETE FROM files")
                 db.execute("DELETE FROM docs")
-            known = {p: (m, s) for p, m, s in db.execute("SELECT path, mtime_ns, size FROM files")}
+            known = {
+                p: (m, s, t)
+                for p, m, s, t in db.execute("SELECT path, mtime_ns, size, tail FROM files")
+            }
             current = _files(agent_dir)
             changed = [
-                p for p, st in current.items() if known.get(p) != (st.st_mtime_ns, st.st_size)
+                p
+                for p, st in current.items()
+                if known.get(p, ())[:2] != (st.st_mtime_ns, st.st_size)
             ]
             gone = [p for p in known if p not in current]
-            for p in gone + changed:
+            for p in gone:
                 db.execute("DELETE FROM docs WHERE path = ?", (p,))
                 db.execute("DELETE FROM files WHERE path = ?", (p,))
             for p in changed:
+                st = current[p]
+                start = 0
+                if p.startswith("history/") and p in known:
+                    old_size, old_tail = known[p][1], known[p][2]
+                    if st.st_size > old_size and _tail(agent_dir / p, old_size) == old_tail:
+                        start = old_size  # appended to: index only the new turns
+                if not start:
+                    db.execute("DELETE FROM docs WHERE path = ?", (p,))
                 docs = (
                     _memory_docs(agent_dir, p)
                     if p.startswith("memory/")
-                    else _history_docs(agent_dir, p)
+                    else _history_docs(agent_dir, p, start, st.st_size)
                 )
                 db.executemany(
                     "INSERT INTO docs (path, kind, date, title, body) VALUES (?,?,?,?,?)",
                     [(p, *d) for d in docs],
                 )
-                st = current[p]
-                db.execute("INSERT INTO files VALUES (?,?,?)", (p, st.st_mtime_ns, st.st_size))
+                db.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?)",
+                    (p, st.st_mtime_ns, st.st_size, _tail(agent_dir / p, st.st_size)),
+                )
         return len(changed) + len(gone)
     finally:
         db.close()

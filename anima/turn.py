@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from anima import attempts, context, gitstore, mailbox, schedule, turnlog
+from anima import attempts, compaction, context, gitstore, mailbox, schedule, turnlog
 from anima.agent import Agent
-from anima.errors import AnimaError, BadConfig
+from anima.errors import AnimaError, BadConfig, ContextOverflow
 from anima.home import Home
 from anima.llm import Event, Retrying, TextDelta, ToolCall
 from anima.loop import ToolResult, TurnCancelled, run_loop
@@ -111,19 +111,31 @@ def run_turn(
         if on_event is not None:
             on_event(trigger, ev)
 
-    turnlog.begin(agent.path)
-    tctx = ToolContext(
-        agent.name, agent.path, agent.config, agent.home.agent_names(), batch, conversation
-    )
-    try:
-        ctx = context.assemble(agent, batch, conversation)
-        tools = {t.name: t for t in available(agent.config)}
-        loop = run_loop(agent, ctx.system, ctx.messages(), tools, tctx, emit, cancel)
-        loop.records.insert(0, {"role": "user", "content": ctx.incoming})
-        tctx.touched.update(schedule.retire(agent.path, batch))
-    except BaseException:
-        turnlog.abandon(agent.path)
-        raise
+    if compaction.needed(agent, conversation):
+        compaction.compact(agent, conversation, cancel=cancel)
+    for attempt in (1, 2):
+        turnlog.begin(agent.path)
+        tctx = ToolContext(
+            agent.name, agent.path, agent.config, agent.home.agent_names(), batch, conversation
+        )
+        try:
+            ctx = context.assemble(agent, batch, conversation)
+            tools = {t.name: t for t in available(agent.config)}
+            loop = run_loop(agent, ctx.system, ctx.messages(), tools, tctx, emit, cancel)
+            loop.records.insert(0, {"role": "user", "content": ctx.incoming})
+            tctx.touched.update(schedule.retire(agent.path, batch))
+            break
+        except ContextOverflow as exc:
+            turnlog.abandon(agent.path)
+            # The model's window is smaller than the budget thought: compact harder, once.
+            if attempt == 2 or not compaction.compact(
+                agent, conversation, force=True, cancel=cancel
+            ):
+                raise
+            log.warning("%s: %s; compacted %s and retrying", agent.name, exc, conversation)
+        except BaseException:
+            turnlog.abandon(agent.path)
+            raise
     text = "\n\n".join(loop.texts).strip()
     heartbeat_ok = trigger.kind == "heartbeat" and text == HEARTBEAT_OK
     reply = _reply_for(agent, trigger, text) if text and not heartbeat_ok else None

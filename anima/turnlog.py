@@ -33,7 +33,8 @@ class TurnRecord:
 
     def paths(self) -> list[str]:
         paths = [dst for _, dst in self.archive] + [p for p, _ in self.outbox]
-        paths += [self.history_path, *self.touched]
+        paths += [self.history_path] if self.history_path else []
+        paths += self.touched
         return sorted(set(paths))
 
 
@@ -60,6 +61,16 @@ def abandon(agent_dir: Path) -> None:
 def _apply(agent_dir: Path, rec: TurnRecord, *, replay: bool) -> None:
     for rel, text in rec.outbox:
         write_atomic(agent_dir / rel, text)
+    if rec.history_path:
+        _append_history(agent_dir, rec, replay=replay)
+    for src, dst in rec.archive:
+        s, d = agent_dir / src, agent_dir / dst
+        if s.exists():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(s, d)
+
+
+def _append_history(agent_dir: Path, rec: TurnRecord, *, replay: bool) -> None:
     hist = agent_dir / rec.history_path
     # Appending is not idempotent: when replaying, restore the file to HEAD first.
     if replay and hist.exists():
@@ -70,11 +81,6 @@ def _apply(agent_dir: Path, rec: TurnRecord, *, replay: bool) -> None:
         else:
             write_atomic(hist, committed)
     history.append(hist, rec.history_records)
-    for src, dst in rec.archive:
-        s, d = agent_dir / src, agent_dir / dst
-        if s.exists():
-            d.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(s, d)
 
 
 def commit(agent_dir: Path, rec: TurnRecord, *, replay: bool = False) -> str:

@@ -14,6 +14,7 @@ from anima import gitstore, mailbox
 from anima.home import Home
 from anima.message import Message
 from anima.testing import FakeModelServer, Reply
+from anima.testing.fake_model import last_user_text
 from tests.conftest import LiveRuntime, make_agent
 
 
@@ -73,7 +74,7 @@ def test_streamed_reply_appears_in_pieces_before_the_final_text(
     c.expect(loose("alpha"))
     assert "epsilon" not in c.before + c.after + c.buffer  # the first piece came alone
     until(c, "epsilon")
-    assert "hello there" in fake.requests[0].body["messages"][-1]["content"][0]["text"]
+    assert "hello there" in last_user_text("anthropic", fake.requests[0].body)
 
 
 def test_tool_calls_show_as_compact_lines(home: Home, fake: FakeModelServer, spawn) -> None:

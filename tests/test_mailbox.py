@@ -9,6 +9,7 @@ from anima.home import Home
 from anima.message import Message, parse, render
 from anima.runtime import run_once
 from anima.testing import FakeModelServer, Reply
+from anima.testing.fake_model import last_user_text
 from tests.conftest import make_agent, send
 
 
@@ -33,7 +34,7 @@ def test_hand_dropped_plain_markdown_is_a_message(home: Home, fake: FakeModelSer
     fake.add(Reply("got it"))
     (r,) = run_once(home)
     assert r.error is None and r.message_ids == ["note-from-me"]
-    assert "Just plain text" in fake.requests[0].body["messages"][-1]["content"][0]["text"]
+    assert "Just plain text" in last_user_text("anthropic", fake.requests[0].body)
 
 
 def test_bad_files_are_rejected_with_reasons_and_good_ones_still_answered(

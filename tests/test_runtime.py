@@ -16,6 +16,7 @@ import git
 from anima import gitstore
 from anima.home import Home
 from anima.testing import FakeModelServer, Fault, Reply
+from anima.testing.fake_model import last_user_text
 from tests.conftest import (
     LiveRuntime,
     make_agent,
@@ -39,7 +40,7 @@ def test_file_dropped_by_hand_is_answered(home: Home, fake: FakeModelServer) -> 
         assert rt.stop() == 0
     (reply,) = replies(agent)
     assert reply.body.strip() == "hello from the loop" and reply.in_reply_to == "by-hand"
-    assert "are you there?" in fake.requests[0].body["messages"][-1]["content"][0]["text"]
+    assert "are you there?" in last_user_text("anthropic", fake.requests[0].body)
 
 
 def test_two_agents_talk_until_the_loop_cap(home: Home, fake: FakeModelServer) -> None:
@@ -161,7 +162,7 @@ def test_reminder_set_by_the_agent_fires_and_is_retired(home: Home, fake: FakeMo
         wait_for(lambda: len(fake.requests) >= 3, timeout=15, what="the reminder turn")
         wait_for(lambda: len(replies(agent)) >= 2, what="the reminder reply")
         rt.stop()
-    last = fake.requests[2].body["messages"][-1]["content"][0]["text"]
+    last = last_user_text("anthropic", fake.requests[2].body)
     assert 'kind="reminder"' in last and "stretch your legs" in last and 'late="true"' not in last
     assert not list((agent.path / "reminders").glob("*.toml"))  # a one-shot reminder is retired
     log = git.Repo(agent.path).git.log("--name-status", "--format=%s", "-n1")
@@ -184,7 +185,7 @@ def test_missed_reminder_is_delivered_once_marked_late(home: Home, fake: FakeMod
         time.sleep(1.5)
         rt.stop()
     assert len(fake.requests) == 1
-    text = fake.requests[0].body["messages"][-1]["content"][0]["text"]
+    text = last_user_text("anthropic", fake.requests[0].body)
     assert 'late="true"' in text and "water the plants" in text
 
 

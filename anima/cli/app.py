@@ -43,7 +43,16 @@ pass_home = click.make_pass_decorator(Home)
 
 
 def _register() -> None:
-    from anima.cli import agents, chat, demo, messages, operator, runtime_cmds, units  # noqa: F401
+    from anima.cli import (  # noqa: F401
+        agents,
+        chat,
+        demo,
+        memory_cmds,
+        messages,
+        operator,
+        runtime_cmds,
+        units,
+    )
 
 
 _register()

@@ -101,7 +101,7 @@ class FakeModelServer:
         tools are longer (as JSON) is refused the way each API refuses one."""
         self._script: deque[Reply] = deque(script or [])
         self._default = default or Reply("ok")
-        self._responder = responder
+        self.responder = responder
         self.context_chars = context_chars
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -117,7 +117,7 @@ class FakeModelServer:
         with self._lock:
             if self._script:
                 return self._script.popleft()
-        return self._responder(api, body) if self._responder else self._default
+        return self.responder(api, body) if self.responder else self._default
 
     def record(self, rec: Recorded) -> None:
         with self._cond:

@@ -51,7 +51,9 @@ def _view(ctx: ToolContext, path: str) -> str:
         lines = ["memory/MEMORY.md (core, always in context)"]
         lines += [f"memory/{p}" + (f" — {d}" if d else "") for p, d in idx.notes]
         if idx.more:
-            lines.append(f"… and {idx.more} more (older journal days): find them with memory_search")
+            lines.append(
+                f"… and {idx.more} more (older journal days): find them with memory_search"
+            )
         return "\n".join(lines)
     target, rel = _note(ctx, path)
     if not target.is_file():
