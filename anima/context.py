@@ -169,6 +169,7 @@ def recall(agent: Agent, incoming: Sequence[Message], conversation: str) -> str:
         limit=budget.recall_hits,
         exclude_paths=("memory/MEMORY.md",),
         exclude_conversation=conversation,
+        touched=(),  # at the start of a turn the tree is HEAD: the fast index update holds
     )
     lines = []
     for h in hits:

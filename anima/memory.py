@@ -66,20 +66,44 @@ def _description(path: Path, mtime_ns: int, size: int) -> str:
     return str(_meta(path).get("description", "") or "")
 
 
-def _walk(memory_dir: Path) -> list[tuple[str, os.stat_result]]:
-    out = []
-    stack = [memory_dir]
-    while stack:
+_LISTINGS: dict[Path, tuple[dict[str, int], tuple[list[str], list[str]]]] = {}
+"""Per memory dir: the mtime of each of its directories when last listed, and the notes."""
+
+
+def _walk(memory_dir: Path) -> tuple[list[str], list[str]]:
+    """Every note's path under memory/ but the core: topic and people notes by path, journal
+    days newest first. From directory listings (no stat per file: an agent may
+    have thousands of notes and this runs every turn). A directory's names change only when
+    its mtime does, so an unchanged set of directories reuses the last listing."""
+    cached = _LISTINGS.get(memory_dir)
+    if cached is not None:
         try:
-            entries = list(os.scandir(stack.pop()))
+            if all(os.stat(d).st_mtime_ns == m for d, m in cached[0].items()):
+                return cached[1]
+        except FileNotFoundError:
+            pass
+    out: list[str] = []
+    dirs: dict[str, int] = {}
+    cut = len(str(memory_dir)) + 1
+    stack = [str(memory_dir)]
+    while stack:
+        d = stack.pop()
+        try:
+            dirs[d] = os.stat(d).st_mtime_ns
+            entries = list(os.scandir(d))
         except FileNotFoundError:
             continue
         for e in entries:
             if e.is_dir(follow_symlinks=False):
-                stack.append(Path(e.path))
+                stack.append(e.path)
             elif e.name.endswith(".md"):
-                out.append((os.path.relpath(e.path, memory_dir), e.stat(follow_symlinks=False)))
-    return out
+                out.append(e.path[cut:])
+    notes = sorted(f for f in out if f != CORE and not f.startswith(JOURNAL + "/"))
+    journal = sorted((f for f in out if f.startswith(JOURNAL + "/")), reverse=True)
+    if len(_LISTINGS) > 256:
+        _LISTINGS.clear()
+    _LISTINGS[memory_dir] = (dirs, (notes, journal))
+    return notes, journal
 
 
 @dataclass(frozen=True)
@@ -93,11 +117,13 @@ class Index:
 def index(memory_dir: Path, limit: int = INDEX_LIMIT) -> Index:
     """Every note but the core, for the model to read on demand: topic and people notes by
     path, then the newest journal days; at most `limit`."""
-    files = [(rel, st) for rel, st in _walk(memory_dir) if rel != CORE]
-    notes = sorted((f for f in files if not f[0].startswith(JOURNAL + "/")), key=lambda f: f[0])
-    journal = sorted((f for f in files if f[0].startswith(JOURNAL + "/")), reverse=True)
+    notes, journal = _walk(memory_dir)
     listed = (notes + journal[:JOURNAL_DAYS_LISTED])[:limit]
-    return Index(
-        [(rel, _description(memory_dir / rel, st.st_mtime_ns, st.st_size)) for rel, st in listed],
-        len(files) - len(listed),
-    )
+    out = []
+    for rel in listed:
+        try:
+            st = (memory_dir / rel).stat()
+        except FileNotFoundError:
+            continue
+        out.append((rel, _description(memory_dir / rel, st.st_mtime_ns, st.st_size)))
+    return Index(out, len(notes) + len(journal) - len(listed))

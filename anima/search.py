@@ -11,10 +11,11 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from anima import gitstore
 from anima.history import MESSAGE_BODY
 
 INDEX = ".cache/index.sqlite"
@@ -38,7 +39,8 @@ class Hit:
     score: float
 
 
-SCHEMA = 2
+SCHEMA = 4
+ROOTS = ("memory", "history")
 
 
 def _connect(agent_dir: Path) -> sqlite3.Connection:
@@ -49,10 +51,13 @@ def _connect(agent_dir: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA:
         db.executescript(f"""
-            DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS docs;
+            DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS docs; DROP TABLE IF EXISTS rows;
             PRAGMA user_version = {SCHEMA};
         """)
     db.executescript("""
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+        CREATE TABLE IF NOT EXISTS rows (path TEXT, id INTEGER);
+        CREATE INDEX IF NOT EXISTS rows_path ON rows (path);
         CREATE TABLE IF NOT EXISTS files (
             path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, tail BLOB);
         CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(
@@ -109,8 +114,9 @@ def _history_docs(
 
 def _files(agent_dir: Path) -> dict[str, os.stat_result]:
     out = {}
+    cut = len(str(agent_dir)) + 1
     for sub, suffix in (("memory", ".md"), ("history", ".jsonl")):
-        stack = [agent_dir / sub]
+        stack = [str(agent_dir / sub)]
         while stack:
             try:
                 entries = list(os.scandir(stack.pop()))
@@ -118,57 +124,126 @@ def _files(agent_dir: Path) -> dict[str, os.stat_result]:
                 continue
             for e in entries:
                 if e.is_dir(follow_symlinks=False):
-                    stack.append(Path(e.path))
+                    stack.append(e.path)
                 elif e.name.endswith(suffix):
-                    out[os.path.relpath(e.path, agent_dir)] = e.stat(follow_symlinks=False)
+                    out[e.path[cut:]] = e.stat(follow_symlinks=False)
     return out
 
 
+def _indexable(rel: str) -> bool:
+    return (rel.startswith("memory/") and rel.endswith(".md")) or (
+        rel.startswith("history/") and rel.endswith(".jsonl")
+    )
+
+
+def _forget(db: sqlite3.Connection, path: str) -> None:
+    """Drop a file's documents (through `rows`: FTS5 cannot look up an unindexed column)."""
+    db.execute("DELETE FROM docs WHERE rowid IN (SELECT id FROM rows WHERE path = ?)", (path,))
+    db.execute("DELETE FROM rows WHERE path = ?", (path,))
+
+
+def _known(db: sqlite3.Connection, paths: Iterable[str] | None = None) -> dict[str, tuple]:
+    """What the index holds per file: (mtime_ns, size, tail)."""
+    sql = "SELECT path, mtime_ns, size, tail FROM files"
+    if paths is None:
+        return {p: (m, z, t) for p, m, z, t in db.execute(sql)}
+    rows = (db.execute(sql + " WHERE path = ?", (p,)).fetchone() for p in paths)
+    return {r[0]: tuple(r[1:]) for r in rows if r is not None}
+
+
+def _update(
+    db: sqlite3.Connection,
+    agent_dir: Path,
+    current: dict[str, os.stat_result | None],
+    known: dict[str, tuple],
+) -> int:
+    """(Re)index the files in `current` (None: the file is gone) whose size or mtime moved."""
+    n = 0
+    for p, st in current.items():
+        row = known.get(p)
+        if st is None:
+            if row is not None:
+                _forget(db, p)
+                db.execute("DELETE FROM files WHERE path = ?", (p,))
+                n += 1
+            continue
+        if row is not None and tuple(row[:2]) == (st.st_mtime_ns, st.st_size):
+            continue
+        start = 0
+        if p.startswith("history/") and row is not None:
+            old_size, old_tail = row[1], row[2]
+            if st.st_size > old_size and _tail(agent_dir / p, old_size) == old_tail:
+                start = old_size  # appended to: index only the new turns
+        if not start and row is not None:
+            _forget(db, p)
+        docs = (
+            _memory_docs(agent_dir, p)
+            if p.startswith("memory/")
+            else _history_docs(agent_dir, p, start, st.st_size)
+        )
+        for d in docs:
+            cur = db.execute(
+                "INSERT INTO docs (path, kind, date, title, body) VALUES (?,?,?,?,?)", (p, *d)
+            )
+            db.execute("INSERT INTO rows VALUES (?, ?)", (p, cur.lastrowid))
+        db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?)",
+            (p, st.st_mtime_ns, st.st_size, _tail(agent_dir / p, st.st_size)),
+        )
+        n += 1
+    return n
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
 def refresh(agent_dir: Path, *, rebuild: bool = False) -> int:
-    """Bring the index up to date with the files; returns how many files were (re)indexed."""
+    """Bring the index up to date by looking at every file; returns how many were (re)indexed."""
+    head = gitstore.head(agent_dir)
     db = _connect(agent_dir)
     try:
         with db:
             if rebuild:
                 db.execute("DELETE FROM files")
                 db.execute("DELETE FROM docs")
-            known = {
-                p: (m, s, t)
-                for p, m, s, t in db.execute("SELECT path, mtime_ns, size, tail FROM files")
-            }
-            current = _files(agent_dir)
-            changed = [
-                p
-                for p, st in current.items()
-                if known.get(p, ())[:2] != (st.st_mtime_ns, st.st_size)
-            ]
-            gone = [p for p in known if p not in current]
-            for p in gone:
-                db.execute("DELETE FROM docs WHERE path = ?", (p,))
-                db.execute("DELETE FROM files WHERE path = ?", (p,))
-            for p in changed:
-                st = current[p]
-                start = 0
-                if p.startswith("history/") and p in known:
-                    old_size, old_tail = known[p][1], known[p][2]
-                    if st.st_size > old_size and _tail(agent_dir / p, old_size) == old_tail:
-                        start = old_size  # appended to: index only the new turns
-                if not start:
-                    db.execute("DELETE FROM docs WHERE path = ?", (p,))
-                docs = (
-                    _memory_docs(agent_dir, p)
-                    if p.startswith("memory/")
-                    else _history_docs(agent_dir, p, start, st.st_size)
-                )
-                db.executemany(
-                    "INSERT INTO docs (path, kind, date, title, body) VALUES (?,?,?,?,?)",
-                    [(p, *d) for d in docs],
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?)",
-                    (p, st.st_mtime_ns, st.st_size, _tail(agent_dir / p, st.st_size)),
-                )
-        return len(changed) + len(gone)
+                db.execute("DELETE FROM rows")
+            known = _known(db)
+            current: dict[str, os.stat_result | None] = dict(_files(agent_dir))
+            for p in known:
+                current.setdefault(p, None)
+            n = _update(db, agent_dir, current, known)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
+        return n
+    finally:
+        db.close()
+
+
+def update(agent_dir: Path, touched: Iterable[str] = ()) -> int:
+    """The fast refresh for a turn, when the working tree is HEAD plus `touched`: only the files
+    that changed between the commit the index last saw and HEAD are looked at."""
+    head = gitstore.head(agent_dir)
+    db = _connect(agent_dir)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'head'").fetchone()
+        changed = gitstore.changed_between(agent_dir, row[0], head, ROOTS) if row else None
+    finally:
+        db.close()
+    if changed is None:
+        return refresh(agent_dir)
+    paths = {p for p in [*changed, *touched] if _indexable(p)}
+    if not paths and row[0] == head:
+        return 0
+    db = _connect(agent_dir)
+    try:
+        with db:
+            current = {p: _stat(agent_dir / p) for p in sorted(paths)}
+            n = _update(db, agent_dir, current, _known(db, current))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
+        return n
     finally:
         db.close()
 
@@ -188,12 +263,15 @@ def search(
     exclude_paths: tuple[str, ...] = (),
     exclude_conversation: str = "",
     refresh_first: bool = True,
+    touched: Iterable[str] | None = None,
 ) -> list[Hit]:
     """The best `limit` hits for the words of `query` (any of them; bm25 ranks the rest)."""
     q = fts_query(query)
     if not q:
         return []
-    if refresh_first:
+    if touched is not None:
+        update(agent_dir, touched)
+    elif refresh_first:
         refresh(agent_dir)
     db = _connect(agent_dir)
     try:

@@ -217,3 +217,14 @@ def test_crash_during_compaction_is_rolled_back_and_redone(
     )
     assert git.Repo(agent.path).head.commit.hexsha != head
     assert not git.Repo(agent.path).is_dirty(untracked_files=True)
+
+
+def test_offline_model_compacts_by_rule(home: Home) -> None:
+    """The no-key default compacts too: its journal summary quotes who said what."""
+    agent = make_agent(home, provider="offline")
+    set_budget(agent, history_tokens=300)
+    for i in range(6):
+        send(agent, f"message number {i} " + "pad " * 40)
+        run_once(home)
+    journal = "".join(p.read_text() for p in (agent.memory_dir / "journal").glob("*.md"))
+    assert "summary by rule" in journal and "- you: message number 0 pad" in journal

@@ -131,3 +131,40 @@ def test_doctor_without_a_home(tmp_path) -> None:  # noqa: ANN001
     code, out = invoke("--home", str(tmp_path / "none"), "doctor", "--json")
     checks = {c["name"]: c for c in json.loads(out)}
     assert code == 1 and checks["home"]["fix"] == "anima init"
+
+
+def test_memory_show_edit_search_reindex(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    import git
+
+    agent = make_agent(home)
+    (agent.memory_dir / "garden.md").write_text(
+        "---\ndescription: the garden\n---\nTomatoes go in the south bed.\n"
+    )
+    code, out = invoke("memory", "show", "arya")
+    assert code == 0 and "/4000 characters" in out and "- garden.md — the garden" in out
+    code, out = invoke("memory", "show", "arya", "garden")
+    assert code == 0 and "Tomatoes go in the south bed." in out
+    code, out = invoke("memory", "show", "arya", "../agent.toml")
+    assert code == 1 and "not a note inside memory/" in out
+
+    # $EDITOR is whatever the person uses; here a sed script stands in for them.
+    monkeypatch.setenv("EDITOR", "sed -i 's/south bed/north bed/'")
+    code, out = invoke("memory", "edit", "arya", "garden.md")
+    assert code == 0 and "(external)" in out
+    repo = git.Repo(agent.path)
+    assert repo.head.commit.message.startswith("external: hand edits to ")
+    assert "memory/garden.md" in repo.head.commit.message
+    assert "north bed" in (agent.memory_dir / "garden.md").read_text()
+
+    code, out = invoke("memory", "search", "arya", "tomatoes north")
+    assert code == 0 and "memory/garden.md" in out and "[Tomatoes]" in out
+    code, out = invoke("memory", "search", "arya", "zeppelin", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, out = invoke("memory", "reindex", "arya")
+    assert code == 0 and out.startswith("indexed 2 files")  # MEMORY.md and garden.md
+
+    monkeypatch.setenv(
+        "EDITOR", 'python3 -c \'import sys; open(sys.argv[1], "w").write("x" * 5000)\''
+    )
+    code, out = invoke("memory", "edit", "arya")
+    assert code == 0 and "over its cap of 4000" in out

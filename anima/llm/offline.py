@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 from anima.config import ProviderSettings
 from anima.llm.base import Block, ChatRequest, Completed, Event, TextDelta, ToolCall
@@ -41,6 +42,18 @@ def _memory_lines(req: ChatRequest) -> list[str]:
     return []
 
 
+def _extract_summary(last: dict[str, Any]) -> str:
+    """A summary by rule: the opening words of what each person said."""
+    text = "\n".join(b["text"] for b in last["content"] if b["type"] == "text")
+    said = [
+        ln
+        for ln in text.split("</compaction>", 1)[-1].splitlines()
+        if ":" in ln and not ln.startswith(("[", " "))
+    ]
+    lines = [f"- {ln[:120]}" for ln in said[:12]]
+    return f"{TAG} summary by rule:\n" + "\n".join(lines)
+
+
 def _tool_call(name: str, args: dict[str, object]) -> Block:
     return {
         "type": "tool_use",
@@ -70,6 +83,10 @@ class OfflineProvider:
                 for r in results
             ]
             return [{"type": "text", "text": f"{TAG} " + " ".join(lines)}]
+        if '<compaction step="flush">' in str(last["content"]):
+            return [{"type": "text", "text": "done"}]  # rules cannot tell what is durable
+        if '<compaction step="summary">' in str(last["content"]):
+            return [{"type": "text", "text": _extract_summary(last)}]
         bodies = _last_bodies(req)
         body = bodies[-1] if bodies else ""
         if 'kind="heartbeat"' in str(last["content"]):

@@ -187,7 +187,7 @@ def memory_search(ctx: ToolContext, query: str, limit: int = 5) -> str:
     """
     from anima.search import search
 
-    hits = search(ctx.agent_dir, query, limit=max(1, min(limit, 20)))
+    hits = search(ctx.agent_dir, query, limit=max(1, min(limit, 20)), touched=ctx.touched)
     if not hits:
         return "nothing found"
     return "\n".join(
