@@ -101,9 +101,10 @@ def recover(path: Path) -> list[str]:
     return removed
 
 
-RUNTIME_WRITTEN = {"archive", "outbox", "history", "inbox", ".git"}
-"""Only the runtime writes these (two files a turn), so the check for hand edits before each
-turn skips them; a full check runs on start-up and periodically."""
+RUNTIME_WRITTEN = {"archive", "outbox", "history", "inbox", ".git", ".cache"}
+"""Only the runtime writes these (two files a turn; .cache/ is the git-ignored search index), so
+the check for hand edits before each turn skips them; a full check runs on start-up and
+periodically."""
 
 
 def _hand_edited(path: Path) -> list[str]:

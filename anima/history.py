@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -112,7 +113,9 @@ def _newest_turns(agent_dir: Path, conversation: str, after_turn: str = "") -> I
     d = thread_dir(agent_dir, conversation)
     if not d.is_dir():
         return
-    for f in sorted(d.glob("*.jsonl"), reverse=True):
+    names = sorted((n for n in os.listdir(d) if n.endswith(".jsonl")), reverse=True)
+    for name in names:
+        f = d / name
         st = f.stat()
         for turn in reversed(_day_turns_cached(f, st.st_mtime_ns, st.st_size)):
             if after_turn and turn[0][0].get("turn") == after_turn:

@@ -85,7 +85,7 @@ def main() -> None:
     queries = [f"{RNG.choice(COMMON)} {words(2)} {RNG.choice(COMMON)}" for _ in range(200)]
     for label, kw in (
         ("turn path: fast update from git + query", {"touched": ()}),
-        ("full refresh check (stat every file) + query", {}),
+        ("stat-walk refresh (every file) + query", {}),
         ("query only", {"refresh_first": False}),
     ):
         ms = []

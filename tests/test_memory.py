@@ -20,7 +20,7 @@ def agent(home: Home) -> Agent:
     cfg.write_text(
         cfg.read_text()
         .replace("memory_chars = 4000", "memory_chars = 100")
-        .replace("message_chars = 20000", "message_chars = 20000\nnote_chars = 200")
+        .replace("note_chars = 20000", "note_chars = 200")
     )
     return Agent(home, "arya")
 
