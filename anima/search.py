@@ -7,6 +7,7 @@ each search by comparing file sizes and mtimes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -201,51 +202,58 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def refresh(agent_dir: Path, *, rebuild: bool = False) -> int:
-    """Bring the index up to date by looking at every file; returns how many were (re)indexed."""
-    head = gitstore.head(agent_dir)
+@contextlib.contextmanager
+def _open(agent_dir: Path) -> Iterator[sqlite3.Connection]:
     db = _connect(agent_dir)
     try:
-        with db:
-            if rebuild:
-                db.execute("DELETE FROM files")
-                db.execute("DELETE FROM docs")
-                db.execute("DELETE FROM rows")
-            known = _known(db)
-            current: dict[str, os.stat_result | None] = dict(_files(agent_dir))
-            for p in known:
-                current.setdefault(p, None)
-            n = _update(db, agent_dir, current, known)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
-        return n
+        yield db
     finally:
         db.close()
+
+
+def _refresh(db: sqlite3.Connection, agent_dir: Path, *, rebuild: bool = False) -> int:
+    head = gitstore.head(agent_dir)
+    with db:
+        if rebuild:
+            db.execute("DELETE FROM files")
+            db.execute("DELETE FROM docs")
+            db.execute("DELETE FROM rows")
+        known = _known(db)
+        current: dict[str, os.stat_result | None] = dict(_files(agent_dir))
+        for p in known:
+            current.setdefault(p, None)
+        n = _update(db, agent_dir, current, known)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
+    return n
+
+
+def _follow_git(db: sqlite3.Connection, agent_dir: Path, touched: Iterable[str]) -> int:
+    head = gitstore.head(agent_dir)
+    row = db.execute("SELECT value FROM meta WHERE key = 'head'").fetchone()
+    changed = gitstore.changed_between(agent_dir, row[0], head, ROOTS) if row else None
+    if changed is None:
+        return _refresh(db, agent_dir)
+    paths = {p for p in [*changed, *touched] if _indexable(p)}
+    if not paths and row[0] == head:
+        return 0
+    with db:
+        current = {p: _stat(agent_dir / p) for p in sorted(paths)}
+        n = _update(db, agent_dir, current, _known(db, current))
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
+    return n
+
+
+def refresh(agent_dir: Path, *, rebuild: bool = False) -> int:
+    """Bring the index up to date by looking at every file; returns how many were (re)indexed."""
+    with _open(agent_dir) as db:
+        return _refresh(db, agent_dir, rebuild=rebuild)
 
 
 def update(agent_dir: Path, touched: Iterable[str] = ()) -> int:
     """The fast refresh for a turn, when the working tree is HEAD plus `touched`: only the files
     that changed between the commit the index last saw and HEAD are looked at."""
-    head = gitstore.head(agent_dir)
-    db = _connect(agent_dir)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'head'").fetchone()
-        changed = gitstore.changed_between(agent_dir, row[0], head, ROOTS) if row else None
-    finally:
-        db.close()
-    if changed is None:
-        return refresh(agent_dir)
-    paths = {p for p in [*changed, *touched] if _indexable(p)}
-    if not paths and row[0] == head:
-        return 0
-    db = _connect(agent_dir)
-    try:
-        with db:
-            current = {p: _stat(agent_dir / p) for p in sorted(paths)}
-            n = _update(db, agent_dir, current, _known(db, current))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('head', ?)", (head,))
-        return n
-    finally:
-        db.close()
+    with _open(agent_dir) as db:
+        return _follow_git(db, agent_dir, touched)
 
 
 def fts_query(text: str) -> str:
@@ -265,28 +273,24 @@ def search(
     refresh_first: bool = True,
     touched: Iterable[str] | None = None,
 ) -> list[Hit]:
-    """The best `limit` hits for the words of `query` (any of them; bm25 ranks the rest)."""
+    """The best `limit` hits for the words of `query` (any of them; bm25 ranks the rest).
+    With `touched`, the index first follows git plus those paths (a turn's way); otherwise it
+    stats every file first, unless `refresh_first` is off. One connection for all of it."""
     q = fts_query(query)
     if not q:
         return []
-    if touched is not None:
-        update(agent_dir, touched)
-    elif refresh_first:
-        refresh(agent_dir)
-    db = _connect(agent_dir)
-    try:
-        marks = ",".join("?" * len(kinds))
+    with _open(agent_dir) as db:
+        if touched is not None:
+            _follow_git(db, agent_dir, touched)
+        elif refresh_first:
+            _refresh(db, agent_dir)
+        kind_marks = ",".join("?" * len(kinds))
+        path_marks = ",".join("?" * len(exclude_paths))
         rows = db.execute(
             f"SELECT path, kind, date, title, snippet(docs, 4, '[', ']', '…', 16), bm25(docs) "
-            f"FROM docs WHERE docs MATCH ? AND kind IN ({marks}) "
+            f"FROM docs WHERE docs MATCH ? AND kind IN ({kind_marks}) "
+            f"AND path NOT IN ({path_marks}) "
             "AND NOT (kind = 'history' AND title = ?) ORDER BY bm25(docs) LIMIT ?",
-            (q, *kinds, exclude_conversation, limit + len(exclude_paths) * 4),
+            (q, *kinds, *exclude_paths, exclude_conversation, limit),
         ).fetchall()
-    finally:
-        db.close()
-    hits = [
-        Hit(p, k, d, t, s.replace("\n", " "), -score)
-        for p, k, d, t, s, score in rows
-        if p not in exclude_paths
-    ]
-    return hits[:limit]
+    return [Hit(p, k, d, t, s.replace("\n", " "), -score) for p, k, d, t, s, score in rows]
