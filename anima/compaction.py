@@ -54,13 +54,6 @@ def _ask(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"type": "text", "text": text}]}]
 
 
-def needed(agent: Agent, conversation: str) -> bool:
-    """The live history of the thread no longer fits its budget."""
-    state = history.compaction(agent.path, conversation)
-    budget = agent.config.budget.history_tokens
-    return history.window(agent.path, conversation, budget, state.through_turn).truncated
-
-
 def _split(turns: list[history.Turn], chars: int, agent: str) -> list[str]:
     """Transcript pieces of at most about `chars` characters, each of whole turns."""
     pieces: list[str] = []
@@ -181,8 +174,7 @@ def compact(
         turnlog.abandon(agent.path)
         raise
     body = [f"{len(drop)} turns summarised into {journal}; {kept} newest turns stay live."]
-    if tctx.reasons:
-        body += ["", "Memory:", *[f"- {r}" for r in tctx.reasons]]
+    body += tctx.memory_lines()
     record = turnlog.TurnRecord(
         subject=f"compact({name}): {len(drop)} turns of {conversation} into {journal}",
         body="\n".join(body),

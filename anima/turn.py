@@ -111,16 +111,16 @@ def run_turn(
         if on_event is not None:
             on_event(trigger, ev)
 
-    if compaction.needed(agent, conversation):
-        compaction.compact(agent, conversation, cancel=cancel)
+    ctx = context.assemble(agent, batch, conversation)
+    if ctx.truncated and compaction.compact(agent, conversation, cancel=cancel):
+        ctx = context.assemble(agent, batch, conversation)  # the summary, then what stays live
+    tools = {t.name: t for t in available(agent.config)}
     for attempt in (1, 2):
         turnlog.begin(agent.path)
         tctx = ToolContext(
             agent.name, agent.path, agent.config, agent.home.agent_names(), batch, conversation
         )
         try:
-            ctx = context.assemble(agent, batch, conversation)
-            tools = {t.name: t for t in available(agent.config)}
             loop = run_loop(agent, ctx.system, ctx.messages(), tools, tctx, emit, cancel)
             loop.records.insert(0, {"role": "user", "content": ctx.incoming})
             tctx.touched.update(schedule.retire(agent.path, batch))
@@ -133,6 +133,7 @@ def run_turn(
             ):
                 raise
             log.warning("%s: %s; compacted %s and retrying", agent.name, exc, conversation)
+            ctx = context.assemble(agent, batch, conversation)
         except BaseException:
             turnlog.abandon(agent.path)
             raise
@@ -147,8 +148,7 @@ def run_turn(
         rec.update(turn=turn_id, ts=now)
     duration_ms = int((time.monotonic() - started) * 1000)
     body_lines = [text.splitlines()[0][:200]] if text else []
-    if tctx.reasons:
-        body_lines += ["", "Memory:", *[f"- {r}" for r in tctx.reasons]]
+    body_lines += tctx.memory_lines()
     record = turnlog.TurnRecord(
         subject=_subject(agent, batch, heartbeat_ok),
         body="\n".join(body_lines),

@@ -45,6 +45,10 @@ class ToolContext:
     def memory_dir(self) -> Path:
         return self.agent_dir / "memory"
 
+    def memory_lines(self) -> list[str]:
+        """The commit body's account of memory changes and their reasons (empty if none)."""
+        return ["", "Memory:", *[f"- {r}" for r in self.reasons]] if self.reasons else []
+
 
 @dataclass(frozen=True)
 class Tool:
