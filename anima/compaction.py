@@ -70,12 +70,6 @@ def _split(turns: list[history.Turn], chars: int, agent: str) -> list[str]:
     return [p[:chars] for p in pieces]
 
 
-def _fallback_summary(piece: str) -> str:
-    """When the model gives no summary: the first line of what each speaker said."""
-    said = [ln for ln in piece.splitlines() if ln and not ln.startswith(("[", "  ("))]
-    return "\n".join(f"- {ln[:160]}" for ln in said[:12])
-
-
 def _journal_entry(agent: Agent, conversation: str, turns: list[history.Turn], text: str) -> str:
     """Append the summary to the day's journal; a day over the note cap continues in -2, -3…
     Returns the note's path relative to the agent directory."""
@@ -111,10 +105,10 @@ def _digest(
         if memory_tool:
             run_loop(agent, system, _ask(FLUSH_PROMPT + piece), memory_tool, tctx, emit, cancel)
         out = run_loop(agent, system, _ask(SUMMARY_PROMPT + piece), {}, tctx, emit, cancel)
-        return ["\n".join(out.texts).strip() or _fallback_summary(piece)]
+        return ["\n".join(out.texts).strip() or history.gist(piece)]
     except ContextOverflow:
         if len(piece) < MIN_PIECE:
-            return [_fallback_summary(piece)]
+            return [history.gist(piece)]
         cut = piece.rfind("\n[", 0, len(piece) // 2 + 1)  # at a turn boundary if there is one
         cut = cut if cut > 0 else len(piece) // 2
         return _digest(agent, piece[:cut], tctx, emit, cancel) + _digest(

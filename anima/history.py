@@ -189,3 +189,11 @@ def transcript(turns: list[list[dict[str, Any]]], agent: str) -> str:
                 elif b["type"] == "tool_result":
                     lines.append(f"  (result: {_clip(str(b['content']), 200)})")
     return "\n".join(lines)
+
+
+def gist(transcript_text: str, lines: int = 12, width: int = 160) -> str:
+    """A summary by rule of a `transcript()`: the opening words of what each speaker said."""
+    said = [
+        ln for ln in transcript_text.splitlines() if ":" in ln and not ln.startswith(("[", " "))
+    ]
+    return "\n".join(f"- {ln[:width]}" for ln in said[:lines])

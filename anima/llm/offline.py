@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from anima.config import ProviderSettings
+from anima.history import gist
 from anima.llm.base import Block, ChatRequest, Completed, Event, TextDelta, ToolCall
 from anima.llm.registry import register
 
@@ -45,13 +46,8 @@ def _memory_lines(req: ChatRequest) -> list[str]:
 def _extract_summary(last: dict[str, Any]) -> str:
     """A summary by rule: the opening words of what each person said."""
     text = "\n".join(b["text"] for b in last["content"] if b["type"] == "text")
-    said = [
-        ln
-        for ln in text.split("</compaction>", 1)[-1].splitlines()
-        if ":" in ln and not ln.startswith(("[", " "))
-    ]
-    lines = [f"- {ln[:120]}" for ln in said[:12]]
-    return f"{TAG} summary by rule:\n" + "\n".join(lines)
+    transcript = text.split("</compaction>", 1)[-1]
+    return f"{TAG} summary by rule:\n" + gist(transcript, width=120)
 
 
 def _tool_call(name: str, args: dict[str, object]) -> Block:
