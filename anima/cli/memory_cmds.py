@@ -22,7 +22,7 @@ def memory() -> None:
 
 
 def _note_path(agent: Agent, note: str) -> tuple[Path, str]:
-    from anima.errors import BadName
+    from anima.errors import BadName, ToolError
     from anima.memory import CORE
     from anima.tools.files import confine
 
@@ -31,7 +31,7 @@ def _note_path(agent: Agent, note: str) -> tuple[Path, str]:
         rel += ".md"
     try:
         target = confine(agent.memory_dir, rel)
-    except Exception as exc:
+    except ToolError as exc:
         raise BadName(f"{note!r}: not a note inside memory/ ({exc})") from exc
     return target, rel
 
