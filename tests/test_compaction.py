@@ -48,6 +48,13 @@ def scripted_model(flush_tool: dict[str, Any] | None = None):
     return respond
 
 
+def talk(home: Home, agent: Agent, numbers: range) -> None:
+    """One turn per numbered message, each padded to about 50 tokens."""
+    for i in numbers:
+        send(agent, f"message number {i} " + "pad " * 40)
+        run_once(home)
+
+
 def all_user_bodies(agent: Agent, conversation: str) -> list[str]:
     out = []
     for f in sorted((agent.path / "history" / conversation).glob("*.jsonl")):
@@ -126,9 +133,7 @@ def test_flush_step_saves_durable_facts_before_turns_leave_context(
     set_budget(agent, history_tokens=400)
     send(agent, "message number 0: I play the cello every Tuesday. " + "pad " * 40)
     run_once(home)
-    for i in range(1, 6):
-        send(agent, f"message number {i} " + "pad " * 40)
-        run_once(home)
+    talk(home, agent, range(1, 6))
     flushes = [r for r in fake.requests if compaction.FLUSH in last_user_text("anthropic", r.body)]
     assert flushes and "cello every Tuesday" in last_user_text("anthropic", flushes[0].body)
     assert [t["name"] for t in flushes[0].body["tools"]] == ["memory"]  # only memory, silently
@@ -176,9 +181,7 @@ def test_live_window_is_the_summary_then_the_newest_whole_turns(
     fake.responder = scripted_model()
     agent = make_agent(home)
     set_budget(agent, history_tokens=300)
-    for i in range(6):
-        send(agent, f"message number {i} " + "pad " * 40)
-        run_once(home)
+    talk(home, agent, range(6))
     msgs = fake.requests[-1].body["messages"]
     assert msgs[0]["content"][0]["text"].startswith("<earlier-conversation")
     assert "the person sent messages 0 to" in msgs[0]["content"][0]["text"]
@@ -201,9 +204,7 @@ def test_crash_during_compaction_is_rolled_back_and_redone(
     fake.responder = scripted_model()
     agent = make_agent(home)
     set_budget(agent, history_tokens=300)
-    for i in range(3):
-        send(agent, f"message number {i} " + "pad " * 40)
-        run_once(home)
+    talk(home, agent, range(3))
     head = git.Repo(agent.path).head.commit.hexsha
     turnlog.begin(agent.path)  # as compact() does, then "crash" after writing the journal
     (agent.memory_dir / "journal").mkdir(exist_ok=True)
@@ -223,8 +224,6 @@ def test_offline_model_compacts_by_rule(home: Home) -> None:
     """The no-key default compacts too: its journal summary quotes who said what."""
     agent = make_agent(home, provider="offline")
     set_budget(agent, history_tokens=300)
-    for i in range(6):
-        send(agent, f"message number {i} " + "pad " * 40)
-        run_once(home)
+    talk(home, agent, range(6))
     journal = "".join(p.read_text() for p in (agent.memory_dir / "journal").glob("*.md"))
     assert "summary by rule" in journal and "- you: message number 0 pad" in journal
