@@ -14,6 +14,7 @@ from typing import Any
 
 from anima import history, memory, search
 from anima.agent import Agent
+from anima.channels.config import owner_addresses
 from anima.llm.base import Block
 from anima.message import Message
 
@@ -42,8 +43,12 @@ def _attr(value: str) -> str:
 
 
 def is_trusted(msg: Message, agent: Agent) -> bool:
+    """Local channels and the owner are trusted; the owner's address on a chat service is the
+    `owner` of its [channels.NAME] table in anima.toml."""
     cfg = agent.config
-    return msg.channel in cfg.trusted_channels or msg.sender == cfg.owner
+    if msg.channel in cfg.trusted_channels or msg.sender == cfg.owner:
+        return True
+    return ":" in msg.sender and msg.sender in owner_addresses(agent.home)
 
 
 def render_incoming(msg: Message, agent: Agent) -> str:

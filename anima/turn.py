@@ -74,13 +74,25 @@ def _with_hops(batch: list[Message], outgoing: list[Message]) -> list[Message]:
     ]
 
 
-def _reply_for(agent: Agent, trigger: Message, text: str) -> Message:
+def _reply_for(agent: Agent, batch: list[Message], text: str) -> Message:
+    """The turn's answer, addressed where the last message came from. A channel message may name
+    the chat to answer in (`chat`, e.g. a group) and the message to thread under (`thread`);
+    `answers` lists every message of a batch (the webhook reports each one answered)."""
+    trigger = batch[-1]
+    extra: dict[str, object] = {}
     if trigger.channel == "agent" or trigger.sender in agent.home.agent_names():
         to, channel = trigger.sender, "agent"
     elif trigger.channel == "timer":  # what a reminder or heartbeat turn says is for the owner
         to, channel = agent.config.owner, "cli"
     else:
         to, channel = trigger.sender, trigger.channel
+        chat = str(trigger.extra.get("chat") or "")
+        if chat.startswith(f"{channel}:"):
+            to = chat
+        if trigger.extra.get("thread") is not None:
+            extra["thread"] = trigger.extra["thread"]
+    if len(batch) > 1:
+        extra["answers"] = [m.id for m in batch]
     return Message.create(
         sender=agent.name,
         to=to,
@@ -88,6 +100,7 @@ def _reply_for(agent: Agent, trigger: Message, text: str) -> Message:
         channel=channel,
         conversation=trigger.conversation,
         in_reply_to=trigger.id,
+        extra=extra,
     )
 
 
@@ -139,7 +152,7 @@ def run_turn(
             raise
     text = "\n\n".join(loop.texts).strip()
     heartbeat_ok = trigger.kind == "heartbeat" and text == HEARTBEAT_OK
-    reply = _reply_for(agent, trigger, text) if text and not heartbeat_ok else None
+    reply = _reply_for(agent, batch, text) if text and not heartbeat_ok else None
     outgoing = _with_hops(batch, ([reply] if reply else []) + tctx.outgoing)
     reply = outgoing[0] if reply else None
     turn_id = trigger.id

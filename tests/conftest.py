@@ -157,3 +157,75 @@ def replies(agent: Agent) -> list[Message]:
     from anima.mailbox import read_message
 
     return [read_message(p, agent.name) for p in sorted(agent.outbox.rglob("*.md"))]
+
+
+class ChannelProcess:
+    """`anima channel NAME` in a subprocess, as systemd runs it."""
+
+    def __init__(self, home: Home, name: str, env: dict[str, str] | None = None):
+        self.home = home
+        self.name = name
+        self.env = {**os.environ, "ANIMA_HOME": str(home.root), **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    def start(self, ready: str, timeout: float = 20.0) -> ChannelProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "anima", "channel", self.name],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if ready in line or time.monotonic() > deadline:
+                break
+        assert self.proc.poll() is None and ready in "".join(self.lines), "".join(self.lines)
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def __enter__(self) -> ChannelProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def add_channel(home: Home, name: str, delivery: dict[str, object] | None = None, **values: object) -> None:
+    """Append a [channels.NAME] table to anima.toml, as a person would."""
+    def toml(v: object) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, list):
+            return "[" + ", ".join(toml(x) for x in v) + "]"
+        return repr(v).replace("'", '"')
+
+    lines = ["", f"[channels.{name}]"] + [f"{k} = {toml(v)}" for k, v in values.items()]
+    if delivery:
+        lines += ["", f"[channels.{name}.delivery]"] + [f"{k} = {toml(v)}" for k, v in delivery.items()]
+    with open(home.config_path, "a") as fh:
+        fh.write("\n".join(lines) + "\n")

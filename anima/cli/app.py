@@ -45,6 +45,7 @@ pass_home = click.make_pass_decorator(Home)
 def _register() -> None:
     from anima.cli import (  # noqa: F401
         agents,
+        channels,
         chat,
         demo,
         memory_cmds,

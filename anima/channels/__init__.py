@@ -1,0 +1,60 @@
+"""Channel adapters: separate processes that turn outside messages into inbox files and spooled
+outbox records into outside messages (DESIGN §6). Chosen by name from a registry; each adapter's
+SDK is imported only when that adapter runs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from typing import Any
+
+from anima.channels import config
+from anima.home import Home
+
+log = logging.getLogger(__name__)
+
+ADAPTERS = {
+    "telegram": "anima.channels.telegram:TelegramAdapter",
+    "discord": "anima.channels.discord:DiscordAdapter",
+    "webhook": "anima.channels.webhook:WebhookAdapter",
+}
+
+
+def adapter(home: Home, name: str) -> Any:
+    """The configured adapter for channel `name` (BadConfig when it is not configured)."""
+    cfg = config.load(home, name)
+    module, _, cls = ADAPTERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(home, cfg)
+
+
+def run(home: Home, name: str) -> None:
+    """Run channel `name` until SIGTERM or Ctrl-C; both stop it the same way."""
+    instance = adapter(home, name)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await instance.run(stop)
+
+    asyncio.run(main())
+
+
+def spool_counts(home: Home) -> dict[str, dict[str, int]]:
+    """Per channel (configured or with a spool): records waiting, dead-lettered, sent."""
+    names = set(config.channel_tables(home)) | (
+        {p.name for p in home.spool_dir.iterdir() if p.is_dir()} if home.spool_dir.is_dir() else set()
+    )
+    out = {}
+    for name in sorted(names):
+        root = home.spool_dir / name
+        out[name] = {
+            "configured": int(name in config.channel_tables(home)),
+            "waiting": len(list((root / "new").glob("*.md"))),
+            "failed": len([p for p in (root / "failed").glob("*.md") if not p.name.endswith(".error.md")]),
+            "sent": len(list((root / "sent").glob("*/*.md"))),
+        }
+    return out

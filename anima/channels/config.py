@@ -1,0 +1,100 @@
+"""Typed `[channels.*]` tables of anima.toml: which agent each adapter serves, who may talk to
+it, and the names of the environment variables that hold its secrets (never the secrets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from anima.config import build, load_toml
+from anima.errors import BadConfig
+from anima.home import Home
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How an adapter retries outgoing messages."""
+
+    max_attempts: int = 8
+    """Transient failures before a message is dead-lettered to spool/<channel>/failed/."""
+    backoff: float = 2.0
+    """First retry delay in seconds; doubles each attempt up to max_backoff."""
+    max_backoff: float = 300.0
+    send_timeout: float = 30.0
+    """One send taking longer than this counts as a transient failure (a stuck recipient)."""
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class ChatChannel:
+    """Telegram and Discord: one bot serving one agent."""
+
+    agent: str = ""
+    token_env: str = ""
+    owner: str = ""
+    """Your own user id on this service: always admitted, and trusted (not wrapped as outside)."""
+    allow: list[str] = field(default_factory=list)
+    """User ids admitted without pairing."""
+    base_url: str = ""
+    """Telegram only: a Bot API server other than api.telegram.org (self-hosted, tests)."""
+    poll_timeout: int = 30
+    typing_seconds: float = 120.0
+    """Show "typing…" for at most this long while the agent works on a message."""
+    delivery: Delivery = field(default_factory=Delivery)
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    agents: list[str] = field(default_factory=list)
+    """Agents that may be addressed; empty: every agent."""
+    token_env: str = ""
+    """Accept `Authorization: Bearer <token>` with the token in this environment variable."""
+    secret_env: str = ""
+    """Accept HMAC-SHA256 signatures (X-Anima-Timestamp, X-Anima-Signature) with this secret."""
+    max_body: int = 64 * 1024
+    replay_window: int = 300
+    """Signed requests older or newer than this many seconds are refused."""
+    outgoing_url: str = ""
+    """POST every reply here, signed with `secret_env` (or `outgoing_secret_env`)."""
+    outgoing_secret_env: str = ""
+    delivery: Delivery = field(default_factory=Delivery)
+
+
+KINDS: dict[str, type] = {
+    "telegram": ChatChannel,
+    "discord": ChatChannel,
+    "webhook": WebhookChannel,
+}
+
+
+def channel_tables(home: Home) -> dict[str, Any]:
+    tables = load_toml(home.config_path).get("channels", {})
+    if not isinstance(tables, dict):
+        raise BadConfig(f"{home.config_path}: [channels] must be a table")
+    return tables
+
+
+def load(home: Home, name: str) -> Any:
+    """The validated config of channel `name`; a clear error when it is missing or wrong."""
+    if name not in KINDS:
+        raise BadConfig(f"unknown channel {name!r}; channels: {', '.join(KINDS)}")
+    table = channel_tables(home).get(name)
+    if table is None:
+        raise BadConfig(
+            f"{home.config_path} has no [channels.{name}] table; see the README's Channels section"
+        )
+    try:
+        return build(KINDS[name], table, f"channels.{name}")
+    except BadConfig as exc:
+        raise BadConfig(f"{home.config_path}: {exc}") from exc
+
+
+def owner_addresses(home: Home) -> frozenset[str]:
+    """`channel:user` addresses of the owner on each configured channel (trusted senders)."""
+    out = set()
+    for name, table in channel_tables(home).items():
+        if isinstance(table, dict) and table.get("owner"):
+            out.add(f"{name}:{table['owner']}")
+    return frozenset(out)

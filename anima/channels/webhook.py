@@ -1,0 +1,260 @@
+"""Generic webhook adapter (aiohttp): other programs message an agent over HTTP.
+
+    POST /v1/agents/{name}/messages   JSON {"text", "from"?, "conversation"?} or text/plain
+                                      → 202 {"id", "status": "pending", "reply_url"}
+    GET  /v1/messages/{id}            → 200 {"id", "status": "pending" | "answered", "replies"}
+
+Every request is authenticated: `Authorization: Bearer <token>`, or an HMAC-SHA256 signature
+(see `signature`) with a timestamp inside the replay window, each signature accepted once.
+Replies are kept per request under spool/webhook/requests/YYYY-MM/<id>.json and, when
+`outgoing_url` is set, POSTed there signed, retried with backoff and dead-lettered after
+`delivery.max_attempts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from anima.channels import base
+from anima.channels.config import WebhookChannel
+from anima.channels.spool import Progress, Spool, drain
+from anima.credentials import secret
+from anima.errors import AnimaError, BadConfig
+from anima.fsutil import write_atomic
+from anima.home import Home
+from anima.mailbox import month_of
+from anima.message import Message, valid_id
+
+log = logging.getLogger(__name__)
+
+TS_HEADER = "X-Anima-Timestamp"
+SIG_HEADER = "X-Anima-Signature"
+_SENDER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+
+
+def signature(key: str, timestamp: str, method: str, path: str, body: bytes) -> str:
+    """`sha256=` + hex HMAC-SHA256 of "<timestamp>.<METHOD> <path>." followed by the raw body."""
+    mac = hmac.new(key.encode(), f"{timestamp}.{method.upper()} {path}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class Auth:
+    """Bearer token and/or HMAC signature check, with a replay cache for signatures."""
+
+    def __init__(self, token: str | None, key: str | None, window: int):
+        self.token = token
+        self.key = key
+        self.window = window
+        self.seen: dict[str, float] = {}
+
+    def check(self, method: str, path: str, headers: Any, body: bytes) -> str | None:
+        """None when the request is authentic, else why not."""
+        bearer = headers.get("Authorization", "")
+        if self.token and bearer.startswith("Bearer "):
+            if hmac.compare_digest(bearer[7:].strip().encode(), self.token.encode()):
+                return None
+            return "bad bearer token"
+        sig, ts = headers.get(SIG_HEADER, ""), headers.get(TS_HEADER, "")
+        if not self.key or not sig:
+            return "missing credentials (Authorization: Bearer, or a signature)"
+        try:
+            skew = abs(time.time() - int(ts))
+        except ValueError:
+            return f"missing or malformed {TS_HEADER}"
+        if skew > self.window:
+            return f"timestamp outside the {self.window}s window (replayed or clock skew)"
+        if not hmac.compare_digest(sig.encode(), signature(self.key, ts, method, path, body).encode()):
+            return "bad signature"
+        now = time.time()
+        self.seen = {s: t for s, t in self.seen.items() if t > now}
+        if sig in self.seen:
+            return "replayed request (this signature was already used)"
+        self.seen[sig] = now + 2 * self.window
+        return None
+
+
+class Requests:
+    """What each webhook request became: pending, or answered with its replies."""
+
+    def __init__(self, home: Home):
+        self.root = home.spool_dir / "webhook" / "requests"
+
+    def path(self, msg_id: str) -> Path:
+        return self.root / month_of(msg_id) / f"{msg_id}.json"
+
+    def get(self, msg_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path(msg_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def put(self, record: dict[str, Any]) -> None:
+        write_atomic(self.path(record["id"]), json.dumps(record, indent=1) + "\n")
+
+    def add_reply(self, msg_id: str, reply: Message) -> bool:
+        record = self.get(msg_id)
+        if record is None:
+            return False
+        if all(r["id"] != reply.id for r in record["replies"]):
+            record["replies"].append(
+                {"id": reply.id, "from": reply.sender, "text": reply.body.strip("\n"), "created": reply.created}
+            )
+            record["status"] = "answered"
+            self.put(record)
+        return True
+
+
+def _parse_body(content_type: str, body: bytes) -> tuple[str, str, str]:
+    """(text, sender, conversation) from a JSON or text body; ValueError says what is wrong."""
+    if "json" in content_type:
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+            raise ValueError('JSON body must be an object with a "text" string')
+        text, sender, conv = data["text"], str(data.get("from") or "client"), str(data.get("conversation") or "")
+    else:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError("text body is not UTF-8") from exc
+        sender, conv = "client", ""
+    if not text.strip():
+        raise ValueError("text is empty")
+    if not _SENDER.match(sender):
+        raise ValueError('"from" must be 1-64 letters, digits, ".", "_", "@" or "-"')
+    conversation = f"webhook-{conv or sender}"
+    if not valid_id(conversation):
+        raise ValueError('"conversation" must be letters, digits, ".", "_" or "-"')
+    return text, sender, conversation
+
+
+class WebhookAdapter:
+    def __init__(self, home: Home, cfg: WebhookChannel):
+        if not cfg.token_env and not cfg.secret_env:
+            raise BadConfig(
+                "[channels.webhook] needs token_env or secret_env: an unauthenticated webhook "
+                "would let anyone who can reach it message your agents"
+            )
+        self.home = home
+        self.cfg = cfg
+        token = secret(home, cfg.token_env, "the webhook bearer token") if cfg.token_env else None
+        key = secret(home, cfg.secret_env, "the webhook signing secret") if cfg.secret_env else None
+        self.auth = Auth(token, key, cfg.replay_window)
+        out_env = cfg.outgoing_secret_env or cfg.secret_env
+        self.out_key = secret(home, out_env, "the outgoing webhook secret") if cfg.outgoing_url and out_env else None
+        self.requests = Requests(home)
+        self.spool = Spool(home, "webhook")
+        self.session: Any = None
+
+    def app(self) -> Any:
+        try:
+            from aiohttp import web
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise AnimaError("the webhook channel needs aiohttp: pip install 'anima[webhook]'") from exc
+        app = web.Application(client_max_size=self.cfg.max_body)
+        app.router.add_post("/v1/agents/{name}/messages", self.post_message)
+        app.router.add_get("/v1/messages/{id}", self.get_message)
+        app.router.add_get("/v1/health", self.health)
+        return app
+
+    async def _authentic(self, request: Any) -> bytes:
+        from aiohttp import web
+
+        if request.content_length is not None and request.content_length > self.cfg.max_body:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.cfg.max_body, actual_size=request.content_length)
+        body = await request.read()  # raises 413 past client_max_size
+        why = self.auth.check(request.method, request.path, request.headers, body)
+        if why:
+            log.warning("webhook: refused %s %s from %s: %s", request.method, request.path, request.remote, why)
+            raise web.HTTPUnauthorized(text=json.dumps({"error": why}), content_type="application/json")
+        return body
+
+    async def health(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"ok": True})
+
+    async def post_message(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await self._authentic(request)
+        name = request.match_info["name"]
+        if (self.cfg.agents and name not in self.cfg.agents) or name not in self.home.agent_names():
+            return web.json_response({"error": f"no agent {name!r} on this webhook"}, status=404)
+        try:
+            text, sender, conversation = _parse_body(request.content_type, body)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        msg = Message.create(sender=f"webhook:{sender}", to=name, body=text, channel="webhook", conversation=conversation)
+        self.requests.put({"id": msg.id, "agent": name, "status": "pending", "created": msg.created, "replies": []})
+        await asyncio.to_thread(base.deliver, self.home, name, msg)
+        return web.json_response(
+            {"id": msg.id, "status": "pending", "reply_url": f"/v1/messages/{msg.id}"}, status=202
+        )
+
+    async def get_message(self, request: Any) -> Any:
+        from aiohttp import web
+
+        await self._authentic(request)
+        msg_id = request.match_info["id"]
+        record = self.requests.get(msg_id) if valid_id(msg_id) else None
+        if record is None:
+            return web.json_response({"error": f"no message {msg_id!r}"}, status=404)
+        return web.json_response(record)
+
+    async def send(self, msg: Message, progress: Progress) -> None:
+        """A reply: make it retrievable, then POST it to the outgoing URL if one is set."""
+        for target in base.reply_targets(msg):
+            self.requests.add_reply(target, msg)
+        if self.cfg.outgoing_url:
+            await self._post_out(msg)
+
+    async def _post_out(self, msg: Message) -> None:
+        import aiohttp
+
+        payload = json.dumps(
+            {"id": msg.id, "agent": msg.sender, "to": msg.to, "in_reply_to": msg.in_reply_to,
+             "answers": base.reply_targets(msg), "text": msg.body.strip("\n"), "created": msg.created}
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.out_key:
+            ts = str(int(time.time()))
+            path = urlsplit(self.cfg.outgoing_url).path or "/"
+            headers |= {TS_HEADER: ts, SIG_HEADER: signature(self.out_key, ts, "POST", path, payload)}
+        try:
+            async with self.session.post(self.cfg.outgoing_url, data=payload, headers=headers) as resp:
+                status = resp.status
+                detail = (await resp.text())[:200]
+        except (aiohttp.ClientError, OSError) as exc:
+            raise base.TransientError(f"{type(exc).__name__}: {exc}") from exc
+        if status == 429 or status >= 500:
+            raise base.TransientError(f"outgoing webhook answered {status}: {detail}")
+        if status >= 300:
+            raise base.PermanentError(f"outgoing webhook answered {status}: {detail}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
+        await site.start()
+        log.info("webhook: listening on http://%s:%d", self.cfg.host, self.cfg.port)
+        timeout = aiohttp.ClientTimeout(total=self.cfg.delivery.send_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as self.session:
+            try:
+                await base.supervise(stop, [drain(self.spool, self.send, self.cfg.delivery, stop)])
+            finally:
+                await runner.cleanup()
