@@ -98,6 +98,17 @@ def heartbeat_agents(files: list[UnitFile]) -> list[str]:
     return [f.name.split("@", 1)[1].split(".timer.d")[0] for f in files if ".timer.d/" in f.name]
 
 
+def units_to_enable(home: Home, files: list[UnitFile]) -> list[str]:
+    """The runtime, a heartbeat timer per agent that has one, an adapter per configured channel."""
+    from anima.channels.config import channel_tables
+
+    return [
+        "anima.service",
+        *[f"anima-tick@{a}.timer" for a in heartbeat_agents(files)],
+        *[f"anima-channel@{c}.service" for c in sorted(channel_tables(home))],
+    ]
+
+
 def install_units(home: Home, target: Path, *, enable: bool = True) -> list[str]:
     """Write the units into `target`; with systemctl, reload and enable them. Returns what was
     done, one line each."""
@@ -111,7 +122,7 @@ def install_units(home: Home, target: Path, *, enable: bool = True) -> list[str]
         path.write_text(f.text, encoding="utf-8")
         done.append(f"wrote {path}")
     if enable and shutil.which("systemctl"):
-        units = ["anima.service", *[f"anima-tick@{a}.timer" for a in heartbeat_agents(files)]]
+        units = units_to_enable(home, files)
         for cmd in (["daemon-reload"], ["enable", "--now", *units]):
             proc = subprocess.run(["systemctl", "--user", *cmd], capture_output=True, text=True)
             if proc.returncode != 0:

@@ -1,8 +1,10 @@
 """The units under a real systemd: a throwaway container (systemd-nspawn, booting in ~0.5 s)
-starts anima.service, a message is answered, the heartbeat timer fires, SIGTERM stops it."""
+starts anima.service, a message is answered, the heartbeat timer fires, the webhook channel
+adapter answers over HTTP with its token from credentials.env, SIGTERM stops it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +16,9 @@ import pytest
 import anima
 from anima import gitstore, systemd
 from anima.home import Home
-from tests.conftest import make_agent
+from tests.conftest import add_channel, make_agent
+
+TOKEN = "e2e-" + "t" * 28
 
 pytestmark = pytest.mark.skipif(
     shutil.which("systemd-nspawn") is None or os.geteuid() != 0,
@@ -31,6 +35,26 @@ systemctl start anima.service          # Type=notify: returns once the runtime s
 systemctl is-active anima.service > $OUT/active
 {anima} send arya "hello from systemd"
 for i in $(seq 100); do ls {home}/agents/arya/outbox/*/*.md >/dev/null 2>&1 && break; sleep 0.1; done
+systemctl start anima-channel@webhook.service
+{python} - > $OUT/webhook <<'PY'
+import json, time, urllib.request
+auth = {{"Authorization": "Bearer {token}", "Content-Type": "application/json"}}
+for _ in range(100):  # the adapter is Type=simple: wait for it to listen
+    try:
+        urllib.request.urlopen("http://127.0.0.1:8787/v1/health", timeout=2)
+        break
+    except OSError:
+        time.sleep(0.1)
+req = urllib.request.Request("http://127.0.0.1:8787/v1/agents/arya/messages", method="POST",
+                             data=json.dumps({{"text": "hello over the webhook"}}).encode(), headers=auth)
+url = "http://127.0.0.1:8787" + json.load(urllib.request.urlopen(req, timeout=5))["reply_url"]
+for _ in range(100):
+    record = json.load(urllib.request.urlopen(urllib.request.Request(url, headers=auth), timeout=5))
+    if record["status"] == "answered":
+        break
+    time.sleep(0.1)
+print(json.dumps(record))
+PY
 systemctl show anima.service -p Type -p NotifyAccess -p WatchdogUSec -p StatusText -p MainPID > $OUT/show
 systemctl start anima-tick@arya.timer
 for i in $(seq 150); do git -C {home}/agents/arya log --format=%s | grep -q heartbeat && break; sleep 0.1; done
@@ -57,6 +81,10 @@ def test_units_run_under_real_systemd(home: Home, tmp_path: Path) -> None:
     agent = make_agent(home, "arya", provider="offline")
     cfg = agent.path / "agent.toml"
     cfg.write_text(cfg.read_text().replace('every = ""', 'every = "30m"'))
+    add_channel(home, "webhook", agents=["arya"], token_env="HOOK_TOKEN")
+    credentials = home.root / "credentials.env"  # the unit's EnvironmentFile, outside any repo
+    credentials.write_text(f"HOOK_TOKEN={TOKEN}\n")
+    credentials.chmod(0o600)
     units = tmp_path / "units"
     systemd.install_units(home, units, enable=False)
     # A test-speed heartbeat: every 2 s, no random delay.
@@ -66,7 +94,11 @@ def test_units_run_under_real_systemd(home: Home, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     driver = tmp_path / "driver.sh"
-    driver.write_text(DRIVER.format(home=home.root, out=out, anima=systemd.anima_command()))
+    driver.write_text(
+        DRIVER.format(
+            home=home.root, out=out, anima=systemd.anima_command(), python=sys.executable, token=TOKEN
+        )
+    )
     driver.chmod(0o755)
     (units / "e2e.service").write_text(
         f"[Unit]\nDescription=anima e2e driver\n[Service]\nType=oneshot\nExecStart={driver}\n"
@@ -108,5 +140,8 @@ def test_units_run_under_real_systemd(home: Home, tmp_path: Path) -> None:
     assert "Persistent=yes" in (out / "timer").read_text()
     journal = (out / "journal").read_text()
     assert "anima run: watching 1 agents" in journal and "changes detected" not in journal
+    webhook = json.loads((out / "webhook").read_text())
+    assert webhook["status"] == "answered", webhook
+    assert "hello over the webhook" in webhook["replies"][0]["text"]
     stopped = (out / "stopped").read_text()
     assert "Result=success" in stopped and "ExecMainStatus=0" in stopped, stopped

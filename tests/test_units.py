@@ -13,7 +13,7 @@ from croniter import croniter
 from anima import systemd
 from anima.cli import main
 from anima.home import Home
-from tests.conftest import make_agent
+from tests.conftest import add_channel, make_agent
 
 needs_systemd = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
@@ -119,3 +119,16 @@ def test_exit_if_live_is_quiet_when_nothing_runs_elsewhere(home: Home) -> None:
         result = CliRunner().invoke(main, ["run", "--exit-if-live"])
         assert result.exit_code == 0 and result.output == ""
         rt.stop()
+
+
+def test_install_enables_an_adapter_per_configured_channel(home: Home) -> None:
+    _with_heartbeat(home, "arya", "2h")
+    add_channel(home, "telegram", agent="arya", token_env="TELEGRAM_BOT_TOKEN")
+    add_channel(home, "webhook", token_env="HOOK_TOKEN")
+    enabled = systemd.units_to_enable(home, systemd.render_units(home))
+    assert enabled == [
+        "anima.service",
+        "anima-tick@arya.timer",
+        "anima-channel@telegram.service",
+        "anima-channel@webhook.service",
+    ]

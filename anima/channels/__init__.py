@@ -11,6 +11,7 @@ import signal
 from typing import Any
 
 from anima.channels import config
+from anima.errors import BadConfig
 from anima.home import Home
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,11 @@ ADAPTERS = {
 def adapter(home: Home, name: str) -> Any:
     """The configured adapter for channel `name` (BadConfig when it is not configured)."""
     cfg = config.load(home, name)
+    served = cfg.agents if isinstance(cfg, config.WebhookChannel) else [cfg.agent]
+    if not all(served):
+        raise BadConfig(f"[channels.{name}] needs agent = \"NAME\": the agent this bot serves")
+    for agent in served:
+        home.agent_dir(agent)  # AgentNotFound names the agents there are
     module, _, cls = ADAPTERS[name].partition(":")
     return getattr(importlib.import_module(module), cls)(home, cfg)
 

@@ -36,7 +36,6 @@ class ChatPort(Protocol):
 
 class ChatBridge:
     def __init__(self, home: Home, channel: str, cfg: ChatChannel, port: ChatPort):
-        home.agent_dir(cfg.agent)  # a clear error now, not on the first message
         self.home = home
         self.channel = channel
         self.cfg = cfg

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from anima.errors import AnimaError
 from anima.home import Home
@@ -20,7 +21,7 @@ class AnimaGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AnimaError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             sys.exit(1)
 
 

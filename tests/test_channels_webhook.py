@@ -1,0 +1,217 @@
+"""The webhook adapter over real HTTP, run as systemd runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anima import router
+from anima.channels.webhook import SIG_HEADER, TS_HEADER, signature
+from anima.home import Home
+from anima.message import Message
+from anima.testing import FakeModelServer
+from anima.testing.fake_model import echo_responder
+from tests.conftest import ChannelProcess, LiveRuntime, add_channel, make_agent, wait_for
+
+TOKEN = "tok-" + "x" * 32
+SECRET = "sec-" + "y" * 32
+FAST = {"backoff": 0.05, "max_backoff": 0.3, "send_timeout": 3.0, "max_attempts": 3}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hook(home: Home, fake: FakeModelServer) -> Iterator[tuple[Home, str]]:
+    with webhook_adapter(home, fake) as url:
+        yield home, url
+
+
+@contextlib.contextmanager
+def webhook_adapter(home: Home, fake: FakeModelServer, **extra: object) -> Iterator[str]:
+    fake.responder = echo_responder
+    make_agent(home, "arya")
+    port = free_port()
+    add_channel(
+        home, "webhook", delivery=FAST, port=port, agents=["arya"], token_env="HOOK_TOKEN",
+        secret_env="HOOK_SECRET", max_body=4096, replay_window=60, **extra,
+    )
+    env = {"HOOK_TOKEN": TOKEN, "HOOK_SECRET": SECRET}
+    with ChannelProcess(home, "webhook", env).start("listening on"):
+        yield f"http://127.0.0.1:{port}"
+
+
+def call(url: str, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body if method == "POST" else None, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+def signed(path: str, body: bytes, method: str = "POST", ts: int | None = None) -> dict[str, str]:
+    stamp = str(int(time.time()) if ts is None else ts)
+    return {TS_HEADER: stamp, SIG_HEADER: signature(SECRET, stamp, method, path, body), "Content-Type": "application/json"}
+
+
+BEARER = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+PATH = "/v1/agents/arya/messages"
+
+
+def inbox(home: Home) -> list[Path]:
+    return sorted((home.agents_dir / "arya" / "inbox").glob("*.md"))
+
+
+def test_unauthenticated_or_badly_signed_requests_get_401_and_leave_no_file(hook: tuple[Home, str]) -> None:
+    home, url = hook
+    body = json.dumps({"text": "let me in"}).encode()
+    assert call(url + PATH, "POST", body, {"Content-Type": "application/json"})[0] == 401
+    assert call(url + PATH, "POST", body, {"Authorization": "Bearer wrong"})[0] == 401
+    bad = signed(PATH, body)
+    bad[SIG_HEADER] = signature("not-the-secret", bad[TS_HEADER], "POST", PATH, body)
+    assert call(url + PATH, "POST", body, bad)[0] == 401
+    tampered = signed(PATH, body)
+    assert call(url + PATH, "POST", json.dumps({"text": "changed"}).encode(), tampered)[0] == 401
+    assert inbox(home) == []
+
+
+def test_old_or_replayed_signatures_are_refused(hook: tuple[Home, str]) -> None:
+    home, url = hook
+    body = json.dumps({"text": "hello"}).encode()
+    status, answer = call(url + PATH, "POST", body, signed(PATH, body, ts=int(time.time()) - 3600))
+    assert status == 401 and "window" in answer["error"]
+    fresh = signed(PATH, body)
+    assert call(url + PATH, "POST", body, fresh)[0] == 202
+    status, answer = call(url + PATH, "POST", body, fresh)  # the same request again
+    assert status == 401 and "replayed" in answer["error"]
+    assert len(inbox(home)) == 1
+
+
+def test_oversize_body_gets_413_and_leaves_no_file(hook: tuple[Home, str]) -> None:
+    home, url = hook
+    body = json.dumps({"text": "x" * 10_000}).encode()
+    assert call(url + PATH, "POST", body, BEARER)[0] == 413
+    assert inbox(home) == []
+
+
+def test_bad_bodies_and_unknown_agents_are_clear_errors(hook: tuple[Home, str]) -> None:
+    home, url = hook
+    status, answer = call(url + PATH, "POST", b"{not json", BEARER)
+    assert status == 400 and "JSON" in answer["error"]
+    status, answer = call(url + PATH, "POST", json.dumps({"txt": "typo"}).encode(), BEARER)
+    assert status == 400 and '"text"' in answer["error"]
+    status, _ = call(url + "/v1/agents/nobody/messages", "POST", json.dumps({"text": "hi"}).encode(), BEARER)
+    assert status == 404
+    assert inbox(home) == []
+
+
+def test_good_request_is_answered_and_the_reply_is_retrievable(hook: tuple[Home, str]) -> None:
+    home, url = hook
+    body = json.dumps({"text": "what is 6 times 7?", "from": "ci-bot"}).encode()
+    with LiveRuntime(home):
+        status, answer = call(url + PATH, "POST", body, signed(PATH, body))
+        assert status == 202 and answer["status"] == "pending"
+        reply_path = answer["reply_url"]
+
+        def answered() -> Any:
+            code, record = call(url + reply_path, headers={"Authorization": f"Bearer {TOKEN}"})
+            return record if code == 200 and record["status"] == "answered" else None
+
+        record = wait_for(answered, what="reply")
+    assert record["id"] == answer["id"]
+    assert [r["text"] for r in record["replies"]] == ["echo: what is 6 times 7?"]
+    (msg_file,) = (home.agents_dir / "arya" / "archive").rglob("*.md")
+    assert "from: webhook:ci-bot" in msg_file.read_text()
+    code, _ = call(url + "/v1/messages/20260101T000000000Z-000000", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert code == 404
+    get_path = reply_path
+    assert call(url + get_path, headers=signed(get_path, b"", "GET"))[0] == 200
+    assert call(url + get_path)[0] == 401
+
+
+def test_plain_text_body_is_accepted(hook: tuple[Home, str]) -> None:
+    home, url = hook
+    status, _ = call(url + PATH, "POST", b"just text", {"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/plain"})
+    assert status == 202
+    (path,) = inbox(home)
+    assert path.read_text().endswith("just text\n")
+
+
+class Receiver:
+    """A local HTTP endpoint for the outgoing webhook: answers with scripted statuses."""
+
+    def __init__(self, statuses: list[int]):
+        self.statuses = statuses
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((dict(self.headers), body))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/anima"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def reply_record(text: str) -> Message:
+    return Message.create(sender="arya", to="webhook:ci-bot", body=text, channel="webhook")
+
+
+def test_outgoing_webhook_is_signed_and_retried(home: Home, fake: FakeModelServer) -> None:
+    receiver = Receiver([503, 200])
+    try:
+        with webhook_adapter(home, fake, outgoing_url=receiver.url):
+            router.route(home, [reply_record("pushed to you")])
+            wait_for(lambda: list((home.spool_dir / "webhook" / "sent").rglob("*.md")), what="sent")
+    finally:
+        receiver.close()
+    assert len(receiver.received) == 2
+    headers, body = receiver.received[-1]
+    assert json.loads(body)["text"] == "pushed to you"
+    assert headers[SIG_HEADER] == signature(SECRET, headers[TS_HEADER], "POST", "/hooks/anima", body)
+
+
+def test_outgoing_webhook_is_dead_lettered_after_repeated_failures(home: Home, fake: FakeModelServer) -> None:
+    receiver = Receiver([500] * 10)
+    try:
+        failed = home.spool_dir / "webhook" / "failed"
+        with webhook_adapter(home, fake, outgoing_url=receiver.url):
+            router.route(home, [reply_record("nobody listens")])
+            wait_for(lambda: list(failed.glob("*.error.md")), what="dead letter")
+    finally:
+        receiver.close()
+    assert len(receiver.received) == FAST["max_attempts"]
+    (note,) = failed.glob("*.error.md")
+    assert "gave up after 3 attempts" in note.read_text() and "500" in note.read_text()
