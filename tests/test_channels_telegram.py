@@ -97,6 +97,7 @@ def test_owner_message_is_answered_threaded_with_typing_and_trusted(
     with adapter(bot_home, tg).start("serving"), LiveRuntime(bot_home):
         mid = tg.push("what is on today?", user=OWNER, first_name="Me")
         (reply,) = tg.wait_sent(1)
+        wait_for(lambda: list((bot_home.spool_dir / "telegram" / "sent").rglob("*.md")), what="sent")
     assert reply.chat_id == OWNER and reply.reply_to == mid
     assert (OWNER, "typing") in tg.actions
     (request,) = fake.requests
@@ -104,7 +105,6 @@ def test_owner_message_is_answered_threaded_with_typing_and_trusted(
     assert "<message id=" in text and "<untrusted id=" not in text  # the owner is not outside content
     (record,) = (bot_home.agents_dir / "arya" / "outbox").rglob("*.md")
     assert read_message(record, "arya").to == f"telegram:{OWNER}"
-    assert list((bot_home.spool_dir / "telegram" / "sent").rglob("*.md"))
 
 
 def test_admitted_non_owner_content_reaches_the_model_as_untrusted(
