@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -92,17 +93,23 @@ def send(agent: Agent, text: str, **kw: object) -> Message:
     return msg
 
 
-class LiveRuntime:
-    """`anima run` in a subprocess: the real watch loop, the real signals."""
+class AnimaProcess:
+    """An `anima` command in a subprocess, as systemd runs it: started until it prints `ready`,
+    its output collected, stopped with a real signal."""
+
+    args: tuple[str, ...] = ()
+    ready = ""
 
     def __init__(self, home: Home, env: dict[str, str] | None = None):
         self.home = home
         self.env = {**os.environ, "ANIMA_HOME": str(home.root), **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
 
-    def start(self, timeout: float = 20.0) -> LiveRuntime:
+    def start(self, timeout: float = 20.0) -> Self:
+        self.lines = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "anima", "run"],
+            [sys.executable, "-m", "anima", *self.args],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -112,13 +119,11 @@ class LiveRuntime:
         deadline = time.monotonic() + timeout
         for line in self.proc.stdout:
             self.lines.append(line)
-            if "anima run: watching" in line or time.monotonic() > deadline:
+            if self.ready in line or time.monotonic() > deadline:
                 break
+        assert self.proc.poll() is None and self.ready in "".join(self.lines), "".join(self.lines)
         threading.Thread(target=self._drain, daemon=True).start()
-        assert self.proc.poll() is None, "".join(self.lines)
         return self
-
-    lines: list[str] = []
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -131,14 +136,26 @@ class LiveRuntime:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
 
-    def __enter__(self) -> LiveRuntime:
-        self.lines = []
-        return self.start()
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def __enter__(self) -> Self:
+        return self if self.proc else self.start()
 
     def __exit__(self, *exc: object) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class LiveRuntime(AnimaProcess):
+    """`anima run`: the real watch loop, the real signals."""
+
+    args = ("run",)
+    ready = "anima run: watching"
 
 
 def wait_for(
@@ -159,60 +176,13 @@ def replies(agent: Agent) -> list[Message]:
     return [read_message(p, agent.name) for p in sorted(agent.outbox.rglob("*.md"))]
 
 
-class ChannelProcess:
-    """`anima channel NAME` in a subprocess, as systemd runs it."""
+class ChannelProcess(AnimaProcess):
+    """`anima channel NAME`; `ready` is the log line that says it is serving."""
 
-    def __init__(self, home: Home, name: str, env: dict[str, str] | None = None):
-        self.home = home
-        self.name = name
-        self.env = {**os.environ, "ANIMA_HOME": str(home.root), **(env or {})}
-        self.proc: subprocess.Popen[str] | None = None
-        self.lines: list[str] = []
-
-    def start(self, ready: str, timeout: float = 20.0) -> ChannelProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "anima", "channel", self.name],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if ready in line or time.monotonic() > deadline:
-                break
-        assert self.proc.poll() is None and ready in "".join(self.lines), "".join(self.lines)
-        threading.Thread(target=self._drain, daemon=True).start()
-        return self
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def __enter__(self) -> ChannelProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+    def __init__(self, home: Home, name: str, env: dict[str, str] | None = None, ready: str = ""):
+        super().__init__(home, env)
+        self.args = ("channel", name)
+        self.ready = ready or ("listening on" if name == "webhook" else "serving")
 
 
 def add_channel(home: Home, name: str, delivery: dict[str, object] | None = None, **values: object) -> None:

@@ -51,7 +51,7 @@ def webhook_adapter(home: Home, fake: FakeModelServer, **extra: object) -> Itera
         secret_env="HOOK_SECRET", max_body=4096, replay_window=60, **extra,
     )
     env = {"HOOK_TOKEN": TOKEN, "HOOK_SECRET": SECRET}
-    with ChannelProcess(home, "webhook", env).start("listening on"):
+    with ChannelProcess(home, "webhook", env):
         yield f"http://127.0.0.1:{port}"
 
 

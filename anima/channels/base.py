@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
 import logging
 import re
 from collections.abc import Coroutine
@@ -15,10 +16,19 @@ from typing import Any
 
 from anima import mailbox
 from anima.channels.access import Access
+from anima.errors import AnimaError
 from anima.home import Home
 from anima.message import Message, iso, utcnow
 
 log = logging.getLogger(__name__)
+
+
+def require(module: str, extra: str) -> Any:
+    """Import a channel's SDK, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise AnimaError(f"the {extra} channel needs {module}: pip install 'anima[{extra}]'") from exc
 
 
 class TransientError(Exception):

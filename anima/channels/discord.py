@@ -14,20 +14,12 @@ from anima.channels import base
 from anima.channels.bridge import ChatBridge
 from anima.channels.config import ChatChannel
 from anima.credentials import secret
-from anima.errors import AnimaError, BadConfig
+from anima.errors import BadConfig
 from anima.home import Home
 
 log = logging.getLogger(__name__)
 
 LIMIT = 2000
-
-
-def _import() -> Any:
-    try:
-        import discord
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise AnimaError("the Discord channel needs discord.py: pip install 'anima[discord]'") from exc
-    return discord
 
 
 def _translate(exc: Exception) -> Exception:
@@ -47,7 +39,7 @@ def _translate(exc: Exception) -> Exception:
 
 def incoming(message: Any, me: Any) -> tuple[base.Incoming, str]:
     """A discord.Message as an Incoming, and its text with the bot's mention removed."""
-    discord = _import()
+    discord = base.require("discord", "discord")
     text = message.content or ""
     mentioned = me is not None and any(u.id == me.id for u in message.mentions)
     author = message.author
@@ -90,7 +82,7 @@ class DiscordPort:
             raise _translate(exc) from exc
 
     async def send_text(self, chat: str, text: str, reply_to: str | None) -> None:
-        discord = _import()
+        discord = base.require("discord", "discord")
         target = await self.channel(chat)
         ref = (
             discord.MessageReference(message_id=int(reply_to), channel_id=int(chat), fail_if_not_exists=False)
@@ -115,7 +107,7 @@ class DiscordAdapter:
         self.home = home
         self.cfg = cfg
         self.token = secret(home, cfg.token_env or "DISCORD_BOT_TOKEN", "the Discord bot token")
-        discord = _import()
+        discord = base.require("discord", "discord")
         intents = discord.Intents.default()
         intents.message_content = True
         self.client = discord.Client(intents=intents)
@@ -127,7 +119,7 @@ class DiscordAdapter:
         await self.bridge.receive(inc, text)
 
     async def run(self, stop: asyncio.Event) -> None:
-        discord = _import()
+        discord = base.require("discord", "discord")
 
         async def connect() -> None:
             try:

@@ -17,7 +17,7 @@ from anima.channels import base
 from anima.channels.bridge import ChatBridge
 from anima.channels.config import ChatChannel
 from anima.credentials import secret
-from anima.errors import AnimaError, BadConfig
+from anima.errors import BadConfig
 from anima.fsutil import write_atomic
 from anima.home import Home
 
@@ -25,14 +25,6 @@ log = logging.getLogger(__name__)
 
 LIMIT = 4096
 API = "https://api.telegram.org"
-
-
-def _import() -> Any:
-    try:
-        import telegram
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise AnimaError("the Telegram channel needs python-telegram-bot: pip install 'anima[telegram]'") from exc
-    return telegram
 
 
 def _translate(exc: Exception) -> Exception:
@@ -116,7 +108,7 @@ class TelegramAdapter:
             return None
 
     async def run(self, stop: asyncio.Event) -> None:
-        telegram = _import()
+        telegram = base.require("telegram", "telegram")
         api = (self.cfg.base_url or API).rstrip("/")
         bot = telegram.Bot(self.token, base_url=f"{api}/bot")
         try:

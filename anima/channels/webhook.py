@@ -28,7 +28,7 @@ from anima.channels import base
 from anima.channels.config import WebhookChannel
 from anima.channels.spool import Progress, Spool, drain
 from anima.credentials import secret
-from anima.errors import AnimaError, BadConfig
+from anima.errors import BadConfig
 from anima.fsutil import write_atomic
 from anima.home import Home
 from anima.mailbox import month_of
@@ -158,10 +158,7 @@ class WebhookAdapter:
         self.session: Any = None
 
     def app(self) -> Any:
-        try:
-            from aiohttp import web
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise AnimaError("the webhook channel needs aiohttp: pip install 'anima[webhook]'") from exc
+        web = base.require("aiohttp.web", "webhook")
         app = web.Application(client_max_size=self.cfg.max_body)
         app.router.add_post("/v1/agents/{name}/messages", self.post_message)
         app.router.add_get("/v1/messages/{id}", self.get_message)
