@@ -38,6 +38,19 @@ def spool_path(home: Home, channel: str, msg_id: str) -> Path:
     return home.spool_dir / channel / "new" / f"{msg_id}.md"
 
 
+def sent_path(home: Home, channel: str, msg_id: str) -> Path:
+    """Where a channel adapter files a record once sent (by month: no directory grows forever)."""
+    return home.spool_dir / channel / "sent" / mailbox.month_of(msg_id) / f"{msg_id}.md"
+
+
+def spooled(home: Home, channel: str, msg_id: str) -> bool:
+    """Already handed to the channel: waiting, sent, or dead-lettered."""
+    failed = home.spool_dir / channel / "failed" / f"{msg_id}.md"
+    return any(
+        p.exists() for p in (spool_path(home, channel, msg_id), sent_path(home, channel, msg_id), failed)
+    )
+
+
 def hops(msg: Message) -> int:
     try:
         return int(msg.extra.get("hops", 0))
@@ -69,8 +82,8 @@ def route(home: Home, messages: Iterable[Message], *, max_hops: int | None = Non
                     if path:
                         out.delivered.append(path)
         elif msg.channel not in LOCAL_CHANNELS:
-            target = spool_path(home, msg.channel, msg.id)
-            if not target.exists() and not (target.parent.parent / "sent" / target.name).exists():
+            if not spooled(home, msg.channel, msg.id):
+                target = spool_path(home, msg.channel, msg.id)
                 write_atomic(target, render(msg), tmp_dir=target.parent.parent / "tmp")
                 out.delivered.append(target)
     return out

@@ -100,3 +100,18 @@ def test_split_text_keeps_every_word_within_the_limit(limit: int) -> None:
     parts = split_text(text, limit)
     assert all(0 < len(p) <= limit for p in parts)
     assert "".join("".join(parts).split()) == "".join(text.split())
+
+
+def test_a_record_already_sent_or_dead_lettered_is_not_spooled_again(home: Home) -> None:
+    from anima.channels.spool import Spool
+
+    spool = Spool(home, "telegram")
+    sent = Message.create(sender="arya", to="telegram:1", body="once", channel="telegram")
+    dead = Message.create(sender="arya", to="telegram:2", body="never", channel="telegram")
+    (p1,) = router.route(home, [sent]).delivered
+    (p2,) = router.route(home, [dead]).delivered
+    spool.mark_sent(p1)
+    spool.mark_failed(p2, "chat not found")
+    # The runtime re-routes after a crash (routing is replayed from the git log): no resend.
+    assert router.route(home, [sent, dead]).delivered == []
+    assert spool.waiting() == []

@@ -16,16 +16,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from anima import router
 from anima.channels.base import PermanentError, TransientError
 from anima.channels.config import Delivery
 from anima.errors import BadMessage
 from anima.fsutil import fsync_dir, write_atomic
 from anima.home import Home
-from anima.mailbox import month_of, read_message
+from anima.mailbox import read_message
 from anima.message import Message, iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Spool:
     """The directories of one channel's outgoing spool."""
 
     def __init__(self, home: Home, channel: str):
+        self.home = home
         self.channel = channel
         self.root = home.spool_dir / channel
         self.new = self.root / "new"
@@ -85,7 +87,7 @@ class Spool:
             return Progress(path)
 
     def sent_path(self, msg_id: str) -> Path:
-        return self.sent / month_of(msg_id) / f"{msg_id}.md"
+        return router.sent_path(self.home, self.channel, msg_id)
 
     def mark_sent(self, path: Path) -> Path:
         target = self.sent_path(path.stem)
@@ -96,7 +98,7 @@ class Spool:
             (self.state / f"{path.stem}.json").unlink()
         return target
 
-    def mark_failed(self, path: Path, reason: str, errors: list[str] = ()) -> Path:  # type: ignore[assignment]
+    def mark_failed(self, path: Path, reason: str, errors: Sequence[str] = ()) -> Path:
         target = self.failed / path.name
         note = f"# Not delivered by the {self.channel} adapter\n\n{reason}\n"
         if errors:
