@@ -162,7 +162,7 @@ async def drain(
     stop: asyncio.Event,
     *,
     on_sent: Callable[[Message], None] | None = None,
-    tick_ms: int = 500,
+    tick_ms: int = 1000,
 ) -> None:
     """Send whatever is due in new/ until `stop`; wakes on new files and every `tick_ms`."""
     from watchfiles import awatch
@@ -190,7 +190,7 @@ async def drain(
 
     start_due()
     async for _ in awatch(
-        spool.new, stop_event=stop, debounce=20, step=10, rust_timeout=tick_ms, yield_on_timeout=True
+        spool.new, stop_event=stop, debounce=5, step=5, rust_timeout=tick_ms, yield_on_timeout=True
     ):
         start_due()
     if inflight:  # let sends in flight finish (each is bounded by send_timeout)
