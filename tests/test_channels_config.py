@@ -115,3 +115,19 @@ def test_a_record_already_sent_or_dead_lettered_is_not_spooled_again(home: Home)
     # The runtime re-routes after a crash (routing is replayed from the git log): no resend.
     assert router.route(home, [sent, dead]).delivered == []
     assert spool.waiting() == []
+
+
+def test_doctor_checks_each_configured_channel(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_agent(home, "arya")
+    add_channel(home, "telegram", agent="arya", token_env="TG_TOKEN")
+    add_channel(home, "webhook", token_env="HOOK_TOKEN")
+    monkeypatch.setenv("HOOK_TOKEN", "x" * 32)
+    spool = home.spool_dir / "webhook" / "failed"
+    spool.mkdir(parents=True)
+    (spool / "20261130T000000000Z-abcdef.md").write_text("---\nid: x\n---\nx\n")
+    checks = {c["name"]: c for c in json.loads(run("doctor", "--json")[1])}
+    assert not checks["channel telegram"]["ok"] and "TG_TOKEN" in checks["channel telegram"]["detail"]
+    assert checks["channel webhook"]["level"] == "warn" and "1 dead-lettered" in checks["channel webhook"]["detail"]
+    monkeypatch.setenv("TG_TOKEN", "123:abc")
+    checks = {c["name"]: c for c in json.loads(run("doctor", "--json")[1])}
+    assert checks["channel telegram"]["ok"]
