@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from anima import router
 from anima.channels import access
-from anima.channels.base import split_text
+from anima.channels.base import split_text, utf16_units
 from anima.cli import main
 from anima.credentials import secret
 from anima.errors import BadConfig
@@ -131,3 +131,10 @@ def test_doctor_checks_each_configured_channel(home: Home, monkeypatch: pytest.M
     monkeypatch.setenv("TG_TOKEN", "123:abc")
     checks = {c["name"]: c for c in json.loads(run("doctor", "--json")[1])}
     assert checks["channel telegram"]["ok"]
+
+
+def test_split_text_counts_telegram_length_in_utf16_units() -> None:
+    text = ("🙂 " * 3000).strip()  # 5,999 characters, 8,999 UTF-16 units
+    parts = split_text(text, 4096, utf16_units)
+    assert all(utf16_units(p) <= 4096 for p in parts) and len(parts) == 3
+    assert " ".join(parts) == text

@@ -9,7 +9,7 @@ import datetime as dt
 import importlib
 import logging
 import re
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,21 +132,35 @@ def address_of(msg: Message) -> str:
     return msg.to[len(prefix) :]
 
 
-def split_text(text: str, limit: int) -> list[str]:
-    """Pieces of at most `limit` characters, cut at a paragraph, line, sentence or word end when
-    one lies in the second half of the piece; never an empty piece."""
+def utf16_units(text: str) -> int:
+    """Telegram counts message length in UTF-16 code units (an emoji may be two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fit(text: str, limit: int, measure: Callable[[str], int]) -> int:
+    """How many characters of `text` fit in `limit` as `measure` counts."""
+    n = min(len(text), limit)
+    while n and (excess := measure(text[:n]) - limit) > 0:
+        n -= max(1, excess // 2)
+    return n
+
+
+def split_text(text: str, limit: int, measure: Callable[[str], int] = len) -> list[str]:
+    """Pieces of at most `limit` (as `measure` counts), cut at a paragraph, line, sentence or word
+    end when one lies in the second half of the piece; never an empty piece."""
     text = text.strip()
     parts: list[str] = []
-    while len(text) > limit:
-        window = text[:limit]
+    while measure(text) > limit:
+        size = _fit(text, limit, measure)
+        window = text[:size]
         cut = -1
         for sep in ("\n\n", "\n", ". ", " "):
             at = window.rfind(sep)
-            if at >= limit // 2:
+            if at >= size // 2:
                 cut = at + (1 if sep == ". " else 0)
                 break
         if cut <= 0:
-            cut = limit
+            cut = size
         parts.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
     if text:

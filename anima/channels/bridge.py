@@ -27,7 +27,9 @@ class ChatPort(Protocol):
     """What a chat service must offer. Errors are base.TransientError / base.PermanentError."""
 
     limit: int
-    """Longest text one message may carry."""
+    """Longest text one message may carry, as `measure` counts it."""
+
+    def measure(self, text: str) -> int: ...
 
     async def send_text(self, chat: str, text: str, reply_to: str | None) -> None: ...
 
@@ -68,7 +70,7 @@ class ChatBridge:
     async def send(self, msg: Message, progress: Progress) -> None:
         """Send a spooled record; parts already accepted (before a crash) are skipped."""
         chat = base.address_of(msg)
-        parts = base.split_text(msg.body, self.port.limit)
+        parts = base.split_text(msg.body, self.port.limit, self.port.measure)
         thread = msg.extra.get("thread")
         for i in range(progress.parts_sent, len(parts)):
             reply_to = str(thread) if thread and i == 0 else None

@@ -64,6 +64,7 @@ def incoming(message: Any, me: Any) -> tuple[base.Incoming, str]:
 
 class DiscordPort:
     limit = LIMIT
+    measure = staticmethod(len)
 
     def __init__(self, client: Any):
         self.client = client

@@ -42,6 +42,7 @@ def _translate(exc: Exception) -> Exception:
 
 class TelegramPort:
     limit = LIMIT
+    measure = staticmethod(base.utf16_units)
 
     def __init__(self, bot: Any):
         self.bot = bot
