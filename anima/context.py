@@ -61,6 +61,8 @@ def render_incoming(msg: Message, agent: Agent) -> str:
         f'id="{_attr(msg.id)}" from="{_attr(msg.sender)}" channel="{_attr(msg.channel)}" '
         f'kind="{_attr(msg.kind)}" created="{_attr(msg.created)}"'
     )
+    if msg.extra.get("sender_name"):  # channels know the display name behind an id
+        attrs += f' name="{_attr(str(msg.extra["sender_name"]))}"'
     if msg.extra.get("late"):
         attrs += ' late="true"'
     if is_trusted(msg, agent):

@@ -103,6 +103,7 @@ def test_owner_message_is_answered_threaded_with_typing_and_trusted(
     (request,) = fake.requests
     text = json.dumps(request.body)
     assert "<message id=" in text and "<untrusted id=" not in text  # the owner is not outside content
+    assert 'from=\\"telegram:7\\"' in text and 'name=\\"Me\\"' in text
     (record,) = (bot_home.agents_dir / "arya" / "outbox").rglob("*.md")
     assert read_message(record, "arya").to == f"telegram:{OWNER}"
 
