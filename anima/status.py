@@ -17,11 +17,14 @@ from anima.fsutil import write_atomic
 from anima.home import Home
 
 
-class HomeLock:
-    """Held by the one `anima run` of a home for its whole life (an flock: dies with it)."""
+class ProcessLock:
+    """Held by a long-running process for its whole life (an flock: it dies with the process),
+    so that a second copy refuses to start."""
 
-    def __init__(self, home: Home):
-        self.path = home.run_dir / "anima.lock"
+    def __init__(self, path: Path, what: str, home: Home):
+        self.path = path
+        self.what = what
+        self.home = home
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -32,9 +35,7 @@ class HomeLock:
         except BlockingIOError:
             pid = os.read(fd, 32).decode().strip() or "?"
             os.close(fd)
-            raise Busy(
-                f"another `anima run` is live for {self.path.parent.parent} (pid {pid})"
-            ) from None
+            raise Busy(f"another {self.what} is live for {self.home.root} (pid {pid})") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -45,8 +46,8 @@ class HomeLock:
             self._fd = None
 
 
-def runtime_live(home: Home) -> bool:
-    path = home.run_dir / "anima.lock"
+def held(path: Path) -> bool:
+    """Is the ProcessLock at `path` held by a live process?"""
     if not path.exists():
         return False
     fd = os.open(path, os.O_RDONLY)
@@ -57,6 +58,15 @@ def runtime_live(home: Home) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def HomeLock(home: Home) -> ProcessLock:  # noqa: N802 - reads as the lock it returns
+    """The one `anima run` of a home."""
+    return ProcessLock(home.run_dir / "anima.lock", "`anima run`", home)
+
+
+def runtime_live(home: Home) -> bool:
+    return held(home.run_dir / "anima.lock")
 
 
 def status_path(home: Home) -> Path:

@@ -150,4 +150,9 @@ def cron_lines(home: Home) -> list[str]:
         when = schedule.cron_schedule(hb)
         if when:
             lines.append(f"{when} {env} {anima_command()} tick {agent} >/dev/null 2>&1")
+    from anima.channels.config import channel_tables
+
+    for name in sorted(channel_tables(home)):
+        keep = f"{env} {anima_command()} channel {name} --exit-if-live >> {home.run_dir / name}.log 2>&1"
+        lines += [f"@reboot {keep}", f"*/5 * * * * {keep}"]
     return lines

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -215,3 +218,12 @@ def test_outgoing_webhook_is_dead_lettered_after_repeated_failures(home: Home, f
     assert len(receiver.received) == FAST["max_attempts"]
     (note,) = failed.glob("*.error.md")
     assert "gave up after 3 attempts" in note.read_text() and "500" in note.read_text()
+
+
+def test_a_second_adapter_for_the_same_channel_refuses_to_start(hook: tuple[Home, str]) -> None:
+    home, _ = hook
+    env = {**os.environ, "ANIMA_HOME": str(home.root), "HOOK_TOKEN": TOKEN}
+    second = subprocess.run([sys.executable, "-m", "anima", "channel", "webhook"], env=env, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1 and "another `anima channel webhook` is live" in second.stderr
+    quiet = subprocess.run([sys.executable, "-m", "anima", "channel", "webhook", "--exit-if-live"], env=env, capture_output=True, text=True, timeout=30)
+    assert quiet.returncode == 0 and quiet.stderr == ""

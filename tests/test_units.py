@@ -96,6 +96,7 @@ def test_units_install_writes_files_and_dry_run_writes_nothing(home: Home, tmp_p
 def test_cron_lines_are_valid_crontab_entries(home: Home) -> None:
     _with_heartbeat(home, "arya", "15m")
     _with_heartbeat(home, "bran", "3h")
+    add_channel(home, "telegram", agent="arya", token_env="TELEGRAM_BOT_TOKEN")
     result = CliRunner().invoke(main, ["cron"])
     lines = [x for x in result.output.splitlines() if x and not x.startswith("#")]
     assert lines[0].startswith("@reboot ") and "run --exit-if-live" in lines[0]
@@ -105,8 +106,11 @@ def test_cron_lines_are_valid_crontab_entries(home: Home) -> None:
         and ticks[0].startswith("*/15 * * * * ")
         and ticks[1].startswith("0 */3 * * * ")
     )
+    adapters = [x for x in lines if " channel telegram --exit-if-live" in x]
+    assert [x.split()[0] for x in adapters] == ["@reboot", "*/5"]
     for line in lines[1:]:
-        assert croniter.is_valid(" ".join(line.split()[:5]))
+        if not line.startswith("@reboot"):
+            assert croniter.is_valid(" ".join(line.split()[:5]))
 
 
 def test_exit_if_live_is_quiet_when_nothing_runs_elsewhere(home: Home) -> None:

@@ -8,11 +8,13 @@ import asyncio
 import importlib
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from anima.channels import config
 from anima.errors import BadConfig
 from anima.home import Home
+from anima.status import ProcessLock, held
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,26 @@ def adapter(home: Home, name: str) -> Any:
     return getattr(importlib.import_module(module), cls)(home, cfg)
 
 
+def lock_path(home: Home, name: str) -> Path:
+    return home.run_dir / "channels" / f"{name}.lock"
+
+
+def live(home: Home, name: str) -> bool:
+    return held(lock_path(home, name))
+
+
 def run(home: Home, name: str) -> None:
-    """Run channel `name` until SIGTERM or Ctrl-C; both stop it the same way."""
+    """Run channel `name` until SIGTERM or Ctrl-C; both stop it the same way. One adapter per
+    channel and home: two would poll the same bot and send each spooled record twice."""
+    lock = ProcessLock(lock_path(home, name), f"`anima channel {name}`", home)
+    lock.acquire()
+    try:
+        _serve(home, name)
+    finally:
+        lock.release()
+
+
+def _serve(home: Home, name: str) -> None:
     instance = adapter(home, name)
 
     async def main() -> None:

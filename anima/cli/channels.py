@@ -15,10 +15,18 @@ from anima.home import Home
 @main.command()
 @click.argument("name", type=click.Choice(["telegram", "discord", "webhook"]))
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--exit-if-live",
+    is_flag=True,
+    help="Exit quietly (0) if this adapter is already running: for cron's keep-alive line.",
+)
 @pass_home
-def channel(home: Home, name: str, verbose: bool) -> None:
+def channel(home: Home, name: str, verbose: bool, exit_if_live: bool) -> None:
     """Run the NAME channel adapter until stopped (systemd: anima-channel@NAME.service)."""
     from anima import channels
+
+    if exit_if_live and channels.live(home, name):
+        return
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
