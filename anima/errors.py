@@ -68,3 +68,7 @@ class ToolError(AnimaError):
 
 class Busy(AnimaError):
     """Another process holds a lock that this operation needs."""
+
+
+class ServiceUnavailable(AnimaError):
+    """A channel adapter cannot reach its service; it exits non-zero so systemd restarts it."""

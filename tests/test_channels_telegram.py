@@ -4,6 +4,10 @@ to a fake Bot API server on 127.0.0.1, and the real runtime answering with the f
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,3 +231,19 @@ def test_missing_token_is_one_clear_error(bot_home: Home) -> None:
     result = CliRunner().invoke(main, ["channel", "telegram"], env={"TELEGRAM_BOT_TOKEN": ""})
     assert result.exit_code == 1
     assert "TELEGRAM_BOT_TOKEN" in result.output and "Traceback" not in result.output
+
+
+def test_sigterm_stops_the_adapter_cleanly_mid_long_poll(bot_home: Home, tg: FakeTelegram) -> None:
+    proc = adapter(bot_home, tg).start()
+    wait_for(lambda: tg.calls.count("getUpdates") >= 1, what="polling")
+    t0 = time.monotonic()
+    assert proc.stop() == 0, proc.output()
+    assert time.monotonic() - t0 < 5 and "Traceback" not in proc.output()
+
+
+def test_an_unreachable_bot_api_is_one_clear_error(bot_home: Home, tg: FakeTelegram) -> None:
+    tg.stop()  # nothing listens there any more
+    env = {**os.environ, "ANIMA_HOME": str(bot_home.root), "TELEGRAM_BOT_TOKEN": tg.token}
+    proc = subprocess.run([sys.executable, "-m", "anima", "channel", "telegram"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1  # systemd restarts it (Restart=on-failure)
+    assert "cannot reach the Telegram Bot API" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,7 +14,7 @@ from anima.channels import base
 from anima.channels.bridge import ChatBridge
 from anima.channels.config import ChatChannel
 from anima.credentials import secret
-from anima.errors import BadConfig
+from anima.errors import BadConfig, ServiceUnavailable
 from anima.home import Home
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,10 @@ class DiscordAdapter:
                 await self.client.start(self.token)
             except discord.LoginFailure as exc:
                 raise BadConfig(f"Discord refused the bot token: {exc}") from exc
+            except Exception as exc:
+                if isinstance(_translate(exc), base.TransientError):
+                    raise ServiceUnavailable(f"cannot reach Discord: {exc}") from exc
+                raise
 
         async def outbound() -> None:  # channels can be looked up only once connected
             while not self.client.is_ready() and not stop.is_set():

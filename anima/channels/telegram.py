@@ -17,7 +17,7 @@ from anima.channels import base
 from anima.channels.bridge import ChatBridge
 from anima.channels.config import ChatChannel
 from anima.credentials import secret
-from anima.errors import BadConfig
+from anima.errors import BadConfig, ServiceUnavailable
 from anima.fsutil import write_atomic
 from anima.home import Home
 
@@ -116,6 +116,8 @@ class TelegramAdapter:
             await bot.initialize()  # getMe: who we are, for mentions
         except telegram.error.InvalidToken as exc:
             raise BadConfig(f"Telegram refused the bot token: {exc}") from exc
+        except telegram.error.TelegramError as exc:
+            raise ServiceUnavailable(f"cannot reach the Telegram Bot API at {api}: {exc}") from exc
         bridge = ChatBridge(self.home, "telegram", self.cfg, TelegramPort(bot))
         log.info("telegram: @%s serving %s", bot.username, self.cfg.agent)
         try:  # a long poll cut short leaves its updates unacknowledged: fetched again next start
