@@ -132,13 +132,15 @@ def test_group_needs_a_mention_and_bots_are_ignored(bot_home: Home, tg: FakeTele
         tg.push("@arya_bot I am a bot", user=888, is_bot=True)
         tg.push("@arya_bot what time is it?", user=OWNER, chat=group, chat_type="supergroup")
         tg.push("and in reply to you", user=OWNER, chat=group, chat_type="supergroup", reply_to_bot=True)
-        wait_for(lambda: len(inbox(bot_home)) == 2, what="two mentions delivered")
+        tg.push("@arya_bot a photo of the sky", user=OWNER, chat=group, chat_type="supergroup", caption=True)
+        wait_for(lambda: len(inbox(bot_home)) == 3, what="three mentions delivered")
         wait_for(lambda: not tg.updates, what="all updates consumed")
     msgs = [read_message(p, "arya") for p in inbox(bot_home)]
-    assert [m.body.strip() for m in msgs] == ["what time is it?", "and in reply to you"]
+    assert [m.body.strip() for m in msgs] == ["what time is it?", "and in reply to you", "a photo of the sky"]
     assert {m.conversation for m in msgs} == {"telegram--100555"}
     assert {m.extra["chat"] for m in msgs} == {f"telegram:{group}"}
     assert tg.sent == []  # nobody got a pairing code: the bot is ignored, groups never pair
+    assert tg.calls[:2] == ["getMe", "deleteWebhook"]  # long polling works even if a webhook was set
 
 
 def test_long_reply_is_split_to_telegram_limits_in_order(

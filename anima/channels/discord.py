@@ -55,6 +55,11 @@ def incoming(message: Any, me: Any) -> tuple[base.Incoming, str]:
         from_bot=bool(author.bot) or (me is not None and author.id == me.id),
         sent_at=message.created_at,
     )
+    if mentioned and not text:
+        log.warning(
+            "discord: a mention arrived without its text: switch on Message Content Intent "
+            "for the bot in the Discord developer portal"
+        )
     stripped = text
     if me is not None:
         for form in (f"<@{me.id}>", f"<@!{me.id}>"):

@@ -67,7 +67,7 @@ class TelegramPort:
 
 def incoming(message: Any, bot_id: int, username: str) -> tuple[base.Incoming, str]:
     """A telegram.Message as an Incoming, and its text with the bot's @mention removed."""
-    text = message.text or ""
+    text = message.text or message.caption or ""  # a photo's caption is its text
     mention = f"@{username}".lower()
     replied_to_bot = bool(
         message.reply_to_message
@@ -118,6 +118,8 @@ class TelegramAdapter:
             raise BadConfig(f"Telegram refused the bot token: {exc}") from exc
         except telegram.error.TelegramError as exc:
             raise ServiceUnavailable(f"cannot reach the Telegram Bot API at {api}: {exc}") from exc
+        # A webhook set on the bot (by another tool) makes every getUpdates fail with 409.
+        await bot.delete_webhook(drop_pending_updates=False)
         bridge = ChatBridge(self.home, "telegram", self.cfg, TelegramPort(bot))
         log.info("telegram: @%s serving %s", bot.username, self.cfg.agent)
         try:  # a long poll cut short leaves its updates unacknowledged: fetched again next start

@@ -54,6 +54,7 @@ class FakeTelegram:
         user: int = 42,
         chat: int | None = None,
         chat_type: str = "private",
+        caption: bool = False,
         first_name: str = "Ada",
         is_bot: bool = False,
         reply_to_bot: bool = False,
@@ -66,8 +67,10 @@ class FakeTelegram:
                 "date": int(time.time()),
                 "chat": {"id": chat if chat is not None else user, "type": chat_type},
                 "from": {"id": user, "is_bot": is_bot, "first_name": first_name},
-                "text": text,
+                ("caption" if caption else "text"): text,
             }
+            if caption:
+                msg["photo"] = [{"file_id": "p1", "file_unique_id": "u1", "width": 90, "height": 90}]
             if reply_to_bot:
                 msg["reply_to_message"] = {
                     "message_id": 1,
