@@ -227,3 +227,14 @@ def test_a_second_adapter_for_the_same_channel_refuses_to_start(hook: tuple[Home
     assert second.returncode == 1 and "another `anima channel webhook` is live" in second.stderr
     quiet = subprocess.run([sys.executable, "-m", "anima", "channel", "webhook", "--exit-if-live"], env=env, capture_output=True, text=True, timeout=30)
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_a_signed_request_cannot_be_replayed_after_a_restart(home: Home, fake: FakeModelServer) -> None:
+    body = json.dumps({"text": "only once"}).encode()
+    headers = signed(PATH, body)
+    with webhook_adapter(home, fake) as url:
+        assert call(url + PATH, "POST", body, headers)[0] == 202
+    with ChannelProcess(home, "webhook", {"HOOK_TOKEN": TOKEN, "HOOK_SECRET": SECRET}):
+        status, answer = call(url + PATH, "POST", body, headers)
+    assert status == 401 and "replayed" in answer["error"]
+    assert len(inbox(home)) == 1

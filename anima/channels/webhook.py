@@ -48,13 +48,18 @@ def signature(key: str, timestamp: str, method: str, path: str, body: bytes) -> 
 
 
 class Auth:
-    """Bearer token and/or HMAC signature check, with a replay cache for signatures."""
+    """Bearer token and/or HMAC signature check, with a replay cache for signatures that
+    outlives a restart (kept in `seen_path` for as long as a signature could be replayed)."""
 
-    def __init__(self, token: str | None, key: str | None, window: int):
+    def __init__(self, token: str | None, key: str | None, window: int, seen_path: Path):
         self.token = token
         self.key = key
         self.window = window
-        self.seen: dict[str, float] = {}
+        self.seen_path = seen_path
+        try:
+            self.seen: dict[str, float] = json.loads(seen_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            self.seen = {}
 
     def check(self, method: str, path: str, headers: Any, body: bytes) -> str | None:
         """None when the request is authentic, else why not."""
@@ -79,6 +84,7 @@ class Auth:
         if sig in self.seen:
             return "replayed request (this signature was already used)"
         self.seen[sig] = now + 2 * self.window
+        write_atomic(self.seen_path, json.dumps(self.seen), durable=False)
         return None
 
 
@@ -150,7 +156,7 @@ class WebhookAdapter:
         self.cfg = cfg
         token = secret(home, cfg.token_env, "the webhook bearer token") if cfg.token_env else None
         key = secret(home, cfg.secret_env, "the webhook signing secret") if cfg.secret_env else None
-        self.auth = Auth(token, key, cfg.replay_window)
+        self.auth = Auth(token, key, cfg.replay_window, home.run_dir / "channels" / "webhook.seen.json")
         out_env = cfg.outgoing_secret_env or cfg.secret_env
         self.out_key = secret(home, out_env, "the outgoing webhook secret") if cfg.outgoing_url and out_env else None
         self.requests = Requests(home)
