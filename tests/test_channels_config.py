@@ -138,3 +138,15 @@ def test_split_text_counts_telegram_length_in_utf16_units() -> None:
     parts = split_text(text, 4096, utf16_units)
     assert all(utf16_units(p) <= 4096 for p in parts) and len(parts) == 3
     assert " ".join(parts) == text
+
+
+def test_old_sent_shards_are_pruned_and_recent_ones_kept(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    from anima.channels.spool import Spool, prune
+
+    monkeypatch.setenv("ANIMA_NOW", "2026-11-30T10:00:00Z")
+    spool = Spool(home, "webhook")
+    for month in ("2026-07", "2026-08", "2026-11"):
+        (spool.sent / month).mkdir(parents=True)
+        (spool.sent / month / "x.md").write_text("x")
+    assert prune(spool.sent, 3) == ["2026-07"]
+    assert sorted(p.name for p in spool.sent.iterdir()) == ["2026-08", "2026-11"]

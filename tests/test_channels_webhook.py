@@ -238,3 +238,11 @@ def test_a_signed_request_cannot_be_replayed_after_a_restart(home: Home, fake: F
         status, answer = call(url + PATH, "POST", body, headers)
     assert status == 401 and "replayed" in answer["error"]
     assert len(inbox(home)) == 1
+
+
+def test_the_adapter_prunes_old_spool_shards_at_start(home: Home, fake: FakeModelServer) -> None:
+    old = home.spool_dir / "webhook" / "requests" / "2020-01"
+    old.mkdir(parents=True)
+    (old / "20200101T000000000Z-aaaaaa.json").write_text("{}")
+    with webhook_adapter(home, fake):
+        wait_for(lambda: not old.exists(), what="old shard removed")

@@ -23,6 +23,9 @@ class Delivery:
     send_timeout: float = 30.0
     """One send taking longer than this counts as a transient failure (a stuck recipient)."""
     concurrency: int = 4
+    keep_months: int = 3
+    """Sent records (copies: the agent's outbox keeps the original in git) and webhook replies
+    older than this many months are removed, so the spool does not grow for ever."""
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,12 @@ class Spool:
             (self.state / f"{path.stem}.json").unlink()
         return target
 
+    def prune(self, keep_months: int) -> None:
+        """Drop month shards of sent records and webhook replies older than `keep_months`."""
+        for directory in (self.sent, self.root / "requests"):
+            if removed := prune(directory, keep_months):
+                log.info("%s: removed %s/ shards older than %d months: %s", self.channel, directory.name, keep_months, ", ".join(removed))
+
     def mark_failed(self, path: Path, reason: str, errors: Sequence[str] = ()) -> Path:
         target = self.failed / path.name
         note = f"# Not delivered by the {self.channel} adapter\n\n{reason}\n"
@@ -109,6 +115,22 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             (self.state / f"{path.stem}.json").unlink()
         return target
+
+
+def prune(directory: Path, keep_months: int) -> list[str]:
+    """Remove `directory/YYYY-MM/` shards older than `keep_months` months. Returns the removed."""
+    import shutil
+
+    now = utcnow()
+    index = now.year * 12 + now.month - 1 - keep_months
+    cutoff = f"{index // 12:04d}-{index % 12 + 1:02d}"
+    removed = []
+    if directory.is_dir():
+        for shard in sorted(directory.iterdir()):
+            if shard.is_dir() and len(shard.name) == 7 and shard.name[4] == "-" and shard.name < cutoff:
+                shutil.rmtree(shard)
+                removed.append(shard.name)
+    return removed
 
 
 def _delay(policy: Delivery, attempts: int, retry_after: float | None) -> float:
@@ -188,10 +210,14 @@ async def drain(
             inflight[path.stem] = task
             task.add_done_callback(lambda _t, key=path.stem: inflight.pop(key, None))
 
+    next_cleanup = 0.0
     start_due()
     async for _ in awatch(
         spool.new, stop_event=stop, debounce=5, step=5, rust_timeout=tick_ms, yield_on_timeout=True
     ):
         start_due()
+        if time.monotonic() >= next_cleanup:  # at start, then daily
+            spool.prune(policy.keep_months)
+            next_cleanup = time.monotonic() + 24 * 3600
     if inflight:  # let sends in flight finish (each is bounded by send_timeout)
         await asyncio.wait(list(inflight.values()), timeout=policy.send_timeout)
