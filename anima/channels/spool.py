@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -199,6 +200,9 @@ async def drain(
             with contextlib.suppress(Exception):
                 on_sent(read_message(spool.sent_path(path.stem), spool.channel))
 
+    def forget(key: str, _task: asyncio.Task[None]) -> None:
+        inflight.pop(key, None)
+
     def start_due() -> None:
         now = time.time()
         for path in spool.waiting():
@@ -206,9 +210,9 @@ async def drain(
                 continue
             if spool.progress(path.stem).data.get("next_at", 0) > now:
                 continue
-            task = asyncio.create_task(one(path))
-            inflight[path.stem] = task
-            task.add_done_callback(lambda _t, key=path.stem: inflight.pop(key, None))
+            key = path.stem
+            inflight[key] = asyncio.create_task(one(path))
+            inflight[key].add_done_callback(functools.partial(forget, key))
 
     next_cleanup = 0.0
     start_due()

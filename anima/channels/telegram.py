@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from typing import Any
 
@@ -31,8 +32,9 @@ def _translate(exc: Exception) -> Exception:
     from telegram import error
 
     if isinstance(exc, error.RetryAfter):
-        ra = exc.retry_after
-        return base.TransientError(str(exc), retry_after=float(getattr(ra, "total_seconds", lambda: ra)()))
+        wait = exc.retry_after  # seconds, or a timedelta when PTB_TIMEDELTA is set
+        seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
+        return base.TransientError(str(exc), retry_after=seconds)
     if isinstance(exc, error.BadRequest | error.Forbidden | error.ChatMigrated | error.InvalidToken):
         return base.PermanentError(str(exc))
     if isinstance(exc, error.TelegramError):  # NetworkError, TimedOut, 5xx
