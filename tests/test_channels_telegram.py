@@ -249,3 +249,11 @@ def test_an_unreachable_bot_api_is_one_clear_error(bot_home: Home, tg: FakeTeleg
     proc = subprocess.run([sys.executable, "-m", "anima", "channel", "telegram"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1  # systemd restarts it (Restart=on-failure)
     assert "cannot reach the Telegram Bot API" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_message_without_text_gets_a_notice_instead_of_silence(bot_home: Home, tg: FakeTelegram) -> None:
+    with adapter(bot_home, tg):
+        mid = tg.push("", user=OWNER)  # a sticker or voice note: no text to give the agent
+        (notice,) = tg.wait_sent(1)
+    assert "only read text" in notice.text and notice.reply_to == mid
+    assert inbox(bot_home) == []

@@ -62,19 +62,23 @@ class Incoming:
     sent_at: dt.datetime | None = None
 
 
-DELIVER, PAIR, IGNORE = "deliver", "pair", "ignore"
+DELIVER, PAIR, NOTICE, IGNORE = "deliver", "pair", "notice", "ignore"
+TEXT_ONLY = "I can only read text for now (a photo needs a caption); please write it out."
 
 
 def admit(inc: Incoming, access: Access) -> tuple[str, str]:
-    """(verdict, detail): DELIVER; PAIR with the new code to send; IGNORE with the reason."""
+    """(verdict, detail): DELIVER; PAIR with the new code to send; NOTICE with a text to send
+    back instead of delivering; IGNORE with the reason."""
     if inc.from_bot:
         return IGNORE, "sender is a bot (no bot-to-bot loops)"
     if not inc.private and not inc.mentioned:
         return IGNORE, "group message without a mention"
-    if not inc.text.strip():
-        return IGNORE, "no text"
     if access.allowed(inc.user):
+        if not inc.text.strip():  # a sticker, a voice note: say so rather than stay silent
+            return (NOTICE, TEXT_ONLY) if inc.private or inc.mentioned else (IGNORE, "no text")
         return DELIVER, ""
+    if not inc.text.strip():
+        return IGNORE, "no text from an unknown sender"
     if not inc.private:
         return IGNORE, "unknown sender in a group (pairing happens in a private chat)"
     code, new = access.request(inc.user, inc.name)

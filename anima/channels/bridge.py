@@ -57,6 +57,9 @@ class ChatBridge:
                 await self.port.send_text(inc.chat, base.pairing_text(self.channel, detail), None)
             except (base.TransientError, base.PermanentError) as exc:
                 log.warning("%s: could not send the pairing code: %s", self.channel, exc)
+        elif verdict == base.NOTICE:
+            with contextlib.suppress(base.TransientError, base.PermanentError):
+                await self.port.send_text(inc.chat, detail, inc.message_id)
         elif verdict == base.IGNORE:
             log.info("%s: ignored message from %s: %s", self.channel, inc.user, detail)
         else:
