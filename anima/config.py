@@ -153,13 +153,13 @@ def _check(value: Any, tp: Any, where: str) -> Any:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
 def build(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
-    hints = _hints(cls)
+    hints = _hints(typing.cast(Any, cls))  # a class is hashable; mypy cannot see it for type[T]
     names = set(hints)
     unknown = sorted(set(data) - names)
     if unknown:

@@ -347,7 +347,11 @@ def changed_between(path: Path, old: str, new: str, roots: Sequence[str]) -> lis
             x_dir = x is not None and x[1] == 0o40000
             y_dir = y is not None and y[1] == 0o40000
             if x_dir or y_dir:
-                walk(x[0] if x_dir else None, y[0] if y_dir else None, f"{prefix}{name}/")
+                walk(
+                    x[0] if x is not None and x_dir else None,
+                    y[0] if y is not None and y_dir else None,
+                    f"{prefix}{name}/",
+                )
             if (x is not None and not x_dir) or (y is not None and not y_dir):
                 out.append(prefix + name)
 

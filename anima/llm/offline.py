@@ -70,7 +70,8 @@ class OfflineProvider:
         """The reply to a request as content blocks (a pure function of the request)."""
         tools = {t.name for t in req.tools}
         last = req.messages[-1] if req.messages else {"role": "user", "content": []}
-        results = [b for b in last["content"] if b["type"] == "tool_result"]
+        content = last["content"]
+        results = [b for b in content if b["type"] == "tool_result"] if isinstance(content, list) else []
         if results:
             lines = [
                 ("failed: " if r.get("is_error") else "done: ") + str(r["content"]).splitlines()[0]

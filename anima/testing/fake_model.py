@@ -134,8 +134,7 @@ class FakeModelServer:
     @property
     def url(self) -> str:
         assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self, port: int = 0) -> FakeModelServer:
         handler = type("Handler", (_Handler,), {"fake": self})
