@@ -249,3 +249,30 @@ def test_tab_completes_commands_and_agent_names(home: Home, fake: FakeModelServe
     c.send("@ar\t")
     c.expect(loose("@arya"))
     c.send("\x15")  # Ctrl-U clears the line, so Ctrl-D can leave
+
+
+def test_keys_typed_while_a_reply_streams_are_kept(home: Home, fake: FakeModelServer, spawn) -> None:
+    make_agent(home)
+    fake.add(
+        Reply("a slow answer that takes its time to arrive", chunk=4, delay_per_chunk=0.15),
+        Reply("answer to the queued line"),
+        Reply("answer to the finished line"),
+    )
+    c = spawn()
+    c.sendline("go slowly")
+    c.expect(loose("a sl"))
+    c.send("first queued\r")  # a whole line, Enter included, typed during the stream
+    c.send("half typ")  # and the start of another
+    until(c, "time to arrive", "answer to the queued line")
+    c.send("ed\r")  # the prompt came back holding "half typ"
+    until(c, "answer to the finished line")
+    texts = [last_user_text("anthropic", r.body) for r in fake.requests]
+    assert "first queued" in texts[1] and "half typed" in texts[2]
+
+
+def test_typeahead_applies_backspace_and_drops_control_keys() -> None:
+    from anima.cli.chat import split_typeahead
+
+    assert split_typeahead(b"helo\x7flo\x1b[A there\rnext\x7f\x7fw") == (["hello there"], "new")
+    assert split_typeahead("caf\u00e9 \U0001f642".encode()) == ([], "caf\u00e9 \U0001f642")
+    assert split_typeahead(b"\r\r") == ([], "")

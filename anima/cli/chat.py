@@ -31,14 +31,32 @@ COMMANDS = {
     "/help": "      this list",
     "/quit": "      leave (or Ctrl-D)",
 }
+_ESCAPES = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z~]|O.|.)")
+
+
+def split_typeahead(raw: bytes) -> tuple[list[str], str]:
+    """Keys typed while a reply streamed: the lines finished with Enter, and the unfinished rest
+    (backspace applied; arrow keys and other control keys dropped)."""
+    text = _ESCAPES.sub("", raw.decode("utf-8", "ignore")).replace("\r", "\n")
+    out: list[str] = []
+    for ch in text:
+        if ch in "\x7f\x08":
+            if out and out[-1] != "\n":
+                out.pop()
+        elif ch == "\n" or ch >= " ":
+            out.append(ch)
+    *lines, rest = "".join(out).split("\n")
+    return [line for line in lines if line.strip()], rest
+
+
 _BODY = re.compile(r"<(?:message|untrusted)\b[^>]*>\n(.*?)\n</(?:message|untrusted)>", re.S)
 
 
 @contextlib.contextmanager
-def ctrl_c_as_key(stop: threading.Event) -> Iterator[None]:
+def ctrl_c_as_key(stop: threading.Event, typeahead: bytearray) -> Iterator[None]:
     """While a reply streams, read Ctrl-C as a key instead of letting the terminal send SIGINT
     to the whole process group, which would also kill the git commands of the runtime running
-    inside this chat. Other keys typed meanwhile are dropped."""
+    inside this chat. Other keys typed meanwhile are kept in `typeahead` for the next prompt."""
     if not sys.stdin.isatty():
         yield
         return
@@ -52,8 +70,11 @@ def ctrl_c_as_key(stop: threading.Event) -> Iterator[None]:
     def read_keys() -> None:
         while not done.is_set():
             ready, _, _ = select.select([fd], [], [], 0.05)
-            if ready and b"\x03" in os.read(fd, 64):
-                stop.set()
+            if ready:
+                data = os.read(fd, 256)
+                if b"\x03" in data:
+                    stop.set()
+                typeahead.extend(data.replace(b"\x03", b""))
 
     reader = threading.Thread(target=read_keys, daemon=True)
     reader.start()
@@ -73,6 +94,8 @@ class Repl:
         self.session = ChatSession(home, agent)
         self.ask = ask
         self._printing = threading.Lock()
+        self.typeahead = bytearray()
+        """Keys typed while a reply streamed, for the next prompt."""
 
     # -- output ---------------------------------------------------------------------------------
     def say(self, text: str | Text, style: str = "") -> None:
@@ -113,7 +136,7 @@ class Repl:
             on_event = self.render(msg.to)
             stop = threading.Event()
             try:
-                with ctrl_c_as_key(stop):
+                with ctrl_c_as_key(stop, self.typeahead):
                     out = self.session.follow(msg, on_event, stop=stop)
             except KeyboardInterrupt:
                 out = None
@@ -343,13 +366,21 @@ def chat(home: Home, name: str) -> None:
 def _loop(repl: Repl, session: Any, watching: threading.Event) -> None:
     from anima.errors import AnimaError
 
+    queued: list[str] = []  # lines typed and entered while a reply streamed
     while True:
+        lines, partial = split_typeahead(bytes(repl.typeahead))
+        repl.typeahead.clear()
+        queued += lines
         try:
-            if session is not None:
+            if queued:
+                line = queued.pop(0)
+                repl.typeahead[:0] = partial.encode()  # still unfinished: offer it after this line
+                repl.say(f"{repl.session.agent} ‹ {line}")
+            elif session is not None:
                 from prompt_toolkit.patch_stdout import patch_stdout
 
                 with patch_stdout(raw=True):
-                    line = session.prompt(f"{repl.session.agent} ‹ ")
+                    line = session.prompt(f"{repl.session.agent} ‹ ", default=partial)
             else:
                 line = sys.stdin.readline()
                 if not line:
