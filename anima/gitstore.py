@@ -392,14 +392,16 @@ class LogEntry:
         return self.sha[:8]
 
 
-def log(path: Path, *, limit: int | None = 20, grep: str | None = None) -> list[LogEntry]:
-    """Commits newest first, with trailers parsed."""
+def log(
+    path: Path, *, limit: int | None = 20, grep: str | Sequence[str] | None = None
+) -> list[LogEntry]:
+    """Commits newest first, with trailers parsed. Several `grep` patterns match any of them."""
     fmt = _FIELD.join(["%H", "%s", "%aI", "%an", "%b", "%(trailers:only,unfold)"]) + _RECORD
     args = [f"--format={fmt}"]
     if limit is not None:
         args.append(f"-n{limit}")
     if grep:
-        args += ["-i", f"--grep={grep}"]
+        args += ["-i", *(f"--grep={g}" for g in ([grep] if isinstance(grep, str) else grep))]
     out = _repo(path).git.log(*args)
     entries = []
     for record in out.split(_RECORD):

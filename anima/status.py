@@ -79,12 +79,17 @@ def agent_status(home: Home, name: str) -> dict[str, Any]:
     inbox = agent_dir / "inbox"
     pending = sum(1 for p in inbox.glob("*.md")) if inbox.is_dir() else 0
     rejected = sum(1 for p in (inbox / "rejected").glob("*.error.md")) if inbox.is_dir() else 0
-    last = gitstore.log(agent_dir, limit=1, grep="^turn(")
+    last = gitstore.log(agent_dir, limit=1, grep=["^turn(", '^Revert "turn('])  # an undo counts
     info: dict[str, Any] = {
         "pending": pending,
         "rejected": rejected,
         "failing": attempts.failures(home, name),
-        "last_turn": {"commit": last[0].short, "subject": last[0].subject, "at": last[0].date}
+        "last_turn": {
+            "commit": last[0].short,
+            "subject": last[0].subject,
+            "at": last[0].date,
+            "undone": last[0].subject.startswith("Revert"),
+        }
         if last
         else None,
         "next_heartbeat": None,

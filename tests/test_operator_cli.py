@@ -99,6 +99,9 @@ def test_undo_reverts_after_confirmation(busy: Home) -> None:
     assert code == 0 and "reverted" in out
     code, out = invoke("log", "arya", "-n", "1", "--json")
     assert json.loads(out)[0]["subject"].startswith("Revert")
+    last = json.loads(invoke("status", "--json")[1])["agents"]["arya"]["last_turn"]
+    assert last["undone"] and last["subject"].startswith('Revert "turn(arya)')
+    assert "(an undo)" in invoke("status")[1]
 
 
 def test_stats_json_from_trailers(busy: Home) -> None:

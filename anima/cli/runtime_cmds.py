@@ -115,7 +115,9 @@ def status_cmd(home: Home, as_json: bool) -> None:
         table.add_row(
             name,
             str(a["pending"]) + (f" ({a['rejected']} rejected)" if a["rejected"] else ""),
-            f"{last['at']} {last['commit']}" if last else "-",
+            f"{last['at']} {last['commit']}" + (" (an undo)" if last.get("undone") else "")
+            if last
+            else "-",
             (err["error"][:60] if err else "-"),
             a["next_heartbeat"] or "-",
         )
