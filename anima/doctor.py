@@ -160,29 +160,21 @@ def _secrets(home: Home) -> list[Check]:
     return [Check("credentials.env", ok, f"mode {mode:o}", f"chmod 600 {path}")]
 
 
-def _channel(home: Home, name: str) -> Check:
+def _channel(home: Home, name: str, failed: int) -> Check:
     import importlib.util
 
-    from anima import channels
-    from anima.channels import config
+    from anima.channels import SDKS, config
     from anima.credentials import secret
 
     where = f"{home.config_path} [channels.{name}]"
     try:
         cfg = config.load(home, name)
-        sdk = {"telegram": "telegram", "discord": "discord", "webhook": "aiohttp"}[name]
-        if importlib.util.find_spec(sdk) is None:
-            return Check(f"channel {name}", False, f"{sdk} is not installed", f"pip install 'anima[{name}]'")
-        envs = [cfg.token_env or f"{name.upper()}_BOT_TOKEN"] if name != "webhook" else [
-            e for e in (cfg.token_env, cfg.secret_env) if e
-        ]
-        for env in envs:
+        if importlib.util.find_spec(SDKS[name]) is None:
+            return Check(f"channel {name}", False, f"{SDKS[name]} is not installed", f"pip install 'anima[{name}]'")
+        for env in cfg.secret_envs():
             secret(home, env, f"channel {name}")
-    except KeyError:
-        return Check(f"channel {name}", False, "unknown channel", f"remove it from {where}")
     except AnimaError as exc:
         return Check(f"channel {name}", False, str(exc), f"fix {where} or {home.root / 'credentials.env'}")
-    failed = channels.spool_counts(home).get(name, {}).get("failed", 0)
     if failed:
         return Check(
             f"channel {name}", False, f"{failed} dead-lettered message(s)",
@@ -192,13 +184,13 @@ def _channel(home: Home, name: str) -> Check:
 
 
 def _channels(home: Home) -> list[Check]:
-    from anima.channels.config import channel_tables
+    from anima.channels import spool_counts
 
     try:
-        names = sorted(channel_tables(home))
+        counts = spool_counts(home)
     except AnimaError as exc:
         return [Check("channels", False, str(exc), f"fix {home.config_path}")]
-    return [_channel(home, name) for name in names]
+    return [_channel(home, name, c["failed"]) for name, c in counts.items() if c["configured"]]
 
 
 def run_checks(home: Home) -> list[Check]:

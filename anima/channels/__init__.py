@@ -23,6 +23,8 @@ ADAPTERS = {
     "discord": "anima.channels.discord:DiscordAdapter",
     "webhook": "anima.channels.webhook:WebhookAdapter",
 }
+SDKS = {"telegram": "telegram", "discord": "discord", "webhook": "aiohttp"}
+"""The module each adapter needs, installed by the extra of the same name (anima[telegram])."""
 
 
 def adapter(home: Home, name: str) -> Any:
@@ -71,14 +73,15 @@ def _serve(home: Home, name: str) -> None:
 
 def spool_counts(home: Home) -> dict[str, dict[str, int]]:
     """Per channel (configured or with a spool): records waiting, dead-lettered, sent."""
-    names = set(config.channel_tables(home)) | (
+    configured = config.channel_tables(home)
+    names = set(configured) | (
         {p.name for p in home.spool_dir.iterdir() if p.is_dir()} if home.spool_dir.is_dir() else set()
     )
     out = {}
     for name in sorted(names):
         root = home.spool_dir / name
         out[name] = {
-            "configured": int(name in config.channel_tables(home)),
+            "configured": int(name in configured),
             "waiting": len(list((root / "new").glob("*.md"))),
             "failed": len([p for p in (root / "failed").glob("*.md") if not p.name.endswith(".error.md")]),
             "sent": len(list((root / "sent").glob("*/*.md"))),

@@ -3,6 +3,7 @@ it, and the names of the environment variables that hold its secrets (never the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ class ChatChannel:
 
     agent: str = ""
     token_env: str = ""
+    """Default: TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN (filled in by `load`)."""
     owner: str = ""
     """Your own user id on this service: always admitted, and trusted (not wrapped as outside)."""
     allow: list[str] = field(default_factory=list)
@@ -44,6 +46,9 @@ class ChatChannel:
     typing_seconds: float = 120.0
     """Show "typing…" for at most this long while the agent works on a message."""
     delivery: Delivery = field(default_factory=Delivery)
+
+    def secret_envs(self) -> list[str]:
+        return [self.token_env]
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,10 @@ class WebhookChannel:
     """POST every reply here, signed with `secret_env` (or `outgoing_secret_env`)."""
     outgoing_secret_env: str = ""
     delivery: Delivery = field(default_factory=Delivery)
+
+    def secret_envs(self) -> list[str]:
+        outgoing = (self.outgoing_secret_env or self.secret_env) if self.outgoing_url else ""
+        return list(dict.fromkeys(e for e in (self.token_env, self.secret_env, outgoing) if e))
 
 
 KINDS: dict[str, type] = {
@@ -89,9 +98,12 @@ def load(home: Home, name: str) -> Any:
             f"{home.config_path} has no [channels.{name}] table; see the README's Channels section"
         )
     try:
-        return build(KINDS[name], table, f"channels.{name}")
+        cfg: Any = build(KINDS[name], table, f"channels.{name}")
     except BadConfig as exc:
         raise BadConfig(f"{home.config_path}: {exc}") from exc
+    if isinstance(cfg, ChatChannel) and not cfg.token_env:
+        cfg = dataclasses.replace(cfg, token_env=f"{name.upper()}_BOT_TOKEN")
+    return cfg
 
 
 def owner_addresses(home: Home) -> frozenset[str]:

@@ -112,7 +112,7 @@ class DiscordAdapter:
     def __init__(self, home: Home, cfg: ChatChannel):
         self.home = home
         self.cfg = cfg
-        self.token = secret(home, cfg.token_env or "DISCORD_BOT_TOKEN", "the Discord bot token")
+        self.token = secret(home, cfg.token_env, "the Discord bot token")
         discord = base.require("discord", "discord")
         intents = discord.Intents.default()
         intents.message_content = True

@@ -101,7 +101,7 @@ class TelegramAdapter:
     def __init__(self, home: Home, cfg: ChatChannel):
         self.home = home
         self.cfg = cfg
-        self.token = secret(home, cfg.token_env or "TELEGRAM_BOT_TOKEN", "the Telegram bot token")
+        self.token = secret(home, cfg.token_env, "the Telegram bot token")
         self.offset_path = home.run_dir / "channels" / "telegram.offset"
 
     def _offset(self) -> int | None:
