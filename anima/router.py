@@ -43,11 +43,15 @@ def sent_path(home: Home, channel: str, msg_id: str) -> Path:
     return home.spool_dir / channel / "sent" / mailbox.month_of(msg_id) / f"{msg_id}.md"
 
 
+def failed_path(home: Home, channel: str, msg_id: str) -> Path:
+    """Where a channel adapter sets aside a record it could not deliver (beside <id>.error.md)."""
+    return home.spool_dir / channel / "failed" / f"{msg_id}.md"
+
+
 def spooled(home: Home, channel: str, msg_id: str) -> bool:
     """Already handed to the channel: waiting, sent, or dead-lettered."""
-    failed = home.spool_dir / channel / "failed" / f"{msg_id}.md"
     return any(
-        p.exists() for p in (spool_path(home, channel, msg_id), sent_path(home, channel, msg_id), failed)
+        where(home, channel, msg_id).exists() for where in (spool_path, sent_path, failed_path)
     )
 
 

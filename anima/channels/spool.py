@@ -90,14 +90,17 @@ class Spool:
     def sent_path(self, msg_id: str) -> Path:
         return router.sent_path(self.home, self.channel, msg_id)
 
-    def mark_sent(self, path: Path) -> Path:
-        target = self.sent_path(path.stem)
+    def _finish(self, path: Path, target: Path) -> Path:
+        """Move a record out of new/ for good; its progress is no longer needed."""
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
         fsync_dir(target.parent)
         with contextlib.suppress(FileNotFoundError):
             (self.state / f"{path.stem}.json").unlink()
         return target
+
+    def mark_sent(self, path: Path) -> Path:
+        return self._finish(path, self.sent_path(path.stem))
 
     def prune(self, keep_months: int) -> None:
         """Drop month shards of sent records and webhook replies older than `keep_months`."""
@@ -106,16 +109,11 @@ class Spool:
                 log.info("%s: removed %s/ shards older than %d months: %s", self.channel, directory.name, keep_months, ", ".join(removed))
 
     def mark_failed(self, path: Path, reason: str, errors: Sequence[str] = ()) -> Path:
-        target = self.failed / path.name
         note = f"# Not delivered by the {self.channel} adapter\n\n{reason}\n"
         if errors:
             note += "\nAttempts:\n" + "".join(f"- {e}\n" for e in errors)
         write_atomic(self.failed / f"{path.stem}.error.md", note)
-        os.replace(path, target)
-        fsync_dir(self.failed)
-        with contextlib.suppress(FileNotFoundError):
-            (self.state / f"{path.stem}.json").unlink()
-        return target
+        return self._finish(path, router.failed_path(self.home, self.channel, path.stem))
 
 
 def prune(directory: Path, keep_months: int) -> list[str]:
