@@ -73,11 +73,10 @@ def admit(inc: Incoming, access: Access) -> tuple[str, str]:
         return IGNORE, "sender is a bot (no bot-to-bot loops)"
     if not inc.private and not inc.mentioned:
         return IGNORE, "group message without a mention"
-    if access.allowed(inc.user):
-        if not inc.text.strip():  # a sticker, a voice note: say so rather than stay silent
-            return (NOTICE, TEXT_ONLY) if inc.private or inc.mentioned else (IGNORE, "no text")
-        return DELIVER, ""
-    if not inc.text.strip():
+    has_text = bool(inc.text.strip())
+    if access.allowed(inc.user):  # without text (a sticker, a voice note): say so, not silence
+        return (DELIVER, "") if has_text else (NOTICE, TEXT_ONLY)
+    if not has_text:
         return IGNORE, "no text from an unknown sender"
     if not inc.private:
         return IGNORE, "unknown sender in a group (pairing happens in a private chat)"
