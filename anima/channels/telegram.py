@@ -116,12 +116,12 @@ class TelegramAdapter:
         bot = telegram.Bot(self.token, base_url=f"{api}/bot")
         try:
             await bot.initialize()  # getMe: who we are, for mentions
+            # A webhook set on the bot (by another tool) makes every getUpdates fail with 409.
+            await bot.delete_webhook(drop_pending_updates=False)
         except telegram.error.InvalidToken as exc:
             raise BadConfig(f"Telegram refused the bot token: {exc}") from exc
         except telegram.error.TelegramError as exc:
             raise ServiceUnavailable(f"cannot reach the Telegram Bot API at {api}: {exc}") from exc
-        # A webhook set on the bot (by another tool) makes every getUpdates fail with 409.
-        await bot.delete_webhook(drop_pending_updates=False)
         bridge = ChatBridge(self.home, "telegram", self.cfg, TelegramPort(bot))
         log.info("telegram: @%s serving %s", bot.username, self.cfg.agent)
         try:  # a long poll cut short leaves its updates unacknowledged: fetched again next start
