@@ -43,6 +43,17 @@ def main(ctx: click.Context, home_path: str | None) -> None:
 pass_home = click.make_pass_decorator(Home)
 
 
+def log_to_stderr(verbose: bool) -> None:
+    """The long-running commands log to stderr, which journald reads under systemd."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
 def _register() -> None:
     from anima.cli import (  # noqa: F401
         agents,

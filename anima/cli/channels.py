@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 import click
 
-from anima.cli.app import console, main, pass_home
+from anima.cli.app import console, log_to_stderr, main, pass_home
 from anima.home import Home
 
 
@@ -28,11 +27,7 @@ def channel(home: Home, name: str, verbose: bool, exit_if_live: bool) -> None:
     if exit_if_live and channels.live(home, name):
         return
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    log_to_stderr(verbose)
     for noisy in ("watchfiles", "httpx", "telegram", "discord", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     channels.run(home.require(), name)

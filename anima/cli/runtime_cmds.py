@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from anima.cli.app import console, err_console, main, pass_home
+from anima.cli.app import console, err_console, log_to_stderr, main, pass_home
 from anima.home import Home
 
 
@@ -73,11 +73,7 @@ def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_l
     import asyncio
     import logging
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    log_to_stderr(verbose)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
     clean = asyncio.run(_serve(home.require()))
     logging.shutdown()
