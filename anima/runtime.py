@@ -83,7 +83,7 @@ class Runtime:
         self._executor = ThreadPoolExecutor(self.settings.max_concurrent_turns + 1, "anima-turn")
         self._rewatch = asyncio.Event()
         self._known: set[str] = set()
-        self._lock = status.HomeLock(home)
+        self._lock = status.home_lock(home)
         self._full_checked: dict[str, float] = {}
         self.on_ready: Callable[[], None] | None = None
 

@@ -60,8 +60,8 @@ def held(path: Path) -> bool:
     return False
 
 
-def HomeLock(home: Home) -> ProcessLock:  # noqa: N802 - reads as the lock it returns
-    """The one `anima run` of a home."""
+def home_lock(home: Home) -> ProcessLock:
+    """The lock of the one `anima run` of a home."""
     return ProcessLock(home.run_dir / "anima.lock", "`anima run`", home)
 
 
