@@ -69,9 +69,14 @@ class WebhookChannel:
     outgoing_secret_env: str = ""
     delivery: Delivery = field(default_factory=Delivery)
 
+    @property
+    def outgoing_key_env(self) -> str:
+        """The secret replies POSTed to outgoing_url are signed with ("" when none is sent)."""
+        return (self.outgoing_secret_env or self.secret_env) if self.outgoing_url else ""
+
     def secret_envs(self) -> list[str]:
-        outgoing = (self.outgoing_secret_env or self.secret_env) if self.outgoing_url else ""
-        return list(dict.fromkeys(e for e in (self.token_env, self.secret_env, outgoing) if e))
+        envs = (self.token_env, self.secret_env, self.outgoing_key_env)
+        return list(dict.fromkeys(e for e in envs if e))
 
 
 KINDS: dict[str, type] = {

@@ -157,8 +157,8 @@ class WebhookAdapter:
         token = secret(home, cfg.token_env, "the webhook bearer token") if cfg.token_env else None
         key = secret(home, cfg.secret_env, "the webhook signing secret") if cfg.secret_env else None
         self.auth = Auth(token, key, cfg.replay_window, home.run_dir / "channels" / "webhook.seen.json")
-        out_env = cfg.outgoing_secret_env or cfg.secret_env
-        self.out_key = secret(home, out_env, "the outgoing webhook secret") if cfg.outgoing_url and out_env else None
+        out_env = cfg.outgoing_key_env
+        self.out_key = secret(home, out_env, "the outgoing webhook secret") if out_env else None
         self.requests = Requests(home)
         self.spool = Spool(home, "webhook")
         self.session: Any = None
