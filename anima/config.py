@@ -33,6 +33,10 @@ class Budget:
     recall_chars: int = 1500
     """Memory and earlier conversations found by search for the new messages, put in context."""
     recall_hits: int = 5
+    memory_turn_bytes: int = 64 * 1024
+    """Total bytes the memory tool may write in one turn (every note written counts in full)."""
+    memory_total_bytes: int = 2 * 1024 * 1024
+    """Cap on the size of the whole memory/ folder; writes that would grow past it are refused."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,11 @@ class ShellPolicy:
     enabled: bool = False
     timeout: float = 30.0
     output_chars: int = 16000
+    network: bool = False
+    """Let sandboxed commands use the network (off: the sandbox has its own empty network)."""
+    unsafe: bool = False
+    """Run commands without a sandbox when bubblewrap (bwrap) is not available. Without it,
+    enabling shell on such a machine is refused."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +61,19 @@ class HttpPolicy:
 
 
 @dataclass(frozen=True)
+class SchedulePolicy:
+    max_reminders: int = 50
+    """Reminders an agent may have set at once; more are refused until some fire or are cancelled."""
+    min_repeat_minutes: float = 15.0
+    """Shortest interval between two firings of a repeating (cron) reminder."""
+
+
+@dataclass(frozen=True)
 class Tools:
     disabled: list[str] = field(default_factory=list)
     shell: ShellPolicy = field(default_factory=ShellPolicy)
     http: HttpPolicy = field(default_factory=HttpPolicy)
+    schedule: SchedulePolicy = field(default_factory=SchedulePolicy)
     file_max_bytes: int = 1024 * 1024
 
 
