@@ -72,7 +72,12 @@ def _providers(home: Home) -> list[Check]:
 
 
 def _agents(home: Home) -> list[Check]:
-    checks = []
+    checks = [
+        Check(
+            f"agents/{d.name}", False, home.invalid_agent_problem(d), f"anima rename '{d.name}' NEW"
+        )
+        for d in home.invalid_agent_dirs()
+    ]
     live = status.runtime_live(home)
     now = time.time()
     for name in home.agent_names():
@@ -170,15 +175,25 @@ def _channel(home: Home, name: str, failed: int) -> Check:
     try:
         cfg = config.load(home, name)
         if importlib.util.find_spec(SDKS[name]) is None:
-            return Check(f"channel {name}", False, f"{SDKS[name]} is not installed", f"pip install 'anima[{name}]'")
+            return Check(
+                f"channel {name}",
+                False,
+                f"{SDKS[name]} is not installed",
+                f"pip install 'anima[{name}]'",
+            )
         for env in cfg.secret_envs():
             secret(home, env, f"channel {name}")
     except AnimaError as exc:
-        return Check(f"channel {name}", False, str(exc), f"fix {where} or {home.root / 'credentials.env'}")
+        return Check(
+            f"channel {name}", False, str(exc), f"fix {where} or {home.root / 'credentials.env'}"
+        )
     if failed:
         return Check(
-            f"channel {name}", False, f"{failed} dead-lettered message(s)",
-            f"read {home.spool_dir / name / 'failed'}/*.error.md", level="warn",
+            f"channel {name}",
+            False,
+            f"{failed} dead-lettered message(s)",
+            f"read {home.spool_dir / name / 'failed'}/*.error.md",
+            level="warn",
         )
     return Check(f"channel {name}", True, "configured; its secret is available")
 

@@ -118,7 +118,35 @@ class Home:
         return sorted(
             p.name
             for p in self.agents_dir.iterdir()
-            if (p / "agent.toml").is_file() and _NAME_RE.match(p.name)
+            if (p / "agent.toml").is_file()
+            and _NAME_RE.match(p.name)
+            and p.name not in RESERVED_NAMES
+        )
+
+    def invalid_agent_dirs(self) -> list[Path]:
+        """Directories under agents/ that look like agents but whose name is not a valid agent
+        name: the runtime never reads them, so messages put in their inbox wait forever."""
+        if not self.agents_dir.is_dir():
+            return []
+        return sorted(
+            p
+            for p in self.agents_dir.iterdir()
+            if p.is_dir()
+            and not p.name.startswith(".")  # .new-NAME: an agent being created
+            and ((p / "agent.toml").is_file() or (p / "inbox").is_dir())
+            and (not _NAME_RE.match(p.name) or p.name in RESERVED_NAMES)
+        )
+
+    def invalid_agent_problem(self, path: Path) -> str:
+        """Why agents/<path.name> is ignored, and how to fix it."""
+        try:
+            validate_name(path.name)
+            reason = "its name is not valid"
+        except BadName as exc:
+            reason = str(exc)
+        return (
+            f"{path} is ignored: {reason}; its messages wait until it is renamed: "
+            f"anima rename '{path.name}' NEW"
         )
 
     def agent_dir(self, name: str) -> Path:

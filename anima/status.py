@@ -33,17 +33,46 @@ class ProcessLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = os.read(fd, 32).decode().strip() or "?"
             os.close(fd)
-            raise Busy(f"another {self.what} is live for {self.home.root} (pid {pid})") from None
+            raise Busy(busy_message(self.path, self.what, self.home)) from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()}\n{self.what}".encode())
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+CHAT_HOST = "`anima chat` session"
+"""The holder of the runtime lock when a chat runs the agents inside itself."""
+
+
+def lock_holder(path: Path) -> tuple[str, str]:
+    """(pid, what) written by the ProcessLock at `path`: who holds it."""
+    try:
+        pid, _, what = path.read_text(encoding="utf-8").partition("\n")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return "?", ""
+    return pid.strip() or "?", what.strip()
+
+
+def busy_message(path: Path, what: str, home: Home) -> str:
+    pid, holder = lock_holder(path)
+    if holder == CHAT_HOST:
+        return (
+            f"an {CHAT_HOST} (pid {pid}) is running the agents of {home.root} inside itself: "
+            "leave that chat (/quit or Ctrl-D) and start this again; a chat started later "
+            "attaches to the runtime instead of hosting one"
+        )
+    return f"another {holder or what} is live for {home.root} (pid {pid})"
+
+
+def live_holder(home: Home) -> str:
+    """Who runs the agents now, for messages: "`anima run`, pid N" or a chat session."""
+    pid, holder = lock_holder(home.run_dir / "anima.lock")
+    return f"{holder or '`anima run`'}, pid {pid}"
 
 
 def held(path: Path) -> bool:
@@ -60,9 +89,9 @@ def held(path: Path) -> bool:
     return False
 
 
-def home_lock(home: Home) -> ProcessLock:
-    """The lock of the one `anima run` of a home."""
-    return ProcessLock(home.run_dir / "anima.lock", "`anima run`", home)
+def home_lock(home: Home, holder: str = "`anima run`") -> ProcessLock:
+    """The lock of the one runtime of a home: `anima run`, or a chat hosting one (CHAT_HOST)."""
+    return ProcessLock(home.run_dir / "anima.lock", holder, home)
 
 
 def runtime_live(home: Home) -> bool:

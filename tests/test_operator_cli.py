@@ -55,7 +55,9 @@ def test_agents_json_shape(busy: Home) -> None:
     assert set(row) == {
         "name",
         "provider",
+        "provider_from",
         "model",
+        "model_from",
         "pending",
         "last_turn",
         "heartbeat",

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
+from rich.markup import escape
+from rich.text import Text
 
-from anima.cli.app import console, main, pass_home
+from anima.agent import EDITABLE
+from anima.cli.app import console, edit_file, err_console, main, pass_home
 from anima.home import Home
 
 
@@ -31,46 +35,136 @@ def new(home: Home, name: str) -> None:
     console.print(f"edit {agent.path / 'persona.md'} to say who {name} is")
 
 
+def warn_invalid_agents(home: Home) -> list[str]:
+    """Say which directories under agents/ are ignored for their name (agents, status)."""
+    problems = [home.invalid_agent_problem(p) for p in home.invalid_agent_dirs()]
+    for problem in problems:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(problem)}", soft_wrap=True)
+    return problems
+
+
 @main.command("agents")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_home
 def agents_cmd(home: Home, as_json: bool) -> None:
-    """List agents: provider/model, pending messages, last turn, heartbeat."""
+    """List agents: the provider/model their turns use (and where that is set), pending
+    messages, last turn, heartbeat."""
     from rich.table import Table
 
     from anima import status
-    from anima.agent import Agent
+    from anima.agent import Agent, effective_model
 
     home.require()
     rows = []
     for name in home.agent_names():
-        cfg = Agent(home, name).config
+        agent = Agent(home, name)
+        used = effective_model(agent)
         st = status.agent_status(home, name)
         rows.append(
             {
                 "name": name,
-                "provider": cfg.provider,
-                "model": cfg.model or "default",
+                "provider": used.provider,
+                "provider_from": used.provider_from,
+                "model": used.model,
+                "model_from": used.model_from,
                 "pending": st["pending"],
                 "last_turn": st["last_turn"],
-                "heartbeat": cfg.heartbeat.every or None,
+                "heartbeat": agent.config.heartbeat.every or None,
                 "next_heartbeat": st["next_heartbeat"],
             }
         )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+        warn_invalid_agents(home)  # on stderr: the JSON stays parseable
         return
-    table = Table("name", "provider/model", "pending", "last turn", "heartbeat")
+    table = Table("name", "provider/model (set in)", "pending", "last turn", "heartbeat")
     for r in rows:
         last = r["last_turn"]
+        where = r["provider_from"]
+        if r["model_from"] not in (where, "provider default"):
+            where += f"; model: {r['model_from']}"
         table.add_row(
-            r["name"],
-            f"{r['provider']}/{r['model']}",
+            Text(r["name"]),
+            Text(f"{r['provider']}/{r['model']}\n({where})"),
             str(r["pending"]),
-            f"{last['at']} {last['commit']}" if last else "-",
-            r["heartbeat"] or "-",
+            Text(f"{last['at']} {last['commit']}") if last else "-",
+            Text(r["heartbeat"] or "-"),
         )
     console.print(table)
+    warn_invalid_agents(home)
+
+
+@main.command("rm")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_home
+def rm_cmd(home: Home, name: str, yes: bool) -> None:
+    """Remove agent NAME: its repository is moved to $ANIMA_HOME/trash/, not deleted."""
+    from anima.agent import Agent, remove_agent, trash_dir
+
+    agent = Agent.open(home, name)
+    pending = len(list(agent.inbox.glob("*.md")))
+    question = f"Move agent {name} to {trash_dir(home)}/" + (
+        f" ({pending} message(s) still pending)?" if pending else "?"
+    )
+    if not yes and not click.confirm(question):
+        err_console.print("nothing removed")
+        sys.exit(1)
+    target = remove_agent(home, name)
+    console.print(f"removed {escape(name)}: its repository is now {escape(str(target))}")
+    console.print(f"(to restore it: mv {escape(str(target))} {escape(str(agent.path))})")
+
+
+@main.command("rename")
+@click.argument("old")
+@click.argument("new")
+@pass_home
+def rename_cmd(home: Home, old: str, new: str) -> None:
+    """Rename agent OLD to NEW, keeping its git history (not while a runtime is live)."""
+    from anima.agent import rename_agent
+
+    agent = rename_agent(home, old, new)
+    console.print(f"renamed {escape(old)} to {escape(new)}: {escape(str(agent.path))}")
+    notes = [f"persona.md may still call it {old}: anima edit {new} persona"]
+    if agent.config.heartbeat.every:
+        notes.append("its heartbeat timer has the old name: anima units install (or anima cron)")
+    for note in notes:
+        console.print(Text(note, style="dim"))
+
+
+@main.command("edit")
+@click.argument("name")
+@click.argument("what", type=click.Choice(list(EDITABLE)), default="persona")
+@pass_home
+def edit_cmd(home: Home, name: str, what: str) -> None:
+    """Edit NAME's persona (default), always.md or config (agent.toml) in $EDITOR; the edit is
+    checked (config) and committed as a hand edit."""
+    import tempfile
+    from pathlib import Path
+
+    from anima.agent import Agent, editable_path, save_hand_edit
+    from anima.errors import AnimaError, BadConfig
+
+    agent = Agent.open(home, name)
+    path = editable_path(agent, what)
+    drafts = home.run_dir / "edits"
+    drafts.mkdir(parents=True, exist_ok=True)
+    fd, name_ = tempfile.mkstemp(prefix=f"{name}-", suffix=f"-{path.name}", dir=drafts)
+    draft = Path(name_)
+    with open(fd, "w", encoding="utf-8") as fh:
+        fh.write(agent.read(path.name))
+    while True:
+        edit_file(str(draft))
+        try:
+            sha = save_hand_edit(agent, what, draft.read_text(encoding="utf-8"))
+        except BadConfig as exc:
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            if click.confirm("Edit it again?", default=True):
+                continue
+            raise AnimaError(f"{path.name} not changed; your edit is kept in {draft}") from None
+        break
+    draft.unlink()
+    console.print(f"committed {sha[:8]}: {escape(path.name)}" if sha else "no change")
 
 
 @main.command("log")

@@ -12,8 +12,10 @@ from rich.markup import escape
 from anima.errors import AnimaError
 from anima.home import Home
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: lines are never folded by rich (paths, ids and unit text stay whole and copyable;
+# the terminal wraps them); tables still fit the width and wrap inside their cells.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class AnimaGroup(click.Group):
@@ -52,6 +54,29 @@ def log_to_stderr(verbose: bool) -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+FALLBACK_EDITORS = ("sensible-editor", "nano", "vim", "vi")
+
+
+def edit_file(path: str) -> None:
+    """Open `path` in $VISUAL or $EDITOR; without either, say which editor opens and how to
+    choose another, rather than dropping a person into vi unannounced."""
+    import os
+    import shutil
+
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor:
+        editor = next((e for e in FALLBACK_EDITORS if shutil.which(e)), None)
+        if editor is None:
+            raise AnimaError(
+                f"no editor found to open {path}: set EDITOR (export EDITOR=nano) and try again"
+            )
+        err_console.print(
+            f"no $EDITOR set: opening {escape(editor)} (choose another: export EDITOR=nano)",
+            soft_wrap=True,
+        )
+    click.edit(filename=path, editor=editor, require_save=False)
 
 
 def _register() -> None:

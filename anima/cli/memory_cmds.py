@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from anima.cli.app import console, err_console, main, pass_home
+from anima.cli.app import console, edit_file, err_console, main, pass_home
 from anima.home import Home
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def edit(home: Home, name: str, note: str | None) -> None:
     agent = Agent.open(home, name)
     target, rel = _note_path(agent, note or "")
     target.parent.mkdir(parents=True, exist_ok=True)
-    click.edit(filename=str(target), require_save=False)
+    edit_file(str(target))
     if not target.exists():
         console.print("nothing saved")
         return

@@ -93,9 +93,11 @@ def status_cmd(home: Home, as_json: bool) -> None:
     from rich.table import Table
 
     from anima import status
+    from anima.cli.agents import warn_invalid_agents
 
     data = status.collect(home.require())
     if as_json:
+        data["invalid_agents"] = [str(p) for p in home.invalid_agent_dirs()]
         click.echo(json.dumps(data, indent=2, default=str))
         return
     if data["live"]:
@@ -118,3 +120,4 @@ def status_cmd(home: Home, as_json: bool) -> None:
             a["next_heartbeat"] or "-",
         )
     console.print(table)
+    warn_invalid_agents(home)
