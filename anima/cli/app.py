@@ -45,6 +45,20 @@ def main(ctx: click.Context, home_path: str | None) -> None:
 pass_home = click.make_pass_decorator(Home)
 
 
+NOISY_LOGGERS = (
+    *("watchfiles", "httpx", "httpcore", "httpx2", "httpcore2"),  # httpx2: newer anthropic SDKs
+    *("telegram", "discord", "aiohttp.access"),
+)
+"""Libraries that log every change or HTTP request at INFO: shown only with -v."""
+
+
+def quiet_libraries(verbose: bool) -> None:
+    import logging
+
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
 def log_to_stderr(verbose: bool) -> None:
     """The long-running commands log to stderr, which journald reads under systemd."""
     import logging
@@ -54,6 +68,7 @@ def log_to_stderr(verbose: bool) -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    quiet_libraries(verbose)
 
 
 FALLBACK_EDITORS = ("sensible-editor", "nano", "vim", "vi")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import click
 
@@ -28,8 +27,6 @@ def channel(home: Home, name: str, verbose: bool, exit_if_live: bool) -> None:
         return
 
     log_to_stderr(verbose)
-    for noisy in ("watchfiles", "httpx", "telegram", "discord", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     channels.run(home.require(), name)
 
 

@@ -5,28 +5,49 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
+from rich.markup import escape
+from rich.text import Text
 
 from anima.cli.app import console, err_console, log_to_stderr, main, pass_home
 from anima.home import Home
 
+if TYPE_CHECKING:
+    from anima.message import Message
 
-def _print_once(home: Home, names: tuple[str, ...]) -> None:
+
+def show_retry(trigger: Message, event: object) -> None:
+    """`run --once`: each retry of a model call, with its reason and the wait, as it happens."""
+    from anima.llm import Retrying
+
+    if isinstance(event, Retrying):
+        err_console.print(
+            Text(
+                f"{trigger.to}: {event.reason}; retry {event.attempt} in {event.delay:.1f} s",
+                style="yellow",
+            )
+        )
+
+
+def _print_once(home: Home, names: tuple[str, ...], verbose: bool) -> None:
     from anima.runtime import run_once
 
+    if verbose:
+        log_to_stderr(verbose)
     failed = 0
-    for r in run_once(home, list(names) or None):
+    for r in run_once(home, list(names) or None, on_event=show_retry):
         if r.error:
             failed += 1
             err_console.print(
-                f"[red]{r.agent}[/red]: turn failed, messages stay pending: {r.error}",
-                soft_wrap=True,
+                f"[red]{escape(r.agent)}[/red]: turn failed, messages stay pending: "
+                f"{escape(r.error)}"
             )
         else:
             console.print(
-                f"[bold]{r.agent}[/bold] {r.commit and r.commit[:8]} "
-                f"({len(r.message_ids)} message(s), {r.model}, {r.duration_ms} ms)"
+                f"[bold]{escape(r.agent)}[/bold] {r.commit and r.commit[:8]} "
+                f"({len(r.message_ids)} message(s), {escape(r.model)}, {r.duration_ms} ms)"
             )
             if r.reply:
                 console.print(r.reply.body, markup=False)
@@ -66,7 +87,7 @@ def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_l
         if runtime_live(home):
             return
     if once:
-        _print_once(home, names)
+        _print_once(home, names, verbose)
         return
     if names:
         raise click.UsageError("agent names only go with --once; `anima run` serves every agent")

@@ -7,6 +7,7 @@ stores: {"type": "text", "text"}, {"type": "tool_use", "id", "name", "input"},
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 from anima.errors import ProviderError
 
 Block = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ def stream_with_retries(
             if not exc.retryable or attempt > retries:
                 raise
             delay = backoff_delay(attempt, base, cap, exc.retry_after)
+            log.info(
+                "%s: %s; retry %d of %d in %.1f s", provider.name, exc, attempt, retries, delay
+            )
             yield Retrying(attempt, delay, str(exc))
             sleep(delay)
 
