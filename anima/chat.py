@@ -20,6 +20,7 @@ from anima.message import Message, utcnow
 
 _MENTION = re.compile(r"^@([a-z0-9][a-z0-9_-]*)\s+(.+)$", re.S)
 POLL = 0.02
+WATCHDOG_EVERY = 0.5
 
 
 @dataclass
@@ -79,12 +80,15 @@ class ChatSession:
         *,
         stop: threading.Event | None = None,
         timeout: float | None = None,
+        watchdog: Callable[[], None] | None = None,
     ) -> Outcome:
         """Show a reply as it streams, until the turn ends (or `stop` is set: the turn still
-        completes and is committed)."""
+        completes and is committed). `watchdog` is called about every WATCHDOG_EVERY seconds
+        while nothing arrives (the chat checks that a runtime is still there to answer)."""
         path = stream.stream_path(self.home, msg.to, msg.id)
         offset = 0
         deadline = None if timeout is None else time.monotonic() + timeout
+        next_check = time.monotonic() + WATCHDOG_EVERY
         out = Outcome(msg.to)
         while True:
             events, offset = stream.read_events(path, offset)
@@ -107,6 +111,9 @@ class ChatSession:
                 ):
                     out.interrupted = True
                     return out
+                if watchdog is not None and time.monotonic() > next_check:
+                    watchdog()
+                    next_check = time.monotonic() + WATCHDOG_EVERY
                 time.sleep(POLL)
 
     def _read_outbox(self, agent: str, msg_id: str) -> str | None:
@@ -174,6 +181,8 @@ class BackgroundRuntime:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             runtime = Runtime(self.home)
+            # Its lock says a chat holds it, so `anima run` can say so and how to hand over.
+            runtime._lock = status.home_lock(self.home, status.CHAT_HOST)
             runtime.on_ready = self._ready.set
             await runtime.run(self._stop)
 

@@ -15,7 +15,7 @@ from anima.home import Home
 from anima.message import Message
 from anima.testing import FakeModelServer, Reply
 from anima.testing.fake_model import last_user_text
-from tests.conftest import LiveRuntime, make_agent
+from tests.conftest import LiveRuntime, make_agent, wait_for
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ def test_ctrl_c_stops_waiting_but_the_turn_completes_and_commits(
     c.expect(loose("a lo"))
     c.sendintr()
     until(c, "stopped waiting; arya's turn goes on")
-    from tests.conftest import replies, wait_for
+    from tests.conftest import replies
 
     wait_for(
         lambda: gitstore.log(agent.path, limit=1)[0].subject.startswith("turn(arya)"),
@@ -242,7 +242,7 @@ def test_tab_completes_commands_and_agent_names(home: Home, fake: FakeModelServe
     c = spawn()
     c.send("/loa\t")
     c.expect(loose("/load"))
-    c.send(" gen\t")
+    c.send("gen\t")  # the completion ended with a space: no "/loadgen"
     c.expect(loose("gendry"))
     c.send("\r")
     until(c, "now talking to gendry", name="gendry")
@@ -251,7 +251,9 @@ def test_tab_completes_commands_and_agent_names(home: Home, fake: FakeModelServe
     c.send("\x15")  # Ctrl-U clears the line, so Ctrl-D can leave
 
 
-def test_keys_typed_while_a_reply_streams_are_kept(home: Home, fake: FakeModelServer, spawn) -> None:
+def test_keys_typed_while_a_reply_streams_are_kept(
+    home: Home, fake: FakeModelServer, spawn
+) -> None:
     make_agent(home)
     fake.add(
         Reply("a slow answer that takes its time to arrive", chunk=4, delay_per_chunk=0.15),
@@ -276,3 +278,45 @@ def test_typeahead_applies_backspace_and_drops_control_keys() -> None:
     assert split_typeahead(b"helo\x7flo\x1b[A there\rnext\x7f\x7fw") == (["hello there"], "new")
     assert split_typeahead("caf\u00e9 \U0001f642".encode()) == ([], "caf\u00e9 \U0001f642")
     assert split_typeahead(b"\r\r") == ([], "")
+
+
+def test_chat_takes_over_when_the_runtime_it_was_attached_to_stops(
+    home: Home, fake: FakeModelServer, spawn
+) -> None:
+    make_agent(home)
+    fake.add(Reply("answered from inside the chat"))
+    with LiveRuntime(home) as rt:
+        c = spawn()
+        assert "anima run is live" in c.before
+        rt.stop()
+    c.sendline("are you there?")
+    until(c, "anima run stopped", "answered from inside the chat")
+
+
+def test_run_while_a_chat_hosts_the_runtime_says_it_is_a_chat(
+    home: Home, fake: FakeModelServer, spawn
+) -> None:
+    from click.testing import CliRunner
+
+    from anima.cli import main
+
+    make_agent(home)
+    c = spawn()
+    assert "running one inside this chat" in c.before
+    result = CliRunner().invoke(main, ["run"])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 1 and f"`anima chat` session (pid {c.pid})" in out
+    assert "leave that chat (/quit or Ctrl-D)" in out
+
+
+def test_retries_show_in_the_chat_with_their_reason(
+    home: Home, fake: FakeModelServer, spawn
+) -> None:
+    from anima.testing import Fault
+
+    make_agent(home)
+    fake.add(Reply(fault=Fault(status=503, message="overloaded")), Reply("after a retry"))
+    c = spawn()
+    c.sendline("hello")
+    seen = until(c, "retrying", "overloaded", "after a retry")
+    assert "↻" in seen

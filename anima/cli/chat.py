@@ -11,13 +11,16 @@ import sys
 import termios
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.text import Text
 
-from anima.cli.app import console, err_console, main, pass_home
+from anima.cli.app import console, err_console, main, pass_home, quiet_libraries
 from anima.home import Home
+
+if TYPE_CHECKING:
+    from anima.chat import BackgroundRuntime
 
 COMMANDS = {
     "/load": "NAME  talk to another agent",
@@ -96,6 +99,36 @@ class Repl:
         self._printing = threading.Lock()
         self.typeahead = bytearray()
         """Keys typed while a reply streamed, for the next prompt."""
+        self.background: BackgroundRuntime | None = None
+        """The runtime this chat runs inside itself when no `anima run` is live."""
+
+    # -- the runtime that answers ---------------------------------------------------------------
+    def ensure_runtime(self) -> None:
+        """Host the agents in this chat when no runtime is live: at the start, and whenever the
+        `anima run` this chat was attached to stops (a chat must never wait on nobody)."""
+        from anima.chat import BackgroundRuntime, runtime_live
+        from anima.errors import AnimaError
+
+        if self.background is not None or runtime_live(self.home):
+            return
+        background = BackgroundRuntime(self.home)
+        try:
+            background.start()
+        except AnimaError:
+            if runtime_live(self.home):  # another `anima run` started meanwhile: use that one
+                return
+            raise
+        self.background = background
+
+    def host_if_gone(self) -> None:
+        from anima.chat import runtime_live
+
+        if self.background is None and not runtime_live(self.home):
+            self.say(
+                "\n(anima run stopped: the agents run inside this chat now, until you leave)",
+                "yellow",
+            )
+            self.ensure_runtime()
 
     # -- output ---------------------------------------------------------------------------------
     def say(self, text: str | Text, style: str = "") -> None:
@@ -122,7 +155,10 @@ class Repl:
                     sys.stdout.write("ok\n" if ev["ok"] else f"error: {ev.get('detail', '')}\n")
                     state["midline"] = False
                 elif ev["t"] == "retry":
-                    sys.stdout.write(f"\n  ↻ retrying ({ev['reason'][:80]})\n")
+                    wait = f" in {ev['delay']:.1f} s" if "delay" in ev else ""
+                    sys.stdout.write(
+                        ("\n" if state["midline"] else "") + f"  ↻ retrying{wait}: {ev['reason']}\n"
+                    )
                     state["midline"] = False
                 sys.stdout.flush()
 
@@ -131,13 +167,14 @@ class Repl:
 
     # -- a message ------------------------------------------------------------------------------
     def message(self, text: str) -> None:
+        self.host_if_gone()
         sent = self.session.send(text)
         for msg in sent:
             on_event = self.render(msg.to)
             stop = threading.Event()
             try:
                 with ctrl_c_as_key(stop, self.typeahead):
-                    out = self.session.follow(msg, on_event, stop=stop)
+                    out = self.session.follow(msg, on_event, stop=stop, watchdog=self.host_if_gone)
             except KeyboardInterrupt:
                 out = None
             if out is None or out.interrupted:
@@ -272,8 +309,9 @@ def _completer(home: Home) -> Any:
             word = document.get_word_before_cursor(WORD=True)
             if text.startswith("/") and " " not in text:
                 for c in COMMANDS:
-                    if c.startswith(text):
-                        yield Completion(c, start_position=-len(text))
+                    if c.startswith(text):  # a space after a command that takes an argument
+                        takes_arg = not COMMANDS[c].startswith(" ")
+                        yield Completion(c + " " * takes_arg, start_position=-len(text), display=c)
             elif word.startswith("@") or text.startswith("/load "):
                 prefix = word.lstrip("@")
                 for n in (
@@ -314,7 +352,7 @@ def chat(home: Home, name: str) -> None:
     """Talk to NAME. Lines go to its inbox; replies stream back. /help for commands."""
     import logging
 
-    from anima.chat import BackgroundRuntime, runtime_live
+    from anima.chat import runtime_live
 
     home.require()
     logging.basicConfig(
@@ -322,6 +360,7 @@ def chat(home: Home, name: str) -> None:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_libraries(verbose=False)
     interactive = sys.stdin.isatty()
     session = _prompt_session(home) if interactive else None
 
@@ -333,13 +372,11 @@ def chat(home: Home, name: str) -> None:
         return sys.stdin.readline()
 
     repl = Repl(home, name, ask)
-    background = None
     if runtime_live(home):
         repl.say("anima run is live: this chat only writes and reads files", "dim")
     else:
         repl.say("no anima run is live: running one inside this chat until you leave", "dim")
-        background = BackgroundRuntime(home)
-        background.start()
+        repl.ensure_runtime()
     repl.say(
         f"talking to {name} (conversation {repl.session.conversation}); /help for commands", "dim"
     )
@@ -357,9 +394,9 @@ def chat(home: Home, name: str) -> None:
         _loop(repl, session, watching)
     finally:
         stop.set()
-        if background is not None:
-            background.stop()
-            if background._thread.is_alive():
+        if repl.background is not None:
+            repl.background.stop()
+            if repl.background._thread.is_alive():
                 err_console.print("(a turn is still running; it stays pending for the next run)")
 
 
