@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -25,10 +26,18 @@ from anima.home import Home
 from anima.message import Message
 from anima.testing import FakeModelServer
 from anima.testing.fake_model import echo_responder
-from tests.conftest import ChannelProcess, LiveRuntime, add_channel, make_agent, wait_for
+from tests.conftest import (
+    ChannelProcess,
+    LiveRuntime,
+    add_channel,
+    make_agent,
+    wait_for,
+    write_global_config,
+)
 
 TOKEN = "tok-" + "x" * 32
 SECRET = "sec-" + "y" * 32
+HOOK_ENV = {"HOOK_TOKEN": TOKEN, "HOOK_SECRET": SECRET}
 FAST = {"backoff": 0.05, "max_backoff": 0.3, "send_timeout": 3.0, "max_attempts": 3}
 
 
@@ -49,12 +58,12 @@ def webhook_adapter(home: Home, fake: FakeModelServer, **extra: object) -> Itera
     fake.responder = echo_responder
     make_agent(home, "arya")
     port = free_port()
-    add_channel(
-        home, "webhook", delivery=FAST, port=port, agents=["arya"], token_env="HOOK_TOKEN",
-        secret_env="HOOK_SECRET", max_body=4096, replay_window=60, **extra,
-    )
-    env = {"HOOK_TOKEN": TOKEN, "HOOK_SECRET": SECRET}
-    with ChannelProcess(home, "webhook", env):
+    settings = {
+        "port": port, "agents": ["arya"], "token_env": "HOOK_TOKEN", "secret_env": "HOOK_SECRET",
+        "max_body": 4096, "replay_window": 60,
+    }
+    add_channel(home, "webhook", delivery=FAST, **(settings | extra))
+    with ChannelProcess(home, "webhook", HOOK_ENV):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -234,7 +243,7 @@ def test_a_signed_request_cannot_be_replayed_after_a_restart(home: Home, fake: F
     headers = signed(PATH, body)
     with webhook_adapter(home, fake) as url:
         assert call(url + PATH, "POST", body, headers)[0] == 202
-    with ChannelProcess(home, "webhook", {"HOOK_TOKEN": TOKEN, "HOOK_SECRET": SECRET}):
+    with ChannelProcess(home, "webhook", HOOK_ENV):
         status, answer = call(url + PATH, "POST", body, headers)
     assert status == 401 and "replayed" in answer["error"]
     assert len(inbox(home)) == 1
@@ -246,3 +255,176 @@ def test_the_adapter_prunes_old_spool_shards_at_start(home: Home, fake: FakeMode
     (old / "20200101T000000000Z-aaaaaa.json").write_text("{}")
     with webhook_adapter(home, fake):
         wait_for(lambda: not old.exists(), what="old shard removed")
+
+
+# Hostile HTTP: slow and idle clients, too many connections, too few file descriptors, and
+# bodies built to break the parser. Raw sockets, so the test controls every byte and pause.
+
+SLOW = {"header_timeout": 0.5, "body_timeout": 1.0, "keepalive_timeout": 2.0}
+HEALTH = b"GET /v1/health HTTP/1.1\r\nHost: hook\r\n\r\n"
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def read_until_closed(sock: socket.socket, limit: float, trickle: bytes = b"", every: float = 0.1) -> tuple[float | None, bytes]:
+    """Read (sending `trickle` a byte per `every` seconds meanwhile) until the server closes the
+    connection: (seconds it took, or None if still open after `limit`; everything read)."""
+    start = time.monotonic()
+    got = b""
+    while (elapsed := time.monotonic() - start) < limit:
+        try:
+            if trickle:
+                sock.sendall(trickle[:1])
+                trickle = trickle[1:]
+            sock.settimeout(every)
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:  # reset, or a send into a connection the server closed
+            return elapsed, got
+        if not chunk:
+            return elapsed, got
+        got += chunk
+    return None, got
+
+
+def test_a_client_trickling_its_headers_is_cut_off(home: Home, fake: FakeModelServer) -> None:
+    with webhook_adapter(home, fake, **SLOW) as url, socket.create_connection(("127.0.0.1", port_of(url))) as sock:
+        sock.sendall(b"POST " + PATH.encode() + b" HTTP/1.1\r\n")
+        closed, _ = read_until_closed(sock, 5.0, trickle=b"X-Slow: " + b"a" * 100)
+    assert closed is not None and closed < SLOW["keepalive_timeout"], closed
+
+
+def test_a_client_trickling_its_body_gets_408_and_is_closed(home: Home, fake: FakeModelServer) -> None:
+    body = json.dumps({"text": "x" * 1000}).encode()
+    head = f"POST {PATH} HTTP/1.1\r\nHost: hook\r\nAuthorization: Bearer {TOKEN}\r\n"
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with webhook_adapter(home, fake, **SLOW) as url, socket.create_connection(("127.0.0.1", port_of(url))) as sock:
+        sock.sendall(head.encode())
+        closed, answer = read_until_closed(sock, 5.0, trickle=body)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert closed is not None and closed < 4.0
+    assert inbox(home) == []
+
+
+def test_an_idle_keep_alive_connection_is_closed(home: Home, fake: FakeModelServer) -> None:
+    with webhook_adapter(home, fake, **SLOW) as url, socket.create_connection(("127.0.0.1", port_of(url))) as sock:
+        sock.sendall(HEALTH)
+        closed, answer = read_until_closed(sock, 6.0)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert closed is not None and SLOW["keepalive_timeout"] - 0.2 < closed < SLOW["keepalive_timeout"] + 2.0, closed
+
+
+def healthy_over(sock: socket.socket) -> bool:
+    """One keep-alive health check over an open connection."""
+    sock.sendall(HEALTH)
+    sock.settimeout(5)
+    return sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_connections_beyond_the_cap_are_refused_at_once_and_the_others_keep_working(home: Home, fake: FakeModelServer) -> None:
+    with webhook_adapter(home, fake, max_connections=4) as url:
+        held = [socket.create_connection(("127.0.0.1", port_of(url))) for _ in range(4)]
+        try:
+            assert all(healthy_over(sock) for sock in held)
+            with socket.create_connection(("127.0.0.1", port_of(url))) as extra:
+                closed, answer = read_until_closed(extra, 3.0)
+            assert answer.startswith(b"HTTP/1.1 503") and closed is not None and closed < 1.5, (closed, answer)
+            assert healthy_over(held[0])
+            held.pop().close()
+
+            def admitted() -> bool:
+                with socket.create_connection(("127.0.0.1", port_of(url))) as sock:
+                    try:
+                        return healthy_over(sock)
+                    except OSError:  # refused: the slot is not free yet
+                        return False
+
+            wait_for(admitted, timeout=5, what="a freed slot to be reused")
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_running_out_of_file_descriptors_does_not_kill_the_adapter(home: Home, fake: FakeModelServer) -> None:
+    fake.responder = echo_responder
+    make_agent(home, "arya")
+    port = free_port()
+    add_channel(home, "webhook", delivery=FAST, port=port, agents=["arya"], token_env="HOOK_TOKEN")
+    adapter = ChannelProcess(home, "webhook", HOOK_ENV).start()
+    try:
+        assert adapter.proc is not None
+        resource.prlimit(adapter.proc.pid, resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
+        body = json.dumps({"text": "still here?"}).encode()
+        head = f"POST {PATH} HTTP/1.1\r\nHost: hook\r\nAuthorization: Bearer {TOKEN}\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        socks[0].sendall(head.encode() + body)
+        socks[0].settimeout(5)
+        assert socks[0].recv(65536).startswith(b"HTTP/1.1 202")
+        for sock in socks:
+            sock.close()
+        wait_for(lambda: call(f"http://127.0.0.1:{port}/v1/health")[0] == 200, timeout=10, what="health")
+        assert adapter.proc.poll() is None
+        assert adapter.stop() == 0
+    finally:
+        adapter.__exit__()
+    assert "Traceback" not in adapter.output(), adapter.output()
+    assert len(inbox(home)) == 1
+
+
+def test_a_reply_is_readable_only_while_its_agent_is_on_the_webhook(home: Home, fake: FakeModelServer) -> None:
+    make_agent(home, "bran")
+    body = json.dumps({"text": "for bran"}).encode()
+    bran = "/v1/agents/bran/messages"
+    with webhook_adapter(home, fake, agents=["arya", "bran"]) as url:
+        status, answer = call(url + bran, "POST", body, BEARER)
+        assert status == 202 and call(url + answer["reply_url"], headers=BEARER)[0] == 200
+    config = home.config_path.read_text()
+    home.config_path.write_text(config.replace('agents = ["arya", "bran"]', 'agents = ["arya"]'))
+    with ChannelProcess(home, "webhook", HOOK_ENV):
+        status, denied = call(url + answer["reply_url"], headers=BEARER)
+        assert status == 404 and "no message" in denied["error"]
+        assert call(url + bran, "POST", body, BEARER)[0] == 404
+        status, own = call(url + PATH, "POST", body, BEARER)
+        assert status == 202 and call(url + own["reply_url"], headers=BEARER)[0] == 200
+
+
+HOSTILE_BODIES = {
+    "nested arrays": b"[" * 100_000,
+    "nested inside a field": b'{"text": "hi", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+    "an array": b'["text"]',
+    "a string": b'"text"',
+    "null": b"null",
+    "a number for text": b'{"text": 5}',
+    "a number for from": b'{"text": "hi", "from": 42}',
+    "a list for from": b'{"text": "hi", "from": []}',
+    "a number for conversation": b'{"text": "hi", "conversation": 7}',
+    "infinity for from": b'{"text": "hi", "from": 1e999}',
+    "NaN for conversation": b'{"text": "hi", "conversation": NaN}',
+    "a 5000-digit number": b'{"text": "hi", "n": ' + b"9" * 5000 + b"}",
+    "invalid UTF-8": b'{"text": "\xff\xfe"}',
+    "a lone surrogate": b'{"text": "\\ud800"}',
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
+def test_hostile_json_bodies_are_clear_400s(big_hook: tuple[Home, str], body: bytes) -> None:
+    home, url = big_hook
+    before = inbox(home)
+    status, answer = call(url + PATH, "POST", body, BEARER)
+    assert status == 400 and answer["error"], (status, answer)
+    assert inbox(home) == before
+
+
+@pytest.fixture(scope="module")
+def big_hook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, str]]:
+    """One adapter that accepts large bodies, shared by the hostile-body cases (read-only)."""
+    home = Home(tmp_path_factory.mktemp("big") / "home")
+    home.init()
+    with FakeModelServer() as fake:
+        write_global_config(home, fake.url)
+        with webhook_adapter(home, fake, max_body=300_000) as url:
+            yield home, url

@@ -67,7 +67,22 @@ class WebhookChannel:
     outgoing_url: str = ""
     """POST every reply here, signed with `secret_env` (or `outgoing_secret_env`)."""
     outgoing_secret_env: str = ""
+    header_timeout: float = 10.0
+    """A client must send a whole request head (line and headers) within this many seconds of
+    connecting, or of its first byte after an idle pause: a slow drip of headers is cut off."""
+    body_timeout: float = 30.0
+    """...and the body within this many seconds after its head, else it is answered 408."""
+    keepalive_timeout: float = 15.0
+    """An idle keep-alive connection is closed after this many seconds."""
+    max_connections: int = 256
+    """Client connections beyond this (or beyond what the open-file limit leaves room for) are
+    answered 503 and closed at once, so the ones already open keep working."""
     delivery: Delivery = field(default_factory=Delivery)
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections"):
+            if getattr(self, name) <= 0:
+                raise BadConfig(f"channels.webhook.{name} must be more than 0")
 
     @property
     def outgoing_key_env(self) -> str:

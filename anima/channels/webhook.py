@@ -6,9 +6,10 @@
 
 Every request is authenticated: `Authorization: Bearer <token>`, or an HMAC-SHA256 signature
 (see `signature`) with a timestamp inside the replay window, each signature accepted once.
-Replies are kept per request under spool/webhook/requests/YYYY-MM/<id>.json and, when
-`outgoing_url` is set, POSTed there signed, retried with backoff and dead-lettered after
-`delivery.max_attempts`.
+Replies are kept per request under spool/webhook/requests/YYYY-MM/<id>.json, readable only
+while the request's agent is still served by this webhook, and, when `outgoing_url` is set,
+POSTed there signed, retried with backoff and dead-lettered after `delivery.max_attempts`.
+Slow, idle and surplus connections are cut off by `guard`; bad bodies are 400s, never 500s.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 from anima.channels import base
 from anima.channels.config import WebhookChannel
+from anima.channels.guard import BACKLOG, ConnectionGuard
 from anima.channels.spool import Progress, Spool, drain
 from anima.credentials import secret
 from anima.errors import BadConfig
@@ -39,11 +41,20 @@ log = logging.getLogger(__name__)
 TS_HEADER = "X-Anima-Timestamp"
 SIG_HEADER = "X-Anima-Signature"
 _SENDER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+LINGER = 2.0
+"""After an early answer (401, 404, 408), how long the rest of an unread body is drained, so
+the client can read the answer before the connection closes (at most body_timeout)."""
+
+
+def _raw(text: str) -> bytes:
+    """A header or path as bytes, whatever it holds (aiohttp keeps undecodable bytes as
+    surrogates, which a plain `.encode()` would choke on)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def signature(key: str, timestamp: str, method: str, path: str, body: bytes) -> str:
     """`sha256=` + hex HMAC-SHA256 of "<timestamp>.<METHOD> <path>." followed by the raw body."""
-    mac = hmac.new(key.encode(), f"{timestamp}.{method.upper()} {path}.".encode() + body, hashlib.sha256)
+    mac = hmac.new(key.encode(), _raw(f"{timestamp}.{method.upper()} {path}.") + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
 
 
@@ -65,7 +76,7 @@ class Auth:
         """None when the request is authentic, else why not."""
         bearer = headers.get("Authorization", "")
         if self.token and bearer.startswith("Bearer "):
-            if hmac.compare_digest(bearer[7:].strip().encode(), self.token.encode()):
+            if hmac.compare_digest(_raw(bearer[7:].strip()), self.token.encode()):
                 return None
             return "bad bearer token"
         sig, ts = headers.get(SIG_HEADER, ""), headers.get(TS_HEADER, "")
@@ -77,7 +88,7 @@ class Auth:
             return f"missing or malformed {TS_HEADER}"
         if skew > self.window:
             return f"timestamp outside the {self.window}s window (replayed or clock skew)"
-        if not hmac.compare_digest(sig.encode(), signature(self.key, ts, method, path, body).encode()):
+        if not hmac.compare_digest(_raw(sig), signature(self.key, ts, method, path, body).encode()):
             return "bad signature"
         now = time.time()
         self.seen = {s: t for s, t in self.seen.items() if t > now}
@@ -119,22 +130,42 @@ class Requests:
         return True
 
 
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The JSON object a body holds; ValueError (never RecursionError) says what is wrong."""
+    try:
+        data = json.loads(body)
+    except RecursionError as exc:
+        raise ValueError("body is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer too long to convert
+        raise ValueError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+        raise ValueError('JSON body must be an object with a "text" string')
+    return data
+
+
+def _string(data: dict[str, Any], key: str, default: str) -> str:
+    """An optional string field: absent, null or "" is `default`; any other type is an error."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f'"{key}" must be a string')
+    return value or default
+
+
 def _parse_body(content_type: str, body: bytes) -> tuple[str, str, str]:
     """(text, sender, conversation) from a JSON or text body; ValueError says what is wrong."""
     if "json" in content_type:
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"body is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
-            raise ValueError('JSON body must be an object with a "text" string')
-        text, sender, conv = data["text"], str(data.get("from") or "client"), str(data.get("conversation") or "")
+        data = _json_object(body)
+        text, sender, conv = data["text"], _string(data, "from", "client"), _string(data, "conversation", "")
     else:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError("text body is not UTF-8") from exc
         sender, conv = "client", ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON can spell a lone surrogate ("\ud800")
+        raise ValueError("text is not valid Unicode (a lone surrogate)") from exc
     if not text.strip():
         raise ValueError("text is empty")
     if not _SENDER.match(sender):
@@ -162,10 +193,15 @@ class WebhookAdapter:
         self.requests = Requests(home)
         self.spool = Spool(home, "webhook")
         self.session: Any = None
+        self.guard = ConnectionGuard(cfg.header_timeout, cfg.max_connections)
+
+    def serves(self, agent: str) -> bool:
+        """Whether `agent` may be addressed here now, by POST or by reading its replies."""
+        return (not self.cfg.agents or agent in self.cfg.agents) and agent in self.home.agent_names()
 
     def app(self) -> Any:
         web = base.require("aiohttp.web", "webhook")
-        app = web.Application(client_max_size=self.cfg.max_body)
+        app = web.Application(client_max_size=self.cfg.max_body, middlewares=[self.guard.middleware()])
         app.router.add_post("/v1/agents/{name}/messages", self.post_message)
         app.router.add_get("/v1/messages/{id}", self.get_message)
         app.router.add_get("/v1/health", self.health)
@@ -176,7 +212,14 @@ class WebhookAdapter:
 
         if request.content_length is not None and request.content_length > self.cfg.max_body:
             raise web.HTTPRequestEntityTooLarge(max_size=self.cfg.max_body, actual_size=request.content_length)
-        body = await request.read()  # raises 413 past client_max_size
+        try:
+            async with asyncio.timeout(self.cfg.body_timeout):
+                body = await request.read()  # raises 413 past client_max_size
+        except TimeoutError:
+            late = {"error": f"request body not received within {self.cfg.body_timeout:g}s"}
+            raise web.HTTPRequestTimeout(
+                text=json.dumps(late), content_type="application/json", headers={"Connection": "close"}
+            ) from None
         why = self.auth.check(request.method, request.path, request.headers, body)
         if why:
             log.warning("webhook: refused %s %s from %s: %s", request.method, request.path, request.remote, why)
@@ -193,7 +236,7 @@ class WebhookAdapter:
 
         body = await self._authentic(request)
         name = request.match_info["name"]
-        if (self.cfg.agents and name not in self.cfg.agents) or name not in self.home.agent_names():
+        if not self.serves(name):
             return web.json_response({"error": f"no agent {name!r} on this webhook"}, status=404)
         try:
             text, sender, conversation = _parse_body(request.content_type, body)
@@ -212,7 +255,7 @@ class WebhookAdapter:
         await self._authentic(request)
         msg_id = request.match_info["id"]
         record = self.requests.get(msg_id) if valid_id(msg_id) else None
-        if record is None:
+        if record is None or not self.serves(record.get("agent", "")):
             return web.json_response({"error": f"no message {msg_id!r}"}, status=404)
         return web.json_response(record)
 
@@ -250,14 +293,20 @@ class WebhookAdapter:
         import aiohttp
         from aiohttp import web
 
-        runner = web.AppRunner(self.app(), access_log=None)
+        runner = web.AppRunner(
+            self.app(), access_log=None, keepalive_timeout=self.cfg.keepalive_timeout,
+            lingering_time=min(LINGER, self.cfg.body_timeout),
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
-        await site.start()
+        assert runner.server is not None
+        listener = await asyncio.get_running_loop().create_server(
+            self.guard.factory(runner.server), self.cfg.host, self.cfg.port, backlog=BACKLOG, reuse_address=True
+        )
         log.info("webhook: listening on http://%s:%d", self.cfg.host, self.cfg.port)
         timeout = aiohttp.ClientTimeout(total=self.cfg.delivery.send_timeout)
         async with aiohttp.ClientSession(timeout=timeout) as self.session:
             try:
                 await base.supervise(stop, [drain(self.spool, self.send, self.cfg.delivery, stop)])
             finally:
+                listener.close()
                 await runner.cleanup()
