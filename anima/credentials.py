@@ -3,6 +3,7 @@ lines, mode 600), which lies outside every agent repository and is the unit's En
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -45,3 +46,33 @@ def secret(home: Home, name: str, what: str) -> str:
         if value:
             return value
     raise BadConfig(f"{what}: set {name} in the environment or in {path} (mode 600)")
+
+
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+MIN_SECRET_CHARS = 8
+"""Shorter values are not treated as secrets: redacting them would garble ordinary text."""
+
+
+def known_secrets(home: Home) -> dict[str, str]:
+    """Every secret value this home is configured with, by variable name: the provider key,
+    each channel's secret variables, everything in credentials.env, and environment variables
+    whose names say they hold a key, token, secret or password. For redaction, so the file is
+    read whatever its mode, and a config that cannot be read only narrows the list."""
+    from anima.channels import config as channels
+
+    names = {n for n in os.environ if any(w in n.upper() for w in _SECRET_WORDS)}
+    with contextlib.suppress(BadConfig):
+        names.add(home.config().providers.anthropic_api_key_env)
+        for kind in channels.channel_tables(home):
+            with contextlib.suppress(BadConfig):
+                names.update(channels.load(home, kind).secret_envs())
+    try:
+        stored = _parse((home.root / FILE).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        stored = {}
+    found = dict(stored)
+    found.update({n: os.environ[n] for n in names if os.environ.get(n)})
+    for n, v in stored.items():  # the file's value too when the environment overrides it
+        if found[n] != v:
+            found[f"{n} (credentials.env)"] = v
+    return {n: v for n, v in found.items() if len(v.strip()) >= MIN_SECRET_CHARS}

@@ -125,12 +125,43 @@ class Reminder:
     conversation: str
 
     def next_after(self, after: dt.datetime) -> dt.datetime | None:
+        """The next firing after `after`; None when there is none (a cron schedule for a day
+        that never comes, such as 30 February, never fires rather than failing)."""
         if self.at is not None:
             return self.at if self.at > after else None
         from croniter import croniter
 
-        nxt: dt.datetime = croniter(self.cron, after.astimezone()).get_next(dt.datetime)
+        try:
+            nxt: dt.datetime = croniter(self.cron, after.astimezone()).get_next(dt.datetime)
+        except (ValueError, KeyError):  # CroniterBadDateError and friends are ValueErrors
+            return None
         return nxt.astimezone(dt.UTC)
+
+
+REPEAT_SAMPLES = 200
+"""Firings of a cron schedule looked at for its shortest gap: enough to cover a day of any
+schedule that fires at most every 15 minutes, and several days of any sparser one."""
+
+
+def shortest_gap(cron: str, start: dt.datetime) -> dt.timedelta | None:
+    """The shortest time between two firings of `cron` among its next REPEAT_SAMPLES after
+    `start`; None when it fires less than twice."""
+    rem = Reminder("", "", None, cron, start, "")
+    times: list[dt.datetime] = []
+    after = start
+    while len(times) < REPEAT_SAMPLES:
+        nxt = rem.next_after(after)
+        if nxt is None:
+            break
+        times.append(nxt)
+        after = nxt
+    return min((b - a for a, b in zip(times, times[1:], strict=False)), default=None)
+
+
+def pending_reminders(agent_dir: Path) -> int:
+    """Reminders the agent has set (repeating ones, and one-shots not yet handled)."""
+    folder = agent_dir / "reminders"
+    return sum(1 for _ in folder.glob("*.toml")) if folder.is_dir() else 0
 
 
 def parse_when(at: str) -> dt.datetime:

@@ -2,12 +2,15 @@
 
 A tool's name, description and JSON schema come from its function's signature and docstring.
 Errors a model can cause (bad arguments, a refused path) come back to it as an error tool result;
-they never end the turn.
+they never end the turn. `run_tool` is the one place tools are dispatched: whatever a tool raises
+becomes an error result (a bug is also logged with its traceback), and the values of configured
+secrets are redacted from every result before it reaches history or a commit.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import types
 import typing
 from collections.abc import Callable
@@ -16,11 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from anima.config import AgentConfig
-from anima.errors import ToolError
+from anima.errors import BadConfig, ToolError
 from anima.llm.base import ToolSpec
 from anima.message import Message
 
+log = logging.getLogger(__name__)
+
 MAX_RESULT_CHARS = 30000
+MAX_ERROR_CHARS = 2000
 
 
 @dataclass
@@ -36,6 +42,9 @@ class ToolContext:
     outgoing: list[Message] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
+    memory_written: int = 0
+    """Bytes the memory tool wrote this turn (capped by budget.memory_turn_bytes)."""
+    _secrets: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def workspace(self) -> Path:
@@ -49,6 +58,15 @@ class ToolContext:
         """The commit body's account of memory changes and their reasons (empty if none)."""
         return ["", "Memory:", *[f"- {r}" for r in self.reasons]] if self.reasons else []
 
+    def secrets(self) -> dict[str, str]:
+        """Configured secret values by name (read once per turn), for redaction."""
+        if self._secrets is None:
+            from anima.credentials import known_secrets
+            from anima.home import Home
+
+            self._secrets = known_secrets(Home(self.agent_dir.parent.parent))
+        return self._secrets
+
 
 @dataclass(frozen=True)
 class Tool:
@@ -57,6 +75,8 @@ class Tool:
     schema: dict[str, Any]
     fn: Callable[..., str]
     enabled: Callable[[AgentConfig], bool] = lambda config: True
+    refusal: Callable[[AgentConfig], str | None] = lambda config: None
+    """Why this enabled tool cannot be offered on this machine (a config error), or None."""
 
     @property
     def spec(self) -> ToolSpec:
@@ -95,7 +115,10 @@ def _schema_for(tp: Any) -> dict[str, Any]:
 
 
 def tool(
-    name: str | None = None, *, enabled: Callable[[AgentConfig], bool] | None = None
+    name: str | None = None,
+    *,
+    enabled: Callable[[AgentConfig], bool] | None = None,
+    refusal: Callable[[AgentConfig], str | None] | None = None,
 ) -> Callable[[Callable[..., str]], Tool]:
     """Register `fn(ctx, ...) -> str` as a tool; its first parameter is the ToolContext."""
 
@@ -119,7 +142,14 @@ def tool(
             "required": required,
             "additionalProperties": False,
         }
-        t = Tool(name or fn.__name__, description, schema, fn, enabled or (lambda c: True))
+        t = Tool(
+            name or fn.__name__,
+            description,
+            schema,
+            fn,
+            enabled or (lambda c: True),
+            refusal or (lambda c: None),
+        )
         _REGISTRY[t.name] = t
         return t
 
@@ -150,9 +180,19 @@ def validate(schema: dict[str, Any], args: Any) -> dict[str, Any]:
         wrong_bool = isinstance(value, bool) and prop["type"] in ("integer", "number")
         if not isinstance(value, expected) or wrong_bool:  # type: ignore[arg-type]
             raise ToolError(f"argument {key!r} must be a {prop['type']}, not {value!r}"[:300])
+        if isinstance(value, str) and not _encodable(value):
+            raise ToolError(f"argument {key!r} is not valid text (it holds a lone surrogate)")
         if "enum" in prop and value not in prop["enum"]:
             raise ToolError(f"argument {key!r} must be one of {prop['enum']}, not {value!r}")
     return args
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def registry() -> dict[str, Tool]:
@@ -162,26 +202,49 @@ def registry() -> dict[str, Tool]:
 
 
 def available(config: AgentConfig) -> list[Tool]:
-    """The tools this agent may use: registered, not disabled, and allowed by its policy."""
-    return [
+    """The tools this agent may use: registered, not disabled, and allowed by its policy.
+    Raises BadConfig when an enabled tool cannot run safely here (shell without a sandbox)."""
+    tools = [
         t
         for name, t in sorted(registry().items())
         if name not in config.tools.disabled and t.enabled(config)
     ]
+    for t in tools:
+        why = t.refusal(config)
+        if why:
+            raise BadConfig(why)
+    return tools
 
 
 def run_tool(tools: dict[str, Tool], ctx: ToolContext, name: str, args: Any) -> tuple[str, bool]:
-    """Run one call. Returns (content, is_error); only bugs raise."""
+    """Run one call. Returns (content, is_error). Nothing a tool raises escapes: a refusal goes
+    back to the model to correct, and so does a bug (logged with its traceback), so one bad call
+    never ends the turn. Secret values are redacted from the content."""
+    out, is_error = _dispatch(tools, ctx, name, args)
+    out = redact(out, ctx.secrets())  # before the cut: a cut could leave half a secret
+    limit = MAX_ERROR_CHARS if is_error else MAX_RESULT_CHARS
+    if len(out) > limit:
+        out = out[:limit] + f"\n[truncated: {len(out)} characters, showing the first {limit}]"
+    return out, is_error
+
+
+def _dispatch(tools: dict[str, Tool], ctx: ToolContext, name: str, args: Any) -> tuple[str, bool]:
     t = tools.get(name)
     if t is None:
         return f"unknown tool {name!r}; available: {', '.join(sorted(tools))}", True
     try:
-        out = t.run(ctx, args)
+        return t.run(ctx, args), False
     except ToolError as exc:
         return str(exc), True
-    if len(out) > MAX_RESULT_CHARS:
-        out = (
-            out[:MAX_RESULT_CHARS]
-            + f"\n[truncated: {len(out)} characters, showing the first {MAX_RESULT_CHARS}]"
-        )
-    return out, False
+    except Exception as exc:
+        log.exception("tool %s failed on arguments %.500r", name, args)
+        return f"{name} failed: {type(exc).__name__}: {exc}", True
+
+
+def redact(text: str, secrets: dict[str, str]) -> str:
+    """`text` with every secret value replaced by a marker naming it (longest values first, so
+    a secret that contains another is replaced whole)."""
+    for name, value in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
+        if value in text:
+            text = text.replace(value, f"[redacted: {name}]")
+    return text

@@ -3,6 +3,7 @@ unless the agent allows them."""
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import socket
 import urllib.error
@@ -28,7 +29,7 @@ TEXT_TYPES = (
 def _check_host(host: str, allow_private: bool) -> None:
     try:
         infos = socket.getaddrinfo(host, None)
-    except socket.gaierror as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # gaierror; a label too long; a NUL
         raise ToolError(f"cannot resolve {host!r}: {exc}") from exc
     for info in infos:
         addr = ipaddress.ip_address(info[4][0])
@@ -54,6 +55,15 @@ def _enabled(config: AgentConfig) -> bool:
     return config.tools.http.enabled
 
 
+def _codec(charset: str | None) -> str:
+    """The response's charset when Python can decode text with it, else UTF-8."""
+    try:
+        b"a".decode(charset or "utf-8", "replace")
+    except (LookupError, ValueError):  # unknown, or not a text encoding (base64)
+        return "utf-8"
+    return charset or "utf-8"
+
+
 @tool(enabled=_enabled)
 def http_fetch(
     ctx: ToolContext,
@@ -71,9 +81,15 @@ def http_fetch(
         content_type: Content-Type of the POST body
     """
     policy = ctx.config.tools.http
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ToolError(f"{url!r} is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ToolError(f"{url!r}: only http:// and https:// URLs are fetched")
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+        raise ToolError(f"{url!r}: spaces and control characters must be percent-encoded")
     _check_host(parts.hostname, policy.allow_private)
     data = body.encode("utf-8") if method == "POST" else None
     req = urllib.request.Request(
@@ -87,13 +103,13 @@ def http_fetch(
             status, headers, raw = resp.status, resp.headers, resp.read(policy.max_bytes + 1)
     except urllib.error.HTTPError as exc:
         status, headers, raw = exc.code, exc.headers, exc.read(policy.max_bytes + 1)
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, a bad header
         raise ToolError(f"fetch failed: {getattr(exc, 'reason', exc)}") from exc
     ctype = headers.get("Content-Type", "")
     if ctype and not ctype.startswith(TEXT_TYPES):
         raise ToolError(f"{url!r} returned {ctype!r}; only text responses are returned")
     cut = len(raw) > policy.max_bytes
-    text = raw[: policy.max_bytes].decode(headers.get_content_charset() or "utf-8", "replace")
+    text = raw[: policy.max_bytes].decode(_codec(headers.get_content_charset()), "replace")
     note = f"\n[cut at {policy.max_bytes} bytes]" if cut else ""
     location = headers.get("Location")
     head = f"HTTP {status}" + (f" (redirect to {location})" if location else "")

@@ -1,9 +1,10 @@
 """memory: one tool to view and edit the agent's memory/ folder. Every write needs a reason,
-which goes into the turn's commit message; caps hold on every write path; read_only notes are
-refused."""
+which goes into the turn's commit message; caps hold on every write path (each note, the bytes
+written in one turn, the whole folder); read_only notes are refused."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +20,12 @@ from anima.tools.files import confine
 Command = Literal["view", "create", "str_replace", "insert", "delete", "rename"]
 
 
-def _note(ctx: ToolContext, path: str) -> tuple[Path, str]:
+def _note(ctx: ToolContext, path: str, *, writing: bool = False) -> tuple[Path, str]:
     if not path.strip() or path.strip() in (".", "/"):
         raise ToolError("give a note path inside memory/, e.g. MEMORY.md or people/ana.md")
     if not path.endswith(".md"):
         raise ToolError("memory notes are Markdown files: the path must end in .md")
-    target = confine(ctx.memory_dir, path)
+    target = confine(ctx.memory_dir, path, writing=writing)
     return target, str(target.relative_to(ctx.memory_dir.resolve()))
 
 
@@ -35,14 +36,48 @@ def _save(ctx: ToolContext, target: Path, rel: str, text: str, reason: str, what
             f"memory/{rel} would be {len(text)} characters; its cap is {cap}. "
             "Condense it (str_replace) or put details in another note."
         )
+    size = len(text.encode("utf-8"))
+    _check_totals(ctx, target, size)
     write_atomic(target, text)
+    ctx.memory_written += size
     _record(ctx, rel, reason, what)
     return f"{what} memory/{rel} ({len(text)}/{cap} characters)"
 
 
+def _check_totals(ctx: ToolContext, target: Path, size: int) -> None:
+    """Refuse a write past the turn's allowance or one that grows memory/ past its total cap
+    (a write that shrinks or keeps a note's size is always allowed, so an agent over the cap
+    can still condense)."""
+    budget = ctx.config.budget
+    if ctx.memory_written + size > budget.memory_turn_bytes:
+        raise ToolError(
+            f"this turn has written {ctx.memory_written} bytes of memory; {size} more would pass "
+            f"the limit of {budget.memory_turn_bytes} bytes a turn. Continue in a later turn."
+        )
+    old = target.stat().st_size if target.is_file() else 0
+    if size <= old:
+        return
+    total = _folder_bytes(ctx.memory_dir)
+    if total - old + size > budget.memory_total_bytes:
+        raise ToolError(
+            f"memory/ holds {total} bytes; this write would take it past its cap of "
+            f"{budget.memory_total_bytes}. Delete or condense notes you no longer need first."
+        )
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(dirpath) / name).lstat().st_size
+    return total
+
+
 def _record(ctx: ToolContext, rel: str, reason: str, what: str) -> None:
     ctx.touched.add(f"memory/{rel}")
-    ctx.reasons.append(f"{what} memory/{rel}: {' '.join(reason.split())}")
+    printable = "".join(ch if ch.isprintable() else " " for ch in reason)  # for the commit message
+    ctx.reasons.append(f"{what} memory/{rel}: {' '.join(printable.split())}")
 
 
 def _view(ctx: ToolContext, path: str) -> str:
@@ -94,7 +129,7 @@ def memory(
         return _view(ctx, path)
     if not reason.strip():
         raise ToolError(f"reason is required for {command}: say why, it goes into the commit")
-    target, rel = _note(ctx, path)
+    target, rel = _note(ctx, path, writing=True)
     if read_only(target):
         raise ToolError(f"memory/{rel} is read-only (read_only: true in its front matter)")
     if command != "create" and not target.is_file():
@@ -154,7 +189,7 @@ def _delete(ctx: ToolContext, target: Path, rel: str, reason: str, a: _Args) -> 
 def _rename(ctx: ToolContext, target: Path, rel: str, reason: str, a: _Args) -> str:
     if rel == CORE:
         raise ToolError("MEMORY.md is your core memory and cannot be renamed")
-    dest, dest_rel = _note(ctx, a.new_path)
+    dest, dest_rel = _note(ctx, a.new_path, writing=True)
     if dest.exists():
         raise ToolError(f"memory/{dest_rel} exists")
     size = len(target.read_text(encoding="utf-8"))

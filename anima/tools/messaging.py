@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from anima.errors import ToolError
-from anima.message import Message
+from anima.errors import BadMessage, ToolError
+from anima.message import Message, parse, render
 from anima.tools.base import ToolContext, tool
 
 _CHANNEL_ADDR = re.compile(r"^[a-z]+:[^\s]{1,200}$")
@@ -43,5 +43,9 @@ def send_message(ctx: ToolContext, to: str, text: str) -> str:
         if to != "all"
         else ctx.conversation,
     )
+    try:  # what the recipient's intake would refuse is refused here, where the model can fix it
+        parse(render(msg).encode("utf-8"), fallback_id=msg.id, default_to=to)
+    except BadMessage as exc:
+        raise ToolError(f"this message cannot be sent: {exc}") from None
     ctx.outgoing.append(msg)
     return f"queued message {msg.id} to {to}; it is sent when this turn is committed"
