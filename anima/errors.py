@@ -72,3 +72,13 @@ class Busy(AnimaError):
 
 class ServiceUnavailable(AnimaError):
     """A channel adapter cannot reach its service; it exits non-zero so systemd restarts it."""
+
+
+class BadFrontMatter(AnimaError):
+    """YAML front matter that cannot be read safely: not YAML, tags, aliases, too big or deep,
+    non-text keys, impossible dates."""
+
+
+class UnfinishedMessage(BadMessage):
+    """A message file whose front matter is opened but never closed: still being written in
+    place (left for a later scan while it is young), else broken (rejected)."""

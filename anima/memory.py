@@ -7,15 +7,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import frontmatter
-import yaml
-
+from anima import front_matter
 from anima.config import Budget
 
 CORE = "MEMORY.md"
 INDEX_LIMIT = 100
 JOURNAL = "journal"
 JOURNAL_DAYS_LISTED = 7
+DESCRIPTION_CHARS = 300
 
 
 def cap_for(relative: str, budget: Budget) -> int:
@@ -23,17 +22,8 @@ def cap_for(relative: str, budget: Budget) -> int:
 
 
 def _meta(path: Path) -> dict[str, object]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return {}
-    if not text.startswith("---"):
-        return {}
-    try:
-        meta = frontmatter.loads(text).metadata
-    except yaml.YAMLError:
-        return {}
-    return meta if isinstance(meta, dict) else {}
+    """A note's front matter, read as safely as a message's: a hostile or broken note has none."""
+    return front_matter.read_meta(path)
 
 
 def read_only(path: Path) -> bool:
@@ -62,8 +52,11 @@ def core(memory_dir: Path, budget: Budget) -> Core:
 @functools.lru_cache(maxsize=4096)
 def _description(path: Path, mtime_ns: int, size: int) -> str:
     """A note's `description:` from its front matter (cached by mtime and size: a turn
-    lists every note, and re-parsing YAML for each would cost more than the turn)."""
-    return str(_meta(path).get("description", "") or "")
+    lists every note, and re-parsing YAML for each would cost more than the turn). One line,
+    cut at DESCRIPTION_CHARS: a hundred notes are listed in every prompt."""
+    value = _meta(path).get("description", "") or ""
+    text = " ".join(str(value).split())
+    return text if len(text) <= DESCRIPTION_CHARS else text[:DESCRIPTION_CHARS] + "…"
 
 
 _LISTINGS: dict[Path, tuple[dict[str, int], tuple[list[str], list[str]]]] = {}

@@ -9,10 +9,10 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import frontmatter
 import yaml
 
-from anima.errors import BadMessage
+from anima import front_matter
+from anima.errors import BadFrontMatter, BadMessage, UnfinishedMessage
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 KINDS = ("message", "heartbeat", "reminder")
@@ -36,7 +36,12 @@ def new_id(now: dt.datetime | None = None) -> str:
 
 
 def iso(ts: dt.datetime) -> str:
-    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    """UTC to the millisecond, always a four-digit year (strftime writes year 5 as "5")."""
+    u = ts.astimezone(dt.UTC)
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}."
+        f"{u.microsecond // 1000:03d}Z"
+    )
 
 
 def valid_id(value: str) -> bool:
@@ -108,16 +113,90 @@ def render(msg: Message) -> str:
     return f"---\n{head}---\n{body}"
 
 
-def _text(value: Any) -> str:
+MAX_FIELD_CHARS = 256
+"""from, to, channel, conversation, kind, in_reply_to and id are one short line each."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: its repr, cut short (the value may be hostile and huge)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
+def _field(meta: dict[str, Any], key: str, default: str) -> str:
+    """A known field as one line of text: a scalar, bounded, without control characters."""
+    value = meta.get(key)
+    if value is None:
+        return default
+    if isinstance(value, (dict, list)):
+        what = "list" if isinstance(value, list) else "mapping"
+        raise BadMessage(f"{key} must be a single value, not a {what}")
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return iso(value)
-    return str(value)
+        text = _timestamp(key, value)
+    elif isinstance(value, dt.date):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    if len(text) > MAX_FIELD_CHARS:
+        raise BadMessage(f"{key} is {len(text)} characters long; the limit is {MAX_FIELD_CHARS}")
+    if _CONTROL.search(text):
+        raise BadMessage(f"{key} {_show(text)} contains control characters or line breaks")
+    return text
+
+
+def _timestamp(key: str, value: Any) -> str:
+    """A date and time as iso(); a date alone is midnight UTC, a time without zone is UTC.
+    Impossible or out-of-range values (year 0, 99999-01-01, 9999-12-31T23:59-12:00) refused."""
+    ts: dt.datetime
+    if isinstance(value, dt.datetime):
+        ts = value
+    elif isinstance(value, dt.date):
+        ts = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            ts = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise BadMessage(
+                f"{key} {_show(value)} is not a date and time (ISO 8601, e.g. 2026-11-24T10:15:00Z)"
+            ) from None
+    else:
+        raise BadMessage(f"{key} {_show(value)} is not a date and time (ISO 8601)")
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=dt.UTC)
+    try:
+        return iso(ts)
+    except (ValueError, OverflowError):
+        shown = value.isoformat() if isinstance(value, dt.date) else value
+        raise BadMessage(f"{key} {_show(shown)} is out of range") from None
+
+
+def _created(meta: dict[str, Any], mtime: float | None) -> str:
+    """The `created` field; without one, the file's modification time, else now."""
+    if meta.get("created") is not None:
+        return _timestamp("created", meta["created"])
+    if mtime is not None:
+        try:
+            return iso(dt.datetime.fromtimestamp(mtime, dt.UTC))
+        except (ValueError, OverflowError, OSError):
+            pass  # a file dated where no clock goes: the time it was read will do
+    return iso(utcnow())
+
+
+def _check_extra(extra: dict[str, Any]) -> None:
+    """Unknown keys are kept, but the few the runtime acts on must be what it expects: `hops`
+    caps agent chains, `reminder_id` names a file under reminders/."""
+    hops = extra.get("hops")
+    if hops is not None and (not isinstance(hops, int) or isinstance(hops, bool) or hops < 0):
+        raise BadMessage(f"hops {_show(hops)} must be a whole number, 0 or more")
+    rid = extra.get("reminder_id")
+    if rid is not None and not (isinstance(rid, str) and valid_id(rid)):
+        raise BadMessage(f"reminder_id {_show(rid)} is not safe (letters, digits, '.', '_', '-')")
 
 
 def parse(raw: bytes, *, fallback_id: str, default_to: str, mtime: float | None = None) -> Message:
-    """Parse a message file. Raises BadMessage with a reason a person can act on."""
+    """Parse a message file. Raises BadMessage with a reason a person can act on (and
+    UnfinishedMessage, a BadMessage, when the front matter is opened and never closed)."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise BadMessage(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     if b"\x00" in raw:
@@ -126,40 +205,41 @@ def parse(raw: bytes, *, fallback_id: str, default_to: str, mtime: float | None 
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadMessage(f"message is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    parts = front_matter.split(text)
+    if not parts.closed:
+        raise UnfinishedMessage(
+            "front matter starts with '---' but is never closed by a '---' line"
+        )
     try:
-        post = frontmatter.loads(text)
-    except yaml.YAMLError as exc:
-        raise BadMessage(f"front matter is not valid YAML: {exc}") from exc
-    meta = post.metadata
-    if not isinstance(meta, dict):
-        raise BadMessage("front matter must be a mapping of keys to values")
-    msg_id = _text(meta.get("id") or fallback_id)
+        meta = front_matter.load(parts.head) if parts.head is not None else {}
+    except BadFrontMatter as exc:
+        raise BadMessage(str(exc)) from exc
+    msg_id = _field(meta, "id", fallback_id)
     if not valid_id(msg_id):
-        raise BadMessage(f"id {msg_id!r} is not safe (letters, digits, '.', '_', '-')")
-    kind = _text(meta.get("kind", "message"))
+        raise BadMessage(f"id {_show(msg_id)} is not safe (letters, digits, '.', '_', '-')")
+    kind = _field(meta, "kind", "message")
     if kind not in KINDS:
-        raise BadMessage(f"kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
-    body = post.content + "\n" if post.content else ""  # render() always ends the body with one
+        raise BadMessage(f"kind {_show(kind)} is unknown; use one of {', '.join(KINDS)}")
+    body = parts.body + "\n" if parts.body else ""  # render() always ends the body with one
     if not body.strip() and kind == "message":
         raise BadMessage("message body is empty")
-    channel = _text(meta.get("channel", "file"))
-    conversation = _text(meta.get("conversation", channel))
+    channel = _field(meta, "channel", "file")
+    conversation = _field(meta, "conversation", channel)
     if not valid_id(conversation):
         raise BadMessage(
-            f"conversation {conversation!r} is not safe (letters, digits, '.', '_', '-')"
+            f"conversation {_show(conversation)} is not safe (letters, digits, '.', '_', '-')"
         )
-    created = meta.get("created")
-    if created is None and mtime is not None:
-        created = dt.datetime.fromtimestamp(mtime, dt.UTC)
+    extra = {k: v for k, v in meta.items() if k not in _KNOWN}
+    _check_extra(extra)
     return Message(
         id=msg_id,
-        sender=_text(meta.get("from", "you")),
-        to=_text(meta.get("to", default_to)),
+        sender=_field(meta, "from", "you"),
+        to=_field(meta, "to", default_to),
         body=body,
         channel=channel,
         conversation=conversation,
         kind=kind,
-        in_reply_to=_text(meta["in_reply_to"]) if meta.get("in_reply_to") else None,
-        created=_text(created) if created is not None else iso(utcnow()),
-        extra={k: v for k, v in meta.items() if k not in _KNOWN},
+        in_reply_to=_field(meta, "in_reply_to", "") or None,
+        created=_created(meta, mtime),
+        extra=extra,
     )
