@@ -1,65 +1,128 @@
 """The agent repository: init, the per-agent lock, committing a turn with trailers, the log, undo.
 
-Only this module imports git. Commits go through git's own CLI (via GitPython's wrapper), which is
-~4x faster than GitPython's index API (DESIGN §8) and never leaves a half-written index.
+Only this module runs git. Every object and every ref update is git's own work, through its
+plumbing (`update-index`, `write-tree`, `commit-tree`, `update-ref NEW OLD`): blob ids, modes
+(executable bit, symlinks), `.gitattributes` filters and `core.autocrlf` are whatever git says
+they are, and a ref moves only from the commit the writer read, so a person's own commit made
+meanwhile is never orphaned. Each git runs in its own session, so a terminal's Ctrl-C reaches
+only Anima, never a git that is half-way through writing the index.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
-import io
+import logging
 import os
-import threading
+import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import git
-from git.objects.fun import tree_entries_from_data, tree_to_stream
-from gitdb import LooseObjectDB
-from gitdb.base import IStream
-
 from anima.errors import AnimaError, Busy
 
+_log = logging.getLogger(__name__)
+
 BOT_EMAIL_DOMAIN = "anima.local"
+STALE_LOCK_SECONDS = 120.0
+"""Where /proc cannot tell whether a live git holds a lock, one older than this is stale: git
+holds its locks for milliseconds (even `git commit` drops index.lock before the editor)."""
+LOCK_WAIT_SECONDS = 10.0
+"""How long a commit waits for a lock a live git holds (a person's `git add`, say)."""
+CAS_RETRIES = 5
 _FIELD = "\x1f"
 _RECORD = "\x1e"
+_KEEP_ENV = ("GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_EXEC_PATH")
+_LOCK_BUSY = ("index.lock", ".lock': File exists", "Unable to create", "cannot lock ref")
 
 
-@functools.lru_cache(maxsize=256)
-def _repo(path: Path) -> git.Repo:
-    # Reused: building a Repo costs ~1 ms. One agent's repo is only used under its lock.
-    return git.Repo(path)
+class GitFailed(AnimaError):
+    """A git command failed; the message carries git's own words."""
 
 
-def _head_sha(repo: git.Repo) -> str:
-    """HEAD's sha from the ref files, without asking git for the commit object (~2 ms saved)."""
-    return str(git.SymbolicReference.dereference_recursive(repo, "HEAD"))
+def _environment() -> dict[str, str]:
+    """The caller's environment without GIT_* variables that would point git elsewhere
+    (GIT_DIR, GIT_INDEX_FILE, GIT_WORK_TREE, an author...): a runtime started from a git hook
+    must still write the agent's own repository."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEEP_ENV}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_LITERAL_PATHSPECS"] = "1"  # a file named '*' is that file, not a glob
+    env["LC_ALL"] = "C"
+    return env
+
+
+def _git(
+    path: Path,
+    *args: str,
+    input: str | bytes | None = None,  # noqa: A002 (subprocess's own name)
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Run one git command in `path`; its stdout. Raises GitFailed with git's stderr."""
+    data = input.encode("utf-8") if isinstance(input, str) else input
+    full_env = _environment()
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(
+        ["git", "-C", str(path), *args],
+        input=data,
+        capture_output=True,
+        env=full_env,
+        start_new_session=True,  # Ctrl-C in a terminal must not kill a git mid-write
+        check=False,
+    )
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
+        raise GitFailed(f"git {args[0]} in {path.name}: {err}")
+    return proc.stdout.decode("utf-8", "surrogateescape")
+
+
+def _git_waiting(path: Path, *args: str, **kw: object) -> str:
+    """`_git`, retried while another live git holds a lock (a person's git, or git gc)."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    delay = 0.01
+    while True:
+        try:
+            return _git(path, *args, **kw)  # type: ignore[arg-type]
+        except GitFailed as exc:
+            if not any(m in str(exc) for m in _LOCK_BUSY) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _git_version() -> tuple[int, ...]:
+    out = subprocess.run(["git", "version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(p) for p in out.split()[2].split(".")[:3] if p.isdigit())
 
 
 def init_repo(path: Path, name: str) -> str:
-    """`git init` an agent directory and commit the template. Returns the commit sha."""
-    repo = git.Repo.init(path, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", name)
-        cw.set_value("user", "email", f"{name}@{BOT_EMAIL_DOMAIN}")
-        cw.set_value("commit", "gpgsign", "false")
-        cw.set_value(
-            "gc", "auto", "0"
-        )  # no gc inside a turn's commit: gc_auto() runs it off the hot path
-        cw.set_value("maintenance", "auto", "false")
+    """`git init` an agent directory and commit the template. Returns the commit sha.
+
+    The object format (SHA-1) and the ref storage (files) are pinned here, whatever a person's
+    `init.defaultObjectFormat` / `init.defaultRefFormat` say: an agent repository must open the
+    same way on every machine and with every git it meets."""
+    args = ["init", "-q", "-b", "main", "--object-format=sha1", "--template="]
+    if _git_version() >= (2, 45):
+        args.append("--ref-format=files")
+    _git(path, *args)
+    settings = {
+        "user.name": name,
+        "user.email": f"{name}@{BOT_EMAIL_DOMAIN}",
+        "commit.gpgsign": "false",
+        "gc.auto": "0",  # never inside a turn's commit: gc() runs it under the agent lock
+        "maintenance.auto": "false",
         # An agent's tree grows by two files a turn; these keep index writes and the pre-turn
         # status check proportional to what changed, not to the repo (bench/turn_overhead.py).
-        cw.set_value("core", "untrackedCache", "true")
-        cw.set_value("core", "splitIndex", "true")
-        cw.set_value("splitIndex", "maxPercentChange", "20")
-    repo.git.add("-A")
-    repo.git.commit("-q", "-m", f"init({name}): new agent from template", "--no-verify")
-    return repo.head.commit.hexsha
+        "core.untrackedCache": "true",
+        "core.splitIndex": "true",
+        "splitIndex.maxPercentChange": "20",
+    }
+    for key, value in settings.items():
+        _git(path, "config", key, value)
+    _stage_tree(path, ["."])
+    return _commit_index(path, f"init({name}): new agent from template", parent=None)
 
 
 @contextlib.contextmanager
@@ -87,18 +150,77 @@ def agent_lock(lock_path: Path, *, timeout: float | None = None) -> Iterator[Non
 
 
 def recover(path: Path) -> list[str]:
-    """Remove lock files a killed git (or our own commit) left: index.lock, HEAD.lock,
-    refs/**.lock, packed-refs.lock. Only call while holding the agent lock: then no writer of
-    ours is running, and only the runtime writes an agent repo. Returns what was removed."""
+    """Remove lock files a killed git left (index.lock, HEAD.lock, refs/**.lock,
+    packed-refs.lock). Call while holding the agent lock, so no git of ours is running (our gc
+    runs under it too). A lock that a live process holds open is a person's git at work and is
+    left alone (the commit waits for it). Returns what was removed."""
     git_dir = path / ".git"
-    stale = [git_dir / n for n in ("index.lock", "HEAD.lock", "packed-refs.lock")]
-    stale += list((git_dir / "refs").rglob("*.lock"))
+    found = [git_dir / n for n in ("index.lock", "HEAD.lock", "packed-refs.lock")]
+    found = [p for p in found if p.exists()] + list((git_dir / "refs").rglob("*.lock"))
+    if not found:
+        return []
+    held = _held_open(found)
     removed = []
-    for lock in stale:
-        if lock.exists():
-            lock.unlink(missing_ok=True)
-            removed.append(str(lock.relative_to(git_dir)))
+    for lock in found:
+        if lock in held:
+            continue
+        lock.unlink(missing_ok=True)
+        removed.append(str(lock.relative_to(git_dir)))
     return removed
+
+
+def _held_open(paths: Sequence[Path]) -> set[Path]:
+    """Which of `paths` some process has open (git keeps a lock file open while it writes).
+    Where /proc cannot be read, a lock younger than STALE_LOCK_SECONDS counts as held."""
+    wanted = {str(p): p for p in paths}
+    held: set[Path] = set()
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        cutoff = time.time() - STALE_LOCK_SECONDS
+        return {p for p in paths if p.exists() and p.stat().st_mtime > cutoff}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target in wanted:
+                    held.add(wanted[target])
+    return held
+
+
+def index_damaged(path: Path) -> str | None:
+    """Why `.git/index` cannot be trusted (a torn write, a bad checksum), or None. Reads the
+    file once and checks git's own trailing SHA-1; a missing index is damage too."""
+    index = path / ".git" / "index"
+    try:
+        data = index.read_bytes()
+    except FileNotFoundError:
+        return "the index is missing"
+    if len(data) < 32 or data[:4] != b"DIRC":
+        return "the index has no valid header"
+    if hashlib.sha1(data[:-20]).digest() != data[-20:]:  # noqa: S324 (git's checksum)
+        return "the index checksum does not match (a torn or corrupt write)"
+    return None
+
+
+def repair_index(path: Path) -> str | None:
+    """Rebuild a damaged index from HEAD, keeping every working-tree file as it is (the next
+    hand-edit check commits what differs). Returns what was done, or None if all was well."""
+    why = index_damaged(path)
+    if why is None:
+        return None
+    git_dir = path / ".git"
+    (git_dir / "index").unlink(missing_ok=True)
+    for shared in git_dir.glob("sharedindex.*"):
+        shared.unlink(missing_ok=True)
+    _git(path, "read-tree", "HEAD")
+    with contextlib.suppress(GitFailed):
+        _git(path, "update-index", "-q", "--refresh")
+    return f"rebuilt .git/index from HEAD ({why})"
 
 
 RUNTIME_WRITTEN = {"archive", "outbox", "history", "inbox", ".git", ".cache"}
@@ -111,9 +233,14 @@ def _hand_edited(path: Path) -> list[str]:
     return sorted(e for e in os.listdir(path) if e not in RUNTIME_WRITTEN)
 
 
-def dirty_paths(path: Path, pathspec: Sequence[str] = ()) -> list[str]:
-    """Paths changed since HEAD, untracked included (ignored files excluded)."""
-    out = _repo(path).git.status("--porcelain=v1", "-z", "--untracked-files=all", "--", *pathspec)
+def _status(
+    path: Path, pathspec: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> list[str]:
+    """`git status` entries: changed paths, untracked included (ignored files excluded).
+    A nested repository shows as its directory with a trailing slash."""
+    out = _git(
+        path, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *pathspec, env=env
+    )
     paths = []
     entries = out.split("\0")
     i = 0
@@ -125,6 +252,11 @@ def dirty_paths(path: Path, pathspec: Sequence[str] = ()) -> list[str]:
                 i += 1  # the rename's source follows
         i += 1
     return paths
+
+
+def dirty_paths(path: Path, pathspec: Sequence[str] = ()) -> list[str]:
+    """Paths changed since HEAD, untracked included (ignored files excluded)."""
+    return _status(path, pathspec)
 
 
 def _changed_since_check(path: Path, entries: list[str]) -> bool:
@@ -150,30 +282,27 @@ def _changed_since_check(path: Path, entries: list[str]) -> bool:
     return False
 
 
-def commit_external(path: Path, *, full: bool = True) -> str | None:
+def commit_external(path: Path, *, full: bool = True, exclude: Sequence[str] = ()) -> str | None:
     """Commit whatever a person changed by hand since the last turn, so the log attributes it.
     Without `full`, the runtime's own directories are skipped, and git is not asked at all
-    when no hand-editable file changed since the last check (fast on a large repo)."""
+    when no hand-editable file changed since the last check (fast on a large repo). `exclude`
+    names paths that are not a person's (an interrupted turn's own edits)."""
     stamp = path / ".git" / "anima-checked"
     entries = _hand_edited(path)
     if not full and not _changed_since_check(path, entries):
         return None
     stamp.touch()  # before the check: an edit made during it is seen next time
-    changed = dirty_paths(path, () if full else entries)
+    scope = ["."] if full else entries
+    spec = [*scope, *(f":(exclude,literal){p}" for p in exclude)]
+    magic = {"GIT_LITERAL_PATHSPECS": "0"}  # for the exclusions; each is literal itself
+    changed = _status(path, spec, env=magic)
     if not changed:
         return None
-    repo = _repo(path)
-    repo.git.add("-A", "--", ".")
-    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-    repo.git.commit(
-        "-q",
-        "--no-verify",
-        "-m",
-        f"external: hand edits to {shown}",
-        "--author",
-        f"external <external@{BOT_EMAIL_DOMAIN}>",
-    )
-    return repo.head.commit.hexsha
+    _stage_tree(path, spec, nested=[c for c in changed if c.endswith("/")], env=magic)
+    shown = ", ".join(c.rstrip("/") for c in changed[:5])
+    shown += f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+    author = {"GIT_AUTHOR_NAME": "external", "GIT_AUTHOR_EMAIL": f"external@{BOT_EMAIL_DOMAIN}"}
+    return _commit_index(path, f"external: hand edits to {shown}", parent=head(path), env=author)
 
 
 def commit(
@@ -183,199 +312,195 @@ def commit(
     body: str = "",
     trailers: Sequence[tuple[str, str]] = (),
     paths: Sequence[str] = (),
+    parent: str | None = None,
 ) -> str:
-    """Stage exactly `paths` (additions, edits and deletions) and commit them. Returns the sha.
+    """Stage exactly `paths` (additions, edits and deletions; a directory stands for everything
+    under it) and commit them on top of `parent` (default: HEAD now). Returns the sha.
 
     Not `git commit`, which re-stats every tracked file: `update-index` touches only the given
-    entries (and writes their blobs), and the trees and the commit object are written here,
-    rebuilding only the directories on the changed paths (bench/turn_overhead.py)."""
-    repo = _repo(path)
+    entries. If HEAD moved past `parent` meanwhile (a person committed by hand), the turn's
+    paths are committed on top of theirs instead: nothing of theirs is orphaned."""
     message = subject.strip()
     if body.strip():
         message += "\n\n" + body.strip()
     if trailers:
         message += "\n\n" + "\n".join(f"{k}: {_one_line(v)}" for k, v in trailers)
-    dirs = [p for p in paths if (path / p).is_dir()]
-    if dirs:  # a whole directory (the shell tool's workspace): let git find what changed
-        repo.git.add("-A", "--", *paths)
-        repo.git.commit("-q", "--no-verify", "--allow-empty", "-m", message)
-        return _head_sha(repo)
-    if paths:
-        repo.git.update_index("--add", "--remove", "--", *paths)
-    parent = _head_sha(repo)
-    tree = _tree_with(repo, repo.odb.stream(bytes.fromhex(parent)), path, paths)
-    stamp = f"{int(time.time())} {time.strftime('%z')}"
-    name, email = _identity(repo)
-    raw = (
-        f"tree {tree.hex()}\nparent {parent}\nauthor {name} <{email}> {stamp}\n"
-        f"committer {name} <{email}> {stamp}\n\n{message}\n"
-    ).encode()
-    binsha = bytes(_loose(repo).store(IStream(b"commit", len(raw), io.BytesIO(raw))).binsha)
-    repo.head.reference.set_object(
-        git.Commit(repo, binsha), logmsg=f"commit: {subject.strip()[:60]}"
-    )
-    return binsha.hex()
+    if parent is None:
+        parent = head(path)
+    _stage_paths(path, paths)
+    return _commit_index(path, message, parent=parent, paths=paths)
 
 
-@functools.lru_cache(maxsize=256)
-def _loose(repo: git.Repo) -> LooseObjectDB:
-    """Writes objects in-process (GitPython's own odb.store runs `git hash-object`)."""
-    return LooseObjectDB(str(Path(repo.git_dir) / "objects"))
+def _stage_paths(path: Path, paths: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """Bring `paths` into the index as git would commit them. Files go through one
+    `update-index` (blob ids and modes by git, filters applied); directories through
+    `git add -A`, after flattening any nested repository in them."""
+    dirs = [p for p in paths if (path / p).is_dir() and not (path / p).is_symlink()]
+    files = [p for p in paths if p not in dirs]
+    if files:
+        try:
+            _git_waiting(path, "update-index", "--add", "--remove", "--", *files, env=env)
+        except GitFailed as exc:
+            if any(m in str(exc) for m in _LOCK_BUSY):
+                raise
+            _stage_each(path, files, env)
+    if dirs:
+        _stage_tree(path, dirs, env=env)
 
 
-@functools.lru_cache(maxsize=256)
-def _identity(repo: git.Repo) -> tuple[str, str]:
-    reader = repo.config_reader()
-    return (
-        str(reader.get_value("user", "name", "anima")),
-        str(reader.get_value("user", "email", f"anima@{BOT_EMAIL_DOMAIN}")),
-    )
+def _stage_each(path: Path, files: Sequence[str], env: Mapping[str, str] | None) -> None:
+    """One by one, leaving out what git refuses to record (a path through a symlink, a name
+    git reserves): one odd path must not leave the repository unable to commit."""
+    for rel in files:
+        try:
+            _git_waiting(path, "update-index", "--add", "--remove", "--", rel, env=env)
+        except GitFailed as exc:
+            if any(m in str(exc) for m in _LOCK_BUSY):
+                raise  # not the path's fault: the whole commit waits for another day
+            _log.warning("%s: not committing %r: %s", path.name, rel, exc)
 
 
-class _TreeCache:
-    """Entries of trees this process wrote, by sha (content-addressed: never stale). The next
-    turn starts from them instead of reading the same trees back from git."""
-
-    def __init__(self, size: int = 512):
-        self._size = size
-        self._data: dict[bytes, dict[str, tuple[bytes, int]]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, sha: bytes) -> dict[str, tuple[bytes, int]] | None:
-        with self._lock:
-            return self._data.get(sha)
-
-    def put(self, sha: bytes, entries: dict[str, tuple[bytes, int]]) -> None:
-        with self._lock:
-            if len(self._data) >= self._size:
-                self._data.pop(next(iter(self._data)))
-            self._data[sha] = dict(entries)
-
-
-_TREES = _TreeCache()
-
-
-def _blob_sha(data: bytes) -> bytes:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).digest()  # noqa: S324 (git's id)
+def _stage_tree(
+    path: Path,
+    spec: Sequence[str],
+    *,
+    nested: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """`git add -A` for whole directories. A repository made inside the agent's repository (an
+    agent's `git init` in workspace/) would be recorded as a gitlink with none of its content:
+    its files are added as plain files instead (its own .git stays out)."""
+    if nested is None:
+        nested = [p for p in _status(path, spec, env) if p.endswith("/")]
+    for sub in nested:
+        inner = _files_of_nested(path, sub.rstrip("/"))
+        if inner:
+            with contextlib.suppress(GitFailed):  # a gitlink an older commit recorded
+                _git(path, "update-index", "--force-remove", "--", sub.rstrip("/"), env=env)
+            _git_waiting(path, "update-index", "--add", "--", *inner, env=env)
+            _log.info(
+                "%s: %s is a git repository; its files are committed as plain files", path.name, sub
+            )
+    _git_waiting(path, "add", "-A", "--", *spec, env=env)
 
 
-def _tree_with(repo: git.Repo, commit_stream: object, root: Path, paths: Sequence[str]) -> bytes:
-    """HEAD's tree with `paths` set to their working-tree content (or removed)."""
-    data = commit_stream.read()  # type: ignore[attr-defined]
-    head_tree = bytes.fromhex(data.split(b"\n", 1)[0].split()[1].decode())
-    changes: dict[tuple[str, ...], bytes | None] = {}
-    for p in paths:
-        f = root / p
-        changes[tuple(p.split("/"))] = _blob_sha(f.read_bytes()) if f.is_file() else None
-    return _write_tree(repo, head_tree, changes) or _write_tree(repo, None, {}) or b""
+def _files_of_nested(path: Path, sub: str) -> list[str]:
+    out = []
+    for root, dirs, files in os.walk(path / sub):
+        dirs[:] = [d for d in dirs if d.lower() != ".git"]
+        rel = os.path.relpath(root, path)
+        out += [os.path.join(rel, f) for f in files if f.lower() != ".git"]
+    return out
 
 
-def _write_tree(
-    repo: git.Repo, base: bytes | None, changes: dict[tuple[str, ...], bytes | None]
-) -> bytes | None:
-    entries: dict[str, tuple[bytes, int]] = {}
-    if base is not None:
-        cached = _TREES.get(base)
-        if cached is not None:
-            entries = dict(cached)
-        else:
-            for binsha, mode, name in tree_entries_from_data(repo.odb.stream(base).read()):
-                entries[name] = (binsha, mode)
-    subdirs: dict[str, dict[tuple[str, ...], bytes | None]] = {}
-    for parts, blob in changes.items():
-        if len(parts) == 1:
-            if blob is None:
-                entries.pop(parts[0], None)
-            else:
-                entries[parts[0]] = (blob, 0o100644)
-        else:
-            subdirs.setdefault(parts[0], {})[parts[1:]] = blob
-    for name, sub in subdirs.items():
-        old = entries.get(name)
-        sub_base = old[0] if old and old[1] == 0o40000 else None
-        new = _write_tree(repo, sub_base, sub)
-        if new is None:
-            entries.pop(name, None)
-        else:
-            entries[name] = (new, 0o40000)
-    if not entries and base is not None:
-        return None  # git has no empty subtrees
-    # git orders tree entries by name, a directory as if its name ended in "/"
-    ordered = sorted(entries.items(), key=lambda e: e[0] + "/" if e[1][1] == 0o40000 else e[0])
-    buf = io.BytesIO()
-    tree_to_stream([(sha, mode, name) for name, (sha, mode) in ordered], buf.write)
-    raw = buf.getvalue()
-    binsha = bytes(_loose(repo).store(IStream(b"tree", len(raw), io.BytesIO(raw))).binsha)
-    _TREES.put(binsha, entries)
-    return binsha
+def _commit_index(
+    path: Path,
+    message: str,
+    *,
+    parent: str | None,
+    paths: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Write the index as a tree, commit it on `parent` and move HEAD from `parent` to it
+    (compare-and-swap). If HEAD has moved on, build the same change on the new HEAD in a
+    private index and try again; without `paths` (a whole-tree commit) the index git wrote
+    already holds the other commit's state, so only the parent changes."""
+    tree = _git_waiting(path, "write-tree", env=env).strip()
+    for _ in range(CAS_RETRIES):
+        args = ["commit-tree", "--no-gpg-sign", tree, "-F", "-"]
+        if parent:
+            args[2:2] = ["-p", parent]
+        sha = _git(path, *args, input=message + "\n", env=env).strip()
+        try:
+            _git_waiting(
+                path,
+                "update-ref",
+                "-m",
+                f"commit: {message.splitlines()[0][:60]}",
+                "HEAD",
+                sha,
+                parent or "0" * 40,
+            )
+            return sha
+        except GitFailed:
+            now = head(path)
+            if now == parent:
+                raise
+        _log.warning(
+            "%s: HEAD moved to %s during a commit; committing on top of it", path.name, now[:8]
+        )
+        parent = now
+        tree = _tree_on(path, now, paths) if paths is not None else tree
+    raise GitFailed(f"{path.name}: HEAD kept moving; gave up after {CAS_RETRIES} tries")
 
 
-def _tree_entries(repo: git.Repo, sha: bytes) -> dict[str, tuple[bytes, int]]:
-    cached = _TREES.get(sha)
-    if cached is not None:
-        return cached
-    return {
-        name: (b, mode) for b, mode, name in tree_entries_from_data(repo.odb.stream(sha).read())
-    }
+def _tree_on(path: Path, base: str, paths: Sequence[str]) -> str:
+    """The tree of `base` with `paths` staged from the working tree, built in a private index
+    so the person's index is not touched."""
+    private = path / ".git" / f"anima-index.{os.getpid()}"
+    env = {"GIT_INDEX_FILE": str(private)}
+    try:
+        _git(path, "read-tree", base, env=env)
+        _stage_paths(path, paths, env=env)
+        return _git(path, "write-tree", env=env).strip()
+    finally:
+        private.unlink(missing_ok=True)
 
 
 def changed_between(path: Path, old: str, new: str, roots: Sequence[str]) -> list[str] | None:
-    """Files under `roots` that differ between commits `old` and `new`, found in-process by
-    descending only into subtrees whose ids differ (a turn touches a handful of paths, so this
-    costs far less than a stat of every file). None when `old` is not in the repository."""
-    repo = _repo(path)
-
-    def tree_of(commit: str) -> bytes:
-        data = repo.odb.stream(bytes.fromhex(commit)).read()
-        return bytes.fromhex(data.split(b"\n", 1)[0].split()[1].decode())
-
+    """Files under `roots` that differ between commits `old` and `new` (git descends only
+    into subtrees whose ids differ). None when `old` is not in the repository."""
     try:
-        old_tree = tree_of(old)
-    except (ValueError, OSError, git.BadName, git.BadObject):
+        out = _git(
+            path, "diff-tree", "-r", "-z", "--no-renames", "--name-only", old, new, "--", *roots
+        )
+    except GitFailed:
         return None
-    out: list[str] = []
-
-    def walk(a: bytes | None, b: bytes | None, prefix: str) -> None:
-        if a == b:
-            return
-        ea = _tree_entries(repo, a) if a else {}
-        eb = _tree_entries(repo, b) if b else {}
-        for name in ea.keys() | eb.keys():
-            x, y = ea.get(name), eb.get(name)
-            if x == y:
-                continue
-            x_dir = x is not None and x[1] == 0o40000
-            y_dir = y is not None and y[1] == 0o40000
-            if x_dir or y_dir:
-                walk(
-                    x[0] if x is not None and x_dir else None,
-                    y[0] if y is not None and y_dir else None,
-                    f"{prefix}{name}/",
-                )
-            if (x is not None and not x_dir) or (y is not None and not y_dir):
-                out.append(prefix + name)
-
-    new_tree = tree_of(new)
-    top_a, top_b = _tree_entries(repo, old_tree), _tree_entries(repo, new_tree)
-    for root in roots:
-        a, b = top_a.get(root), top_b.get(root)
-        walk(a[0] if a else None, b[0] if b else None, f"{root}/")
-    return out
+    return [p for p in out.split("\0") if p]
 
 
 def _one_line(value: str) -> str:
     return " ".join(str(value).split())
 
 
-def rollback(path: Path) -> None:
-    """Throw away uncommitted changes of an abandoned turn (ignored files such as inbox/ stay)."""
-    repo = _repo(path)
-    repo.git.reset("-q", "--hard", "HEAD")
-    repo.git.clean("-q", "-f", "-d")
+def rollback(path: Path, paths: Sequence[str]) -> list[str]:
+    """Undo an abandoned turn's edits to exactly `paths` (what its tools said they would
+    write): each goes back to HEAD, or away if HEAD does not have it. Nothing else is touched:
+    a person's uncommitted edits elsewhere stay. Returns the paths restored or removed."""
+    if not paths:
+        return []
+    tracked = set(
+        _git(path, "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *paths).split("\0")
+    ) - {""}
+    for rel in paths:
+        target = path / rel
+        if target.is_dir() and not target.is_symlink():
+            with contextlib.suppress(GitFailed):  # untracked files the turn made in it
+                _git(path, "clean", "-q", "-f", "-d", "--", rel)
+        elif rel not in tracked and (target.exists() or target.is_symlink()):
+            target.unlink()
+    if tracked:
+        _git_waiting(path, "checkout", "HEAD", "--", *sorted(tracked))
+    return sorted(paths)
 
 
 def head(path: Path) -> str:
-    return _head_sha(_repo(path))
+    """HEAD's sha, read from the ref files (no git process); git's answer if that fails."""
+    git_dir = path / ".git"
+    try:
+        ref = (git_dir / "HEAD").read_text().strip()
+        if not ref.startswith("ref: "):
+            return ref
+        name = ref[5:]
+        try:
+            return (git_dir / name).read_text().strip()
+        except FileNotFoundError:
+            for line in (git_dir / "packed-refs").read_text().splitlines():
+                if line.endswith(" " + name):
+                    return line.split()[0]
+    except (OSError, IndexError):
+        pass
+    return _git(path, "rev-parse", "--verify", "-q", "HEAD").strip()
 
 
 @dataclass(frozen=True)
@@ -402,7 +527,7 @@ def log(
         args.append(f"-n{limit}")
     if grep:
         args += ["-i", *(f"--grep={g}" for g in ([grep] if isinstance(grep, str) else grep))]
-    out = _repo(path).git.log(*args)
+    out = _git(path, "log", *args)
     entries = []
     for record in out.split(_RECORD):
         record = record.strip("\n")
@@ -414,51 +539,60 @@ def log(
             key, sep, value = line.partition(":")
             if sep:
                 trailers[key.strip()] = value.strip()
-        entries.append(LogEntry(sha, subject, date, author, body, trailers))
+        entries.append(LogEntry(sha, subject, date, author, body.strip("\n"), trailers))
     return entries
 
 
 def show(path: Path, rev: str) -> str:
     """The commit message and its diff, for a person to read."""
     try:
-        return _repo(path).git.show("--stat", "--patch", "--format=fuller", rev)
-    except git.GitCommandError as exc:
-        raise AnimaError(f"no commit {rev!r} in {path.name}: {exc.stderr.strip()}") from exc
+        return _git(path, "show", "--stat", "--patch", "--format=fuller", rev).rstrip("\n")
+    except GitFailed as exc:
+        raise AnimaError(f"no commit {rev!r} in {path.name}: {exc}") from exc
 
 
 def revert(path: Path, rev: str = "HEAD") -> str:
     """Undo a turn with `git revert` (history keeps both). Returns the new commit's sha."""
-    repo = _repo(path)
     try:
-        repo.git.revert("--no-edit", rev)
-    except git.GitCommandError as exc:
-        with contextlib.suppress(git.GitCommandError):
-            repo.git.revert("--abort")
-        raise AnimaError(f"cannot revert {rev!r}: {exc.stderr.strip()}") from exc
-    return repo.head.commit.hexsha
+        _git_waiting(path, "revert", "--no-edit", rev)
+    except GitFailed as exc:
+        with contextlib.suppress(GitFailed):
+            _git(path, "revert", "--abort")
+        raise AnimaError(f"cannot revert {rev!r}: {exc}") from exc
+    return head(path)
 
 
-def gc_auto(path: Path) -> None:
-    """Pack loose objects when git thinks it is time (library commit paths never do)."""
-    _repo(path).git.execute(
-        ["git", "-C", str(path), "-c", "gc.auto=6700", "gc", "--auto", "--quiet"]
-    )
+def gc(path: Path) -> str:
+    """Pack loose objects when git thinks it is time (plumbing commits never do). Call under
+    the agent lock. Returns a line for the log."""
+
+    def loose() -> int:
+        out = _git(path, "count-objects", "-v")
+        return next(
+            (int(line.split()[1]) for line in out.splitlines() if line.startswith("count:")), 0
+        )
+
+    before, t0 = loose(), time.monotonic()
+    _git(path, "-c", "gc.auto=6700", "gc", "--auto", "--quiet")
+    after = loose()
+    ms = (time.monotonic() - t0) * 1000
+    if after < before:
+        return f"gc packed {before - after} loose objects in {ms:.0f} ms"
+    return f"gc: {before} loose objects, nothing to pack yet ({ms:.0f} ms)"
 
 
 def file_at_head(path: Path, relative: str) -> str:
     """The committed content of a file; KeyError if HEAD does not have it."""
     try:
-        blob = _repo(path).head.commit.tree / relative
-    except KeyError:
-        raise
-    data: bytes = blob.data_stream.read()
-    return data.decode("utf-8")
+        return _git(path, "cat-file", "blob", f"HEAD:{relative}")
+    except GitFailed:
+        raise KeyError(relative) from None
 
 
 def head_has_record(path: Path, subject: str, trailers: Sequence[tuple[str, str]]) -> bool:
     """Is HEAD the commit with this subject and Anima-Message trailer? (crash-recovery check)"""
-    message = _repo(path).head.commit.message
-    if not isinstance(message, str) or not message.startswith(subject.strip()):
+    message = _git(path, "log", "-1", "--format=%B", "HEAD")
+    if not message.startswith(subject.strip()):
         return False
     wanted = [f"{k}: {_one_line(v)}" for k, v in trailers if k == "Anima-Message"]
     return all(w in message for w in wanted)
@@ -466,23 +600,35 @@ def head_has_record(path: Path, subject: str, trailers: Sequence[tuple[str, str]
 
 def log_text(path: Path, limit: int = 10) -> str:
     """`git log` as a person reads it: subjects, bodies and trailers."""
-    return str(_repo(path).git.log(f"-n{limit}", "--format=%C(auto)%h %s%n%b", "--stat=80"))
+    return _git(path, "log", f"-n{limit}", "--format=%h %s%n%b", "--stat=80").rstrip("\n")
 
 
 def added_since(path: Path, since: str | None, under: str) -> tuple[str, list[str]]:
     """Files added under `under` by commits after `since` (all history if None), oldest first,
     and the HEAD they were read at."""
-    repo = _repo(path)
-    head_sha = _head_sha(repo)
+    head_sha = head(path)
     if since == head_sha:
         return head_sha, []
     rng = [f"{since}..{head_sha}"] if since else [head_sha]
+    tail = ["--reverse", "--diff-filter=A", "--name-only", "--format=", "--", under]
     try:
-        out = repo.git.log(
-            *rng, "--reverse", "--diff-filter=A", "--name-only", "--format=", "--", under
-        )
-    except git.GitCommandError:  # `since` is gone (history rewritten): read it all
-        out = repo.git.log(
-            head_sha, "--reverse", "--diff-filter=A", "--name-only", "--format=", "--", under
-        )
+        out = _git(path, "log", *rng, *tail)
+    except GitFailed:  # `since` is gone (history rewritten): read it all
+        out = _git(path, "log", head_sha, *tail)
     return head_sha, [line for line in out.splitlines() if line.strip()]
+
+
+def health(path: Path) -> list[str]:
+    """What is wrong with an agent repository, for `anima doctor` (empty: healthy)."""
+    problems = []
+    why = index_damaged(path)
+    if why:
+        problems.append(f"{why}; the runtime rebuilds it from HEAD on start")
+    try:
+        _git(path, "fsck", "--connectivity-only", "--no-progress", "--no-dangling")
+    except GitFailed as exc:
+        problems.append(f"git fsck: {exc}")
+    locks = list((path / ".git").glob("*.lock"))
+    held = _held_open(locks)
+    problems += [f"stale lock {p.name} (removed at the next turn)" for p in locks if p not in held]
+    return problems
