@@ -169,6 +169,7 @@ def _channel(home: Home, name: str, failed: int) -> Check:
     import importlib.util
 
     from anima.channels import SDKS, config
+    from anima.channels.base import install_hint
     from anima.credentials import secret
 
     where = f"{home.config_path} [channels.{name}]"
@@ -179,7 +180,7 @@ def _channel(home: Home, name: str, failed: int) -> Check:
                 f"channel {name}",
                 False,
                 f"{SDKS[name]} is not installed",
-                f"pip install 'anima[{name}]'",
+                install_hint(name),
             )
         for env in cfg.secret_envs():
             secret(home, env, f"channel {name}")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from click.testing import CliRunner
 
 from anima.cli import main
 from anima.home import Home
 from anima.testing import FakeModelServer, Fault, Reply
-from tests.conftest import LiveRuntime, make_agent, send, wait_for
+from tests.conftest import LiveRuntime, add_channel, make_agent, send, wait_for
 
 
 def invoke(*args: str, input: str | None = None) -> tuple[int, str]:
@@ -45,3 +52,72 @@ def test_run_logs_retries_and_keeps_http_requests_for_verbose(
         wait_for(lambda: len(list(agent.outbox.rglob("*.md"))) == 2, what="the reply")
         rt.stop()
     assert "HTTP Request" in rt.output()
+
+
+def test_missing_extra_is_one_line_with_both_install_commands(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_channel(home, "webhook", token_env="WEBHOOK_TOKEN")
+    monkeypatch.setenv("WEBHOOK_TOKEN", "t")
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "aiohttp.web", None)
+    code, out = invoke("channel", "webhook")
+    assert code == 1 and "Traceback" not in out and len(out.strip().splitlines()) == 1
+    assert "pip install 'anima[webhook]'" in out and "pip install '.[webhook]'" in out
+
+
+def test_doctor_shows_brackets_as_written(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_channel(home, "webhook", token_env="WEBHOOK_TOKEN")
+    monkeypatch.setitem(sys.modules, "aiohttp", None)
+    out = " ".join(invoke("doctor")[1].replace("│", " ").split())
+    assert "pip install 'anima[webhook]'" in out
+
+
+def test_status_shows_names_and_errors_with_brackets_whole(home: Home) -> None:
+    make_agent(home)
+    error = "[bold]provider[/bold] said: " + "x" * 70 + " THE-USEFUL-END"
+    status_file = home.run_dir / "status.json"
+    status_file.write_text(json.dumps({"agents": {"arya": {"last_error": {"error": error}}}}))
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["status"])
+    cells = "".join(
+        line.split("│")[4].strip() for line in result.output.splitlines() if line.count("│") > 4
+    )
+    assert error.replace(" ", "") in cells.replace(" ", "")
+
+
+def test_doctor_fix_paths_fold_at_80_columns(tmp_path: Path) -> None:
+    root = tmp_path / ("a-rather-long-directory-name-for-a-home-" * 2) / "home"
+    invoke("--home", str(root), "init")
+    (root / "credentials.env").write_text("X=1\n")
+    (root / "credentials.env").chmod(0o644)
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["--home", str(root), "doctor"])
+    assert "…" not in result.output
+    fix = "".join(
+        line.split("│")[4].strip() for line in result.output.splitlines() if line.count("│") > 4
+    )
+    assert f"chmod 600 {root / 'credentials.env'}".replace(" ", "") in fix.replace(" ", "")
+
+
+def test_units_dry_run_prints_unit_text_unwrapped(home: Home) -> None:
+    from anima import systemd
+
+    env = {**os.environ, "ANIMA_HOME": str(home.root), "COLUMNS": "80"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "anima", "units", "install", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for unit in systemd.render_units(home):
+        assert f"# {unit.name}\n{unit.text}" in proc.stdout
+    assert any(len(line) > 80 for line in proc.stdout.splitlines())  # long lines stay whole
+
+
+def test_log_keeps_message_ids_whole_at_80_columns(home: Home, fake: FakeModelServer) -> None:
+    msg = send(make_agent(home), "hello")
+    fake.add(Reply("hi"))
+    invoke("run", "--once")
+    out = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["log", "arya"]).output
+    assert any("tool calls" in line and msg.id in line for line in out.splitlines()), out

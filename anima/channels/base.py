@@ -23,12 +23,19 @@ from anima.message import Message, iso, utcnow
 log = logging.getLogger(__name__)
 
 
+def install_hint(extra: str) -> str:
+    """The command that installs an extra, from a package index and from a checkout."""
+    return f"pip install 'anima[{extra}]' (from a checkout of Anima: pip install '.[{extra}]')"
+
+
 def require(module: str, extra: str) -> Any:
-    """Import a channel's SDK, or say which extra installs it."""
+    """Import a channel's SDK, or say in one line which extra installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise AnimaError(f"the {extra} channel needs {module}: pip install 'anima[{extra}]'") from exc
+        raise AnimaError(
+            f"the {extra} channel needs {module}, which is not installed: {install_hint(extra)}"
+        ) from exc
 
 
 class TransientError(Exception):
@@ -118,7 +125,11 @@ def to_message(inc: Incoming, agent: str, text: str | None = None) -> Message:
         channel=inc.channel,
         conversation=conversation,
         created=iso(inc.sent_at or utcnow()),
-        extra={"chat": f"{inc.channel}:{inc.chat}", "thread": inc.message_id, "sender_name": inc.name},
+        extra={
+            "chat": f"{inc.channel}:{inc.chat}",
+            "thread": inc.message_id,
+            "sender_name": inc.name,
+        },
     )
 
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from anima.agent import EDITABLE
-from anima.cli.app import console, edit_file, err_console, main, pass_home
+from anima.cli.app import console, edit_file, err_console, main, pass_home, plain, tabulate
 from anima.home import Home
 
 
@@ -19,7 +19,7 @@ from anima.home import Home
 def init(home: Home) -> None:
     """Create the Anima home (anima.toml, always.md, agents/)."""
     created = home.init()
-    console.print(f"{'created' if created else 'already there'}: {home.root}")
+    console.print(f"{'created' if created else 'already there'}: {escape(str(home.root))}")
 
 
 @main.command()
@@ -31,8 +31,8 @@ def new(home: Home, name: str) -> None:
 
     home.init()
     agent = create_agent(home, name)
-    console.print(f"created agent [bold]{name}[/bold] at {agent.path}")
-    console.print(f"edit {agent.path / 'persona.md'} to say who {name} is")
+    console.print(f"created agent [bold]{name}[/bold] at {escape(str(agent.path))}")
+    console.print(f"edit {escape(str(agent.path / 'persona.md'))} to say who {name} is")
 
 
 def warn_invalid_agents(home: Home) -> list[str]:
@@ -49,8 +49,6 @@ def warn_invalid_agents(home: Home) -> list[str]:
 def agents_cmd(home: Home, as_json: bool) -> None:
     """List agents: the provider/model their turns use (and where that is set), pending
     messages, last turn, heartbeat."""
-    from rich.table import Table
-
     from anima import status
     from anima.agent import Agent, effective_model
 
@@ -77,18 +75,20 @@ def agents_cmd(home: Home, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         warn_invalid_agents(home)  # on stderr: the JSON stays parseable
         return
-    table = Table("name", "provider/model (set in)", "pending", "last turn", "heartbeat")
+    table = tabulate("name", "provider/model (set in)", "pending", "last turn", "heartbeat")
     for r in rows:
         last = r["last_turn"]
         where = r["provider_from"]
         if r["model_from"] not in (where, "provider default"):
             where += f"; model: {r['model_from']}"
         table.add_row(
-            Text(r["name"]),
-            Text(f"{r['provider']}/{r['model']}\n({where})"),
-            str(r["pending"]),
-            Text(f"{last['at']} {last['commit']}") if last else "-",
-            Text(r["heartbeat"] or "-"),
+            *plain(
+                r["name"],
+                f"{r['provider']}/{r['model']}\n({where})",
+                r["pending"],
+                f"{last['at']} {last['commit']}" if last else "-",
+                r["heartbeat"] or "-",
+            )
         )
     console.print(table)
     warn_invalid_agents(home)
@@ -185,10 +185,13 @@ def log_cmd(home: Home, name: str, limit: int, grep: str | None, as_json: bool) 
         return
     for e in entries:
         t = e.trailers
-        console.print(f"[yellow]{e.short}[/yellow] [dim]{e.date}[/dim] {e.subject}")
+        console.print(Text.assemble((e.short, "yellow"), " ", (e.date, "dim"), " ", e.subject))
         if "Anima-Model" in t:
             console.print(
-                f"         [dim]{t.get('Anima-Model')} · {t.get('Anima-Tokens-In')}→"
-                f"{t.get('Anima-Tokens-Out')} tokens · {t.get('Anima-Tool-Calls')} tool calls · "
-                f"{t.get('Anima-Duration-Ms')} ms · {t.get('Anima-Message')}[/dim]"
+                Text(
+                    f"         {t.get('Anima-Model')} · {t.get('Anima-Tokens-In')}→"
+                    f"{t.get('Anima-Tokens-Out')} tokens · {t.get('Anima-Tool-Calls')} tool calls"
+                    f" · {t.get('Anima-Duration-Ms')} ms · {t.get('Anima-Message')}",
+                    style="dim",
+                )
             )

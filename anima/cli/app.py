@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from anima.errors import AnimaError
 from anima.home import Home
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 # soft_wrap: lines are never folded by rich (paths, ids and unit text stay whole and copyable;
 # the terminal wraps them); tables still fit the width and wrap inside their cells.
@@ -92,6 +96,19 @@ def edit_file(path: str) -> None:
             soft_wrap=True,
         )
     click.edit(filename=path, editor=editor, require_save=False)
+
+
+def tabulate(*headers: str, title: str | None = None) -> Table:
+    """A table whose cells wrap, and fold what cannot wrap (paths, ids): never cut with '…'."""
+    from rich.table import Column
+    from rich.table import Table as RichTable
+
+    return RichTable(*(Column(h, overflow="fold") for h in headers), title=title)
+
+
+def plain(*values: object) -> list[Text]:
+    """Table cells shown as they are: names, paths, errors and ids are never read as markup."""
+    return [Text(str(v)) for v in values]
 
 
 def _register() -> None:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from anima.cli.app import console, log_to_stderr, main, pass_home
+from anima.cli.app import console, log_to_stderr, main, pass_home, plain, tabulate
 from anima.home import Home
 
 
@@ -22,9 +22,11 @@ from anima.home import Home
 def channel(home: Home, name: str, verbose: bool, exit_if_live: bool) -> None:
     """Run the NAME channel adapter until stopped (systemd: anima-channel@NAME.service)."""
     from anima import channels
+    from anima.channels.base import require
 
     if exit_if_live and channels.live(home, name):
         return
+    require(channels.SDKS[name], name)  # a missing extra is one line, not a traceback
 
     log_to_stderr(verbose)
     channels.run(home.require(), name)
@@ -35,20 +37,22 @@ def channel(home: Home, name: str, verbose: bool, exit_if_live: bool) -> None:
 @pass_home
 def channels_cmd(home: Home, as_json: bool) -> None:
     """Configured channels and their outgoing spools: waiting, dead-lettered, sent."""
-    from rich.table import Table
-
     from anima import channels
 
     counts = channels.spool_counts(home.require())
     if as_json:
         click.echo(json.dumps(counts, indent=2))
         return
-    table = Table("channel", "configured", "waiting", "failed", "sent")
+    table = tabulate("channel", "configured", "waiting", "failed", "sent")
     for name, c in counts.items():
-        table.add_row(name, "yes" if c["configured"] else "no", str(c["waiting"]), str(c["failed"]), str(c["sent"]))
+        table.add_row(
+            *plain(name, "yes" if c["configured"] else "no", c["waiting"], c["failed"], c["sent"])
+        )
     console.print(table)
     if any(c["failed"] for c in counts.values()):
-        console.print(f"dead letters and their reasons: {home.spool_dir}/<channel>/failed/")
+        console.print(
+            f"dead letters and their reasons: {home.spool_dir}/<channel>/failed/", markup=False
+        )
 
 
 @main.group()
@@ -63,26 +67,26 @@ def pairing_list(home: Home, as_json: bool) -> None:
     """Open pairing requests, and who has been admitted."""
     from dataclasses import asdict
 
-    from rich.table import Table
-
     from anima.channels import access
 
     requests = access.pending(home)
     admitted = access.allowed(home)
     if as_json:
-        click.echo(json.dumps({"pending": [asdict(r) for r in requests], "allowed": admitted}, indent=2))
+        click.echo(
+            json.dumps({"pending": [asdict(r) for r in requests], "allowed": admitted}, indent=2)
+        )
         return
     if requests:
-        table = Table("channel", "code", "user", "name", "asked at", title="waiting for you")
+        table = tabulate("channel", "code", "user", "name", "asked at", title="waiting for you")
         for r in requests:
-            table.add_row(r.channel, r.code, r.user, r.name, r.created)
+            table.add_row(*plain(r.channel, r.code, r.user, r.name, r.created))
         console.print(table)
     else:
         console.print("no open pairing requests")
     if admitted:
-        table = Table("channel", "user", "name", title="admitted")
+        table = tabulate("channel", "user", "name", title="admitted")
         for row in admitted:
-            table.add_row(*row)
+            table.add_row(*plain(*row))
         console.print(table)
 
 
@@ -95,7 +99,10 @@ def pairing_approve(home: Home, channel_name: str, code: str) -> None:
     from anima.channels import access
 
     r = access.approve(home, channel_name, code)
-    console.print(f"admitted {r.name} ({channel_name}:{r.user}); their next message reaches the agent")
+    console.print(
+        f"admitted {r.name} ({channel_name}:{r.user}); their next message reaches the agent",
+        markup=False,
+    )
 
 
 @pairing.command("deny")
@@ -107,7 +114,7 @@ def pairing_deny(home: Home, channel_name: str, code: str) -> None:
     from anima.channels import access
 
     r = access.deny(home, channel_name, code)
-    console.print(f"denied {r.name} ({channel_name}:{r.user})")
+    console.print(f"denied {r.name} ({channel_name}:{r.user})", markup=False)
 
 
 @pairing.command("revoke")
@@ -121,4 +128,4 @@ def pairing_revoke(home: Home, channel_name: str, user: str) -> None:
 
     if not access.revoke(home, channel_name, user):
         raise AnimaError(f"{channel_name}:{user} was not admitted by pairing")
-    console.print(f"revoked {channel_name}:{user}")
+    console.print(f"revoked {channel_name}:{user}", markup=False)

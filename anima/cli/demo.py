@@ -30,7 +30,7 @@ def demo(keep: str | None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="anima-demo-") as tmp:
         root = Path(keep).absolute() if keep else Path(tmp) / "home"
-        console.print(f"[dim]demo home: {root}[/dim]\n")
+        console.print(Text(f"demo home: {root}\n", style="dim"))
         run_demo(root, show)
         agent_dir = root / "agents" / "arya"
         console.print("[bold]git log of arya[/bold] (every turn is a commit):")

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.markup import escape
+from rich.text import Text
 
 from anima.cli.app import console, edit_file, err_console, main, pass_home
 from anima.home import Home
@@ -77,7 +79,7 @@ def edit(home: Home, name: str, note: str | None) -> None:
     cap = cap_for(rel, agent.config.budget)
     if size > cap:
         err_console.print(
-            f"[yellow]warning:[/yellow] memory/{rel} has {size} characters, over its cap of "
+            f"[yellow]warning:[/yellow] memory/{escape(rel)} has {size} characters, over its cap of "
             f"{cap}: the agent sees it truncated and is asked to condense it"
         )
     with gitstore.agent_lock(home.run_dir / "locks" / f"{name}.lock", timeout=30):
@@ -109,7 +111,7 @@ def search(home: Home, name: str, query: str, limit: int, as_json: bool) -> None
     if not hits:
         console.print("nothing found")
     for h in hits:
-        console.print(f"[bold]{h.path}[/bold]" + (f"  {h.date}" if h.date else ""), markup=True)
+        console.print(Text.assemble((h.path, "bold"), f"  {h.date}" if h.date else ""))
         console.print(f"  {h.snippet}", markup=False)
 
 

@@ -6,8 +6,9 @@ import json
 import sys
 
 import click
+from rich.markup import escape
 
-from anima.cli.app import console, main, pass_home
+from anima.cli.app import console, main, pass_home, plain, tabulate
 from anima.home import Home
 
 
@@ -38,7 +39,7 @@ def undo(home: Home, name: str, turn: str | None, yes: bool) -> None:
     if not yes and not click.confirm(f"Revert {target.short} “{target.subject}”?"):
         sys.exit(1)
     _, sha = audit.undo(agent, target.sha)
-    console.print(f"reverted {target.short} with commit {sha[:8]}")
+    console.print(f"reverted {target.short} with commit {sha[:8]}", markup=False)
 
 
 @main.command()
@@ -56,13 +57,13 @@ def stats(home: Home, name: str, as_json: bool) -> None:
         return
     d = s.duration_ms
     console.print(
-        f"{name}: {s.turns} turns, {s.tokens_in:,} tokens in / {s.tokens_out:,} out, "
+        f"{escape(name)}: {s.turns} turns, {s.tokens_in:,} tokens in / {s.tokens_out:,} out, "
         f"{s.tool_calls} tool calls"
     )
     console.print(f"turn time: p50 {d['p50']:.0f} ms, p95 {d['p95']:.0f} ms, p99 {d['p99']:.0f} ms")
     console.print(f"failing messages: {s.failing_messages}, rejected: {s.rejected}")
     for model, n in sorted(s.models.items(), key=lambda kv: -kv[1]):
-        console.print(f"  {model}: {n} turns")
+        console.print(f"  {model}: {n} turns", markup=False)
 
 
 @main.command()
@@ -70,15 +71,13 @@ def stats(home: Home, name: str, as_json: bool) -> None:
 @pass_home
 def doctor(home: Home, as_json: bool) -> None:
     """Check the machine, the home, providers, the runtime, units, secrets and every agent."""
-    from rich.table import Table
-
     from anima.doctor import run_checks
 
     checks = run_checks(home)
     if as_json:
         click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
-        table = Table("", "check", "detail", "fix")
+        table = tabulate("", "check", "detail", "fix")
         for c in checks:
             mark = (
                 "[green]ok[/green]"
@@ -87,7 +86,7 @@ def doctor(home: Home, as_json: bool) -> None:
                     c.level, "[dim]-[/dim]"
                 )
             )
-            table.add_row(mark, c.name, c.detail, "" if c.ok else c.fix)
+            table.add_row(mark, *plain(c.name, c.detail, "" if c.ok else c.fix))
         console.print(table)
     if any(not c.ok and c.level == "error" for c in checks):
         sys.exit(1)

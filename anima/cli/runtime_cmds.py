@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.text import Text
 
-from anima.cli.app import console, err_console, log_to_stderr, main, pass_home
+from anima.cli.app import console, err_console, log_to_stderr, main, pass_home, plain, tabulate
 from anima.home import Home
 
 if TYPE_CHECKING:
@@ -96,14 +95,11 @@ def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_l
 
     log_to_stderr(verbose)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every change at INFO
-    clean = asyncio.run(_serve(home.require()))
+    # A turn still stuck in a model call past the grace period is abandoned with this process
+    # (its worker is a daemon thread; the runtime logs it) and rolled back at the next start:
+    # a requested stop that loses nothing is a clean exit either way.
+    asyncio.run(_serve(home.require()))
     logging.shutdown()
-    if not clean:
-        # A turn thread is stuck in a model call; its messages stay pending (the write-ahead
-        # record rolls it back on the next start). Don't wait for it.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 @main.command("status")
@@ -111,8 +107,6 @@ def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_l
 @pass_home
 def status_cmd(home: Home, as_json: bool) -> None:
     """Is the runtime live, and per agent: pending, last turn, last error, next heartbeat."""
-    from rich.table import Table
-
     from anima import status
     from anima.cli.agents import warn_invalid_agents
 
@@ -122,23 +116,27 @@ def status_cmd(home: Home, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
         return
     if data["live"]:
-        console.print(f"runtime: [green]live[/green] (pid {data['pid']}, since {data['since']})")
+        console.print(
+            f"runtime: [green]live[/green] (pid {data['pid']}, since {escape(str(data['since']))})"
+        )
     else:
         console.print(
             "runtime: [yellow]not running[/yellow] (start it: anima run, or anima units install)"
         )
-    table = Table("agent", "pending", "last turn", "last error", "next heartbeat")
+    table = tabulate("agent", "pending", "last turn", "last error", "next heartbeat")
     for name, a in data["agents"].items():
         last = a["last_turn"]
         err = a.get("last_error")
-        table.add_row(
-            name,
-            str(a["pending"]) + (f" ({a['rejected']} rejected)" if a["rejected"] else ""),
-            f"{last['at']} {last['commit']}" + (" (an undo)" if last.get("undone") else "")
-            if last
-            else "-",
-            (err["error"][:60] if err else "-"),
-            a["next_heartbeat"] or "-",
+        table.add_row(  # whole cells, as plain text: the table wraps them, never cuts them
+            *plain(
+                name,
+                str(a["pending"]) + (f" ({a['rejected']} rejected)" if a["rejected"] else ""),
+                f"{last['at']} {last['commit']}" + (" (an undo)" if last.get("undone") else "")
+                if last
+                else "-",
+                err["error"] if err else "-",
+                a["next_heartbeat"] or "-",
+            )
         )
     console.print(table)
     warn_invalid_agents(home)

@@ -32,9 +32,9 @@ def units_install(home: Home, dry_run: bool, target: str | None, no_enable: bool
 
     home.require()
     if dry_run:
-        for f in systemd.render_units(home):
-            console.print(f"[bold]# {f.name}[/bold]")
-            console.print(f.text, markup=False, highlight=False)
+        for f in systemd.render_units(home):  # raw: unit text is never wrapped or styled
+            click.echo(f"# {f.name}")
+            click.echo(f.text)
         return
     path = Path(target) if target else systemd.user_unit_dir()
     for line in systemd.install_units(home, path, enable=not no_enable):
