@@ -35,6 +35,7 @@ def run_demo(root: Path, show: Callable[[Exchange], None] | None = None) -> list
     # The demo pins the offline model so it behaves the same with or without a key.
     toml = agent.path / "agent.toml"
     toml.write_text(toml.read_text().replace('provider = "auto"', 'provider = "offline"', 1))
+    gitstore.commit(agent.path, "demo: configure the offline model", paths=["agent.toml"])
     out = []
     for text in SCRIPT:
         mailbox.deliver(agent.path, Message.create(sender="you", to="arya", body=text))

@@ -119,3 +119,6 @@ def test_demo_one_liner_runs_offline_in_a_subprocess(tmp_path: Path) -> None:
     repo = git.Repo(tmp_path / "d/agents/arya")
     assert len([c for c in repo.iter_commits() if c.summary.startswith("turn(arya)")]) == 3
     assert "asked to remember" in repo.git.log("--format=%B")
+    subjects = [c.summary for c in repo.iter_commits()]
+    assert "demo: configure the offline model" in subjects
+    assert not any(s.startswith("external:") for s in subjects)
