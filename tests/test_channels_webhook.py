@@ -55,6 +55,13 @@ def hook(home: Home, fake: FakeModelServer) -> Iterator[tuple[Home, str]]:
 
 @contextlib.contextmanager
 def webhook_adapter(home: Home, fake: FakeModelServer, **extra: object) -> Iterator[str]:
+    with webhook_process(home, fake, **extra) as (_, url):
+        yield url
+
+
+@contextlib.contextmanager
+def webhook_process(home: Home, fake: FakeModelServer, **extra: object) -> Iterator[tuple[ChannelProcess, str]]:
+    """`anima channel webhook` serving arya, with `extra` [channels.webhook] settings."""
     fake.responder = echo_responder
     make_agent(home, "arya")
     port = free_port()
@@ -63,8 +70,19 @@ def webhook_adapter(home: Home, fake: FakeModelServer, **extra: object) -> Itera
         "max_body": 4096, "replay_window": 60,
     }
     add_channel(home, "webhook", delivery=FAST, **(settings | extra))
-    with ChannelProcess(home, "webhook", HOOK_ENV):
-        yield f"http://127.0.0.1:{port}"
+    with ChannelProcess(home, "webhook", HOOK_ENV) as process:
+        yield process, f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def shared_webhook(tmp_path_factory: pytest.TempPathFactory, **extra: object) -> Iterator[tuple[Home, ChannelProcess, str]]:
+    """An adapter in a home of its own, for a module-scoped fixture shared by many cases."""
+    home = Home(tmp_path_factory.mktemp("hook") / "home")
+    home.init()
+    with FakeModelServer() as fake:
+        write_global_config(home, fake.url)
+        with webhook_process(home, fake, **extra) as (process, url):
+            yield home, process, url
 
 
 def call(url: str, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -349,15 +367,10 @@ def test_connections_beyond_the_cap_are_refused_at_once_and_the_others_keep_work
 
 
 def test_running_out_of_file_descriptors_does_not_kill_the_adapter(home: Home, fake: FakeModelServer) -> None:
-    fake.responder = echo_responder
-    make_agent(home, "arya")
-    port = free_port()
-    add_channel(home, "webhook", delivery=FAST, port=port, agents=["arya"], token_env="HOOK_TOKEN")
-    adapter = ChannelProcess(home, "webhook", HOOK_ENV).start()
-    try:
+    with webhook_process(home, fake) as (adapter, url):
         assert adapter.proc is not None
         resource.prlimit(adapter.proc.pid, resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
+        socks = [socket.create_connection(("127.0.0.1", port_of(url)), timeout=5) for _ in range(300)]
         body = json.dumps({"text": "still here?"}).encode()
         head = f"POST {PATH} HTTP/1.1\r\nHost: hook\r\nAuthorization: Bearer {TOKEN}\r\n"
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -366,11 +379,9 @@ def test_running_out_of_file_descriptors_does_not_kill_the_adapter(home: Home, f
         assert socks[0].recv(65536).startswith(b"HTTP/1.1 202")
         for sock in socks:
             sock.close()
-        wait_for(lambda: call(f"http://127.0.0.1:{port}/v1/health")[0] == 200, timeout=10, what="health")
+        wait_for(lambda: call(url + "/v1/health")[0] == 200, timeout=10, what="health")
         assert adapter.proc.poll() is None
         assert adapter.stop() == 0
-    finally:
-        adapter.__exit__()
     assert "Traceback" not in adapter.output(), adapter.output()
     assert len(inbox(home)) == 1
 
@@ -422,9 +433,5 @@ def test_hostile_json_bodies_are_clear_400s(big_hook: tuple[Home, str], body: by
 @pytest.fixture(scope="module")
 def big_hook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, str]]:
     """One adapter that accepts large bodies, shared by the hostile-body cases (read-only)."""
-    home = Home(tmp_path_factory.mktemp("big") / "home")
-    home.init()
-    with FakeModelServer() as fake:
-        write_global_config(home, fake.url)
-        with webhook_adapter(home, fake, max_body=300_000) as url:
-            yield home, url
+    with shared_webhook(tmp_path_factory, max_body=300_000) as (home, _, url):
+        yield home, url

@@ -33,6 +33,22 @@ BUSY = (
 )
 
 
+class ClientErrors(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, except that a malformed request (a 4xx from its HTTP parser)
+    is one warning line: it is a stranger's mistake, not a traceback-worthy server error, and
+    a flood of them must not bury the log."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(exc_info, HttpProcessingError) and exc_info.code < 500:
+            why = "".join(str(exc_info.message).strip().splitlines()[:1]).rstrip(":")
+            peer = args[0] if args else "?"  # aiohttp: "Error handling request from %s", remote
+            self.logger.warning("webhook: refused a malformed request from %s: %d %s", peer, exc_info.code, why)
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
 class ConnectionGuard:
     """Makes the protocol for each accepted connection: aiohttp's request handler behind a
     header watchdog, or a one-shot 503 once the cap is reached."""

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from anima.channels import base
 from anima.channels.config import WebhookChannel
-from anima.channels.guard import BACKLOG, ConnectionGuard
+from anima.channels.guard import BACKLOG, ClientErrors, ConnectionGuard
 from anima.channels.spool import Progress, Spool, drain
 from anima.credentials import secret
 from anima.errors import BadConfig
@@ -296,11 +296,12 @@ class WebhookAdapter:
         runner = web.AppRunner(
             self.app(), access_log=None, keepalive_timeout=self.cfg.keepalive_timeout,
             lingering_time=min(LINGER, self.cfg.body_timeout),
+            logger=ClientErrors(logging.getLogger("aiohttp.server")),
         )
         await runner.setup()
         assert runner.server is not None
         listener = await asyncio.get_running_loop().create_server(
-            self.guard.factory(runner.server), self.cfg.host, self.cfg.port, backlog=BACKLOG, reuse_address=True
+            self.guard.factory(runner.server), self.cfg.host, self.cfg.port, backlog=BACKLOG
         )
         log.info("webhook: listening on http://%s:%d", self.cfg.host, self.cfg.port)
         timeout = aiohttp.ClientTimeout(total=self.cfg.delivery.send_timeout)
