@@ -435,3 +435,12 @@ def big_hook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, s
     """One adapter that accepts large bodies, shared by the hostile-body cases (read-only)."""
     with shared_webhook(tmp_path_factory, max_body=300_000) as (home, _, url):
         yield home, url
+
+
+def test_a_malformed_request_is_a_400_and_one_log_line_not_a_traceback(home: Home, fake: FakeModelServer) -> None:
+    with webhook_process(home, fake) as (adapter, url), socket.create_connection(("127.0.0.1", port_of(url))) as sock:
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nX-Bad: a\x7fb\r\n\r\n")
+        _, answer = read_until_closed(sock, 5.0)
+        assert answer.split(b" ", 2)[1] == b"400", answer
+        wait_for(lambda: "malformed request" in adapter.output(), what="the log line")
+    assert "Traceback" not in adapter.output(), adapter.output()
