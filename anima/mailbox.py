@@ -59,6 +59,8 @@ def deliver(agent_dir: Path, msg: Message) -> Path | None:
         or (inbox / "rejected" / target.name).exists()
     ):
         return None
+    if inbox.is_dir():
+        _clear_reserved(inbox)
     write_atomic(target, render(msg), tmp_dir=inbox / ".tmp", mtime=time.time() - DELIVERED_AGE)
     return target
 
@@ -130,7 +132,10 @@ def _clear_reserved(inbox: Path) -> None:
         except FileNotFoundError:
             continue
         aside = inbox / f".{reserved}.{secrets.token_hex(4)}.aside"  # hidden: no scan takes it
-        os.replace(path, aside)
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            continue  # a delivery or scan in another process moved it first
         _reject_quietly(
             aside,
             f"an inbox entry may not be named {reserved!r}: the inbox keeps its own folder there",

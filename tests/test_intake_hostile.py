@@ -320,3 +320,12 @@ def test_hostile_notes_do_not_break_context_or_search(home: Home) -> None:
 def test_a_fifo_note_is_read_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.md")
     assert front_matter.read_meta(tmp_path / "pipe.md") == {}
+
+
+def test_delivery_still_works_when_a_file_takes_the_staging_folders_name(home: Home) -> None:
+    agent = make_agent(home)
+    _drop(agent, ".tmp", "not a folder")
+    msg = Message.create(sender="you", to="arya", body="still delivered")
+    assert mailbox.deliver(agent.path, msg) == agent.inbox / f"{msg.id}.md"
+    assert (agent.inbox / ".tmp").is_dir()
+    assert (agent.inbox / "rejected" / "tmp").read_text() == "not a folder"
