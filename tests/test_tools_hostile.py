@@ -96,6 +96,8 @@ def test_a_bug_in_a_tool_is_an_error_result_and_logged(
         ("http_fetch", {"url": "http://example.com/a b\x01"}, "control characters"),
         ("write_file", {"path": "a.txt", "content": "half \ud800 surrogate"}, "not valid text"),
         ("write_file", {"path": "\ud800.txt", "content": "x"}, "not valid text"),
+        ("write_file", {"path": "x" * 300, "content": "x"}, "path too long"),
+        ("read_file", {"path": "a/" * 600}, "path too long"),
         ("schedule", {"text": "x", "at": "9999-12-31T23:59:59-12:00"}, "date-time"),
         ("schedule", {"text": "x", "cron": "0 0 30 2 *"}, "never fires"),
         ("unschedule", {"reminder_id": "x\x00y"}, "no reminder"),

@@ -15,6 +15,10 @@ from anima.tools.base import ToolContext, tool
 
 LIST_LIMIT = 500
 READ_MAX_BYTES = 8 * 1024 * 1024
+NAME_MAX = 255
+PATH_MAX = 1024
+"""Bytes in one file name, and in a whole path relative to the workspace (Linux allows 4096
+in all, and the workspace's own path comes on top)."""
 GIT_FILES = frozenset({".gitattributes", ".gitignore", ".gitmodules"})
 """Files that change what git commits (filters, ignores, submodules): as much git's as .git/."""
 
@@ -39,6 +43,10 @@ def confine(root: Path, relative: str, *, writing: bool = False) -> Path:
     if "\x00" in relative:
         raise ToolError("path contains a NUL byte")
     pure = PurePosixPath(relative)
+    if len(relative.encode()) > PATH_MAX or any(len(p.encode()) > NAME_MAX for p in pure.parts):
+        raise ToolError(
+            f"path too long: at most {NAME_MAX} bytes a name and {PATH_MAX} bytes in all"
+        )
     if pure.is_absolute() or relative.startswith("~"):
         raise ToolError(
             f"{relative!r}: absolute paths are refused; paths are relative to your workspace"
