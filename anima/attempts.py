@@ -44,6 +44,16 @@ def record_failure(
     return rejected
 
 
+def note(home: Home, agent: str, ids: list[str], error: str) -> None:
+    """Count a failure against messages that are pending again (a turn set aside), without
+    rejecting any: the next failed turn does that if they are out of attempts."""
+    data = load(home, agent)
+    stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    for i in ids:
+        data[i] = [*data.get(i, []), f"{stamp} {error}"]
+    write_atomic(_path(home, agent), json.dumps(data, indent=1))
+
+
 def clear(home: Home, agent: str, ids: list[str]) -> None:
     data = load(home, agent)
     if any(i in data for i in ids):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from anima import context, gitstore, history, memory, turnlog
@@ -70,9 +71,16 @@ def _split(turns: list[history.Turn], chars: int, agent: str) -> list[str]:
     return [p[:chars] for p in pieces]
 
 
-def _journal_entry(agent: Agent, conversation: str, turns: list[history.Turn], text: str) -> str:
+def _journal_entry(
+    agent: Agent,
+    conversation: str,
+    turns: list[history.Turn],
+    text: str,
+    claim: Callable[[str], None],
+) -> str:
     """Append the summary to the day's journal; a day over the note cap continues in -2, -3…
-    Returns the note's path relative to the agent directory."""
+    `claim` names the note before it is written (the turn record). Returns the note's path
+    relative to the agent directory."""
     now = utcnow()
     day = now.strftime("%Y-%m-%d")
     first, last = turns[0][0][0].get("ts", ""), turns[-1][0][0].get("ts", "")
@@ -86,6 +94,7 @@ def _journal_entry(agent: Agent, conversation: str, turns: list[history.Turn], t
         old = path.read_text(encoding="utf-8") if path.exists() else ""
         if not old or len(old) + len(entry) <= cap:
             head = old or f"---\ndescription: journal of {day} (compacted conversations)\n---\n"
+            claim(str(path.relative_to(agent.path)))
             write_atomic(path, (head + entry)[:cap])
             return str(path.relative_to(agent.path))
     raise AssertionError("unreachable")
@@ -154,15 +163,19 @@ def compact(
             raise TurnCancelled("shutting down")
 
     emit: Emit = silent
-    turnlog.begin(agent.path)
+    touched = turnlog.begin(agent.path)
     try:
-        tctx = ToolContext(name, agent.path, cfg, agent.home.agent_names(), [], conversation)
+        tctx = ToolContext(
+            name, agent.path, cfg, agent.home.agent_names(), [], conversation, touched=touched
+        )
         pieces = _split(drop, cfg.budget.history_tokens * history.CHARS_PER_TOKEN, name)
         summaries = [line for p in pieces for line in _digest(agent, p, tctx, emit, cancel)]
         summary = "\n".join(summaries)
-        journal = _journal_entry(agent, conversation, drop, summary)
+        journal = _journal_entry(agent, conversation, drop, summary, touched.add)
         rolling = (state.summary + "\n" + summary).strip()[-SUMMARY_CHARS:]
         new_state = history.Compaction(drop[-1][0][0]["turn"], rolling, state.count + 1)
+        state_file = history.thread_dir(agent.path, conversation) / history.COMPACTION
+        touched.add(str(state_file.relative_to(agent.path)))
         state_path = history.save_compaction(agent.path, conversation, new_state)
     except BaseException:
         turnlog.abandon(agent.path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,11 +49,24 @@ class LoopResult:
     model: str = ""
 
 
+def _pause(cancel: threading.Event | None) -> Callable[[float], None]:
+    """The wait between retries: it ends at once when the runtime shuts down."""
+
+    def pause(delay: float) -> None:
+        if cancel is None:
+            time.sleep(delay)
+        elif cancel.wait(delay):
+            raise TurnCancelled("shutting down")
+
+    return pause
+
+
 def call_model(
     chain: list[tuple[str, str]],
     home: Home,
     request: ChatRequest,
     emit: Emit,
+    cancel: threading.Event | None = None,
 ) -> tuple[Completed, list[tuple[str, str]]]:
     """One model call with retries, falling back along the provider chain. Returns the
     completion and the chain from the provider that answered (it stays for the turn)."""
@@ -76,6 +90,7 @@ def call_model(
                 retries=settings.retries,
                 base=settings.backoff,
                 cap=settings.max_backoff,
+                sleep=_pause(cancel),
             ):
                 if isinstance(ev, Completed):
                     completed = ev
@@ -120,7 +135,7 @@ def run_loop(
         if cancel is not None and cancel.is_set():
             raise TurnCancelled("shutting down")
         request = ChatRequest("", system, messages, specs, cfg.max_tokens, cfg.temperature)
-        completed, chain = call_model(chain, agent.home, request, emit)
+        completed, chain = call_model(chain, agent.home, request, emit, cancel)
         out.tokens_in += completed.tokens_in
         out.tokens_out += completed.tokens_out
         out.model = f"{chain[0][0]}/{completed.model}"

@@ -19,7 +19,7 @@ from anima.home import Home
 from anima.message import Message, render
 
 if TYPE_CHECKING:
-    from anima.turn import AgentRun
+    from anima.turn import AgentRun, TurnResult
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +103,32 @@ def mark_routed(home: Home, name: str, sha: str) -> None:
     write_atomic(_cursor(home, name), sha + "\n", durable=False)
 
 
-def route_run(home: Home, run: AgentRun) -> Routed:
-    """Route what a pass just committed. When the cursor stood at the pass's starting commit,
-    the new records are known without asking git; otherwise catch up from the log."""
+def _read_cursor(home: Home, name: str) -> str:
     try:
-        cursor = _cursor(home, run.agent).read_text().strip()
+        return _cursor(home, name).read_text().strip()
     except FileNotFoundError:
-        cursor = ""
-    committed = [r for r in run.results if r.commit]
-    if not committed:
-        return route_pending(home, run.agent) if cursor != run.base else Routed()
-    if cursor != run.base:
-        return route_pending(home, run.agent)
-    routed = route(home, [m for r in committed for m in r.outgoing])
-    mark_routed(home, run.agent, committed[-1].commit or run.base)
+        return ""
+
+
+def route_turn(home: Home, name: str, parent: str, result: TurnResult) -> Routed:
+    """Route one turn right after its commit, so a reply never waits for the agent's other
+    conversations. When the cursor stood at the commit the turn started from, its records are
+    known without asking git; otherwise catch up from the log."""
+    if not result.commit:
+        return Routed()
+    if _read_cursor(home, name) != parent:
+        return route_pending(home, name)
+    routed = route(home, result.outgoing)
+    mark_routed(home, name, result.commit)
     return routed
+
+
+def route_run(home: Home, run: AgentRun) -> Routed:
+    """After a pass: route whatever is committed but not routed yet (a crash between a commit
+    and its routing, a routing that failed, commits made by hand)."""
+    if _read_cursor(home, run.agent) == gitstore.head(home.agents_dir / run.agent):
+        return Routed()
+    return route_pending(home, run.agent)
 
 
 def route_pending(home: Home, name: str) -> Routed:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,9 @@ def run_once(
     home.require()
     results: list[TurnResult] = []
     for name in names or home.agent_names():
-        run = process_agent(home, name, on_event=on_event)
+        run = process_agent(
+            home, name, on_event=on_event, on_commit=partial(router.route_turn, home)
+        )
         router.route_run(home, run)
         results += run.results
     return results
@@ -62,6 +66,44 @@ def clean_stale_tmp(home: Home, older_than: float = STALE_TMP_SECONDS) -> int:
     return removed
 
 
+class Workers(Executor):
+    """The runtime's turn workers. Daemon threads, owned here: at shutdown a turn still stuck
+    in a model call past the grace period is abandoned with the process (its write-ahead
+    record rolls it back at the next start), so nothing has to force the exit."""
+
+    def __init__(self, n: int, name: str = "anima-turn"):
+        self._queue: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True) for i in range(n)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, partial(fn, **kwargs) if kwargs else fn, args))
+        return future
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()
+
+
 class Runtime:
     """The always-on loop. Turns run in worker threads; everything else is on one event loop."""
 
@@ -79,8 +121,9 @@ class Runtime:
         self.failures: dict[str, int] = {}
         self.state: dict[str, dict[str, Any]] = {}
         self.turns = 0
+        self.commits: dict[str, int] = {}
         self._sem = asyncio.Semaphore(self.settings.max_concurrent_turns)
-        self._executor = ThreadPoolExecutor(self.settings.max_concurrent_turns + 1, "anima-turn")
+        self._executor = Workers(self.settings.max_concurrent_turns + 1)
         self._rewatch = asyncio.Event()
         self._known: set[str] = set()
         self._lock = status.home_lock(home)
@@ -103,12 +146,28 @@ class Runtime:
             self.home,
             name,
             on_event=self.on_event,
+            on_commit=partial(router.route_turn, self.home),
             settle=self.settings.settle_ms / 1000,
             cancel=self.cancel,
         )
         if not self.cancel.is_set():
             router.route_run(self.home, run)
+        self._maintain(name, run)
         return run
+
+    def _maintain(self, name: str, run: AgentRun) -> None:
+        """Every GC_EVERY_TURNS turns of an agent, pack its repository, under its lock (so
+        recovery never meets our own gc's lock files), and say what it did."""
+        before = self.commits.get(name, 0)
+        after = self.commits[name] = before + sum(1 for r in run.results if r.commit)
+        if after // GC_EVERY_TURNS == before // GC_EVERY_TURNS or self.cancel.is_set():
+            return
+        lock = self.home.run_dir / "locks" / f"{name}.lock"
+        try:
+            with gitstore.agent_lock(lock, timeout=5):
+                log.info("%s: %s", name, gitstore.gc(self.home.agents_dir / name))
+        except Exception as exc:
+            log.warning("%s: git gc failed: %s", name, exc)
 
     async def _work(self, name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -156,10 +215,6 @@ class Runtime:
                     r.model,
                     r.duration_ms,
                 )
-                if self.turns % GC_EVERY_TURNS == 0:
-                    loop.run_in_executor(
-                        self._executor, gitstore.gc_auto, self.home.agents_dir / name
-                    )
         if run.failed:
             n = self.failures[name] = self.failures.get(name, 0) + 1
             delay = min(MAX_RETRY_DELAY, self.settings.retry_backoff * 2 ** (n - 1))
@@ -295,4 +350,8 @@ class Runtime:
         else:
             still = set()
         status.write(self.home, self._status_payload(live=False))
+        if still:
+            log.warning("stopped: %d turn(s) abandoned; their messages stay pending", len(still))
+        else:
+            log.info("stopped")
         return not still

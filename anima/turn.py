@@ -3,6 +3,8 @@ commit. Everything that wakes an agent goes through `process_agent`."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import threading
 import time
@@ -54,7 +56,7 @@ class TurnResult:
     rejected: int = 0
 
 
-def _subject(agent: Agent, batch: list[Message], heartbeat_ok: bool) -> str:
+def _subject(agent: Agent, batch: list[Message], heartbeat_ok: bool, no_reply: bool) -> str:
     first = batch[0]
     if all(m.kind != "message" for m in batch):
         what = "heartbeat" if first.kind == "heartbeat" else "reminder"
@@ -62,12 +64,21 @@ def _subject(agent: Agent, batch: list[Message], heartbeat_ok: bool) -> str:
     senders = ", ".join(dict.fromkeys(m.sender for m in batch))
     n = len(batch)
     noun = f"{first.channel} message" if n == 1 else f"{n} {first.channel} messages"
+    if no_reply:
+        return f"turn({agent.name}): read {noun} from {senders} (no reply)"
     return f"turn({agent.name}): reply to {noun} from {senders}"
+
+
+def _hops(msg: Message) -> int:
+    """The hop count a message declares; anything that is not a small count is 0 (a person
+    or another program wrote it, and it must not stop the turn)."""
+    value = msg.extra.get("hops", 0)
+    return value if isinstance(value, int) and 0 <= value < 1000 else 0
 
 
 def _with_hops(batch: list[Message], outgoing: list[Message]) -> list[Message]:
     """Agent messages carry how many agent-to-agent hops their chain has taken (loop cap)."""
-    base = max((int(m.extra.get("hops", 0) or 0) for m in batch if m.channel == "agent"), default=0)
+    base = max((_hops(m) for m in batch if m.channel == "agent"), default=0)
     return [
         m.with_(extra={**m.extra, "hops": base + 1}) if m.channel == "agent" else m
         for m in outgoing
@@ -128,10 +139,17 @@ def run_turn(
     if ctx.truncated and compaction.compact(agent, conversation, cancel=cancel):
         ctx = context.assemble(agent, batch, conversation)  # the summary, then what stays live
     tools = {t.name: t for t in available(agent.config)}
+    parent = gitstore.head(agent.path)
     for attempt in (1, 2):
-        turnlog.begin(agent.path)
+        touched = turnlog.begin(agent.path)
         tctx = ToolContext(
-            agent.name, agent.path, agent.config, agent.home.agent_names(), batch, conversation
+            agent.name,
+            agent.path,
+            agent.config,
+            agent.home.agent_names(),
+            batch,
+            conversation,
+            touched=touched,
         )
         try:
             loop = run_loop(agent, ctx.system, ctx.messages(), tools, tctx, emit, cancel)
@@ -147,12 +165,14 @@ def run_turn(
                 raise
             log.warning("%s: %s; compacted %s and retrying", agent.name, exc, conversation)
             ctx = context.assemble(agent, batch, conversation)
+            parent = gitstore.head(agent.path)
         except BaseException:
             turnlog.abandon(agent.path)
             raise
     text = "\n\n".join(loop.texts).strip()
     heartbeat_ok = trigger.kind == "heartbeat" and text == HEARTBEAT_OK
-    reply = _reply_for(agent, batch, text) if text and not heartbeat_ok else None
+    silent = heartbeat_ok or text == context.NO_REPLY  # committed, not sent
+    reply = _reply_for(agent, batch, text) if text and not silent else None
     outgoing = _with_hops(batch, ([reply] if reply else []) + tctx.outgoing)
     reply = outgoing[0] if reply else None
     turn_id = trigger.id
@@ -163,7 +183,7 @@ def run_turn(
     body_lines = [text.splitlines()[0][:200]] if text else []
     body_lines += tctx.memory_lines()
     record = turnlog.TurnRecord(
-        subject=_subject(agent, batch, heartbeat_ok),
+        subject=_subject(agent, batch, heartbeat_ok, text == context.NO_REPLY),
         body="\n".join(body_lines),
         trailers=[
             ("Anima-Trigger", f"{trigger.kind}:{trigger.channel}:{trigger.sender}"),
@@ -189,6 +209,7 @@ def run_turn(
         history_path=f"history/{conversation}/{utcnow().strftime('%Y-%m-%d')}.jsonl",
         history_records=loop.records,
         touched=sorted(tctx.touched),
+        parent=parent,
     )
     sha = turnlog.commit(agent.path, record)
     if on_event is not None:
@@ -209,11 +230,22 @@ def run_turn(
 
 
 def prepare(agent: Agent, *, full_check: bool = True) -> None:
-    """Under the lock, before a turn: finish or undo a crashed turn, then commit hand edits."""
+    """Under the lock, before a turn: clear what a killed git left, commit a person's hand
+    edits, then finish or undo a crashed turn. Hand edits go first, so undoing a turn can only
+    put back the paths that turn itself claimed."""
+    removed = gitstore.recover(agent.path)
+    if removed:
+        log.warning("%s: removed stale git locks: %s", agent.name, ", ".join(removed))
+    repaired = gitstore.repair_index(agent.path)
+    if repaired:
+        log.warning("%s: %s", agent.name, repaired)
+    claimed = turnlog.claimed_paths(agent.path)
+    gitstore.commit_external(agent.path, full=full_check, exclude=claimed)
     done = turnlog.recover(agent.path)
-    if done:
-        log.warning("%s: %s", agent.name, done)
-    gitstore.commit_external(agent.path, full=full_check)
+    if done is not None:
+        log.warning("%s: %s", agent.name, done.note)
+        if done.set_aside:
+            attempts.note(agent.home, agent.name, done.set_aside, done.note)
 
 
 def group_by_conversation(pendings: Iterable[Pending]) -> list[list[Pending]]:
@@ -223,28 +255,55 @@ def group_by_conversation(pendings: Iterable[Pending]) -> list[list[Pending]]:
     return list(groups.values())
 
 
+OnCommit = Callable[[str, str, "TurnResult"], object]
+"""Called with (agent, the HEAD the turn started from, its result) right after each commit."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failure, for status, the log and the CLI."""
+    if isinstance(exc, AnimaError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"the disk is full ({exc.filename or 'writing'}): free space; nothing was lost"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _environmental(exc: BaseException) -> bool:
+    """A failure of the machine, not of the messages: it counts no attempt against them."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
 def process_agent(
     home: Home,
     name: str,
     *,
     on_event: OnEvent | None = None,
+    on_commit: OnCommit | None = None,
     lock_timeout: float | None = None,
     settle: float = 0.0,
     cancel: threading.Event | None = None,
     full_check: bool = True,
 ) -> AgentRun:
     """Handle every message pending for `name` now: one turn per conversation batch. A failed
-    turn is reported in its result and leaves its messages pending for a later run, until they
-    run out of attempts and are rejected with their error history."""
+    turn, whatever it raised, is reported in its result and leaves its messages pending for a
+    later run (until they run out of attempts and are rejected with their error history); the
+    agent's other conversations go on. `on_commit` routes each turn as soon as it commits."""
     agent = Agent.open(home, name)
     run = AgentRun(name)
     with gitstore.agent_lock(home.run_dir / "locks" / f"{name}.lock", timeout=lock_timeout):
-        prepare(agent, full_check=full_check)
-        run.base = gitstore.head(agent.path)
-        scan = mailbox.scan(agent.path, name, settle=settle)
+        try:
+            prepare(agent, full_check=full_check)
+            run.base = gitstore.head(agent.path)
+            scan = mailbox.scan(agent.path, name, settle=settle)
+        except Exception as exc:  # a damaged repo or a full disk: report, the runtime retries
+            _log_failure(name, exc)
+            run.results.append(TurnResult(name, "", [], error=describe(exc)))
+            return run
         run.unsettled = scan.unsettled
         for group in group_by_conversation(scan.pending):
-            ids = [p.message.id for p in group]
+            parent = gitstore.head(agent.path)
             try:
                 result = run_turn(agent, group, on_event=on_event, cancel=cancel)
             except TurnCancelled:
@@ -252,27 +311,72 @@ def process_agent(
                 break
             except BadConfig as exc:  # the agent's fault, not the message's: no attempt counted
                 run.results.append(
-                    TurnResult(name, group[0].message.conversation, ids, error=str(exc))
+                    TurnResult(name, _conversation(group), _ids(group), error=str(exc))
                 )
                 break
-            except AnimaError as exc:
-                if on_event is not None:
-                    on_event(group[-1].message, TurnEnded(None, None, str(exc)))
-                max_attempts = home.config().runtime.max_attempts
-                rejected = attempts.record_failure(home, name, group, str(exc), max_attempts)
-                run.results.append(
-                    TurnResult(
-                        name,
-                        group[0].message.conversation,
-                        ids,
-                        error=str(exc),
-                        rejected=len(rejected),
-                    )
-                )
+            except Exception as exc:
+                if not _failed(agent, run, group, exc, on_event):
+                    break
                 continue
-            attempts.clear(home, name, ids)
+            attempts.clear(home, name, _ids(group))
             run.results.append(result)
+            if on_commit is not None:
+                try:
+                    on_commit(name, parent, result)
+                except Exception:  # routing catches up after the pass (router.route_run)
+                    log.exception("%s: routing turn %s failed", name, (result.commit or "")[:8])
     return run
+
+
+def _ids(group: list[Pending]) -> list[str]:
+    return [p.message.id for p in group]
+
+
+def _conversation(group: list[Pending]) -> str:
+    return group[0].message.conversation
+
+
+def _log_failure(name: str, exc: BaseException) -> None:
+    if isinstance(exc, AnimaError) or _environmental(exc):
+        log.warning("%s: %s", name, describe(exc))
+    else:  # a bug: keep the traceback for whoever fixes it
+        log.error("%s: turn failed with an unexpected error", name, exc_info=exc)
+
+
+def _failed(
+    agent: Agent,
+    run: AgentRun,
+    group: list[Pending],
+    exc: Exception,
+    on_event: OnEvent | None,
+) -> bool:
+    """Account for a failed turn: count an attempt against its messages (unless the machine
+    failed, not they), and finish or undo whatever the turn left half-written. Returns whether
+    the pass may go on to the agent's next conversation."""
+    name, error = agent.name, describe(exc)
+    _log_failure(name, exc)
+    if on_event is not None:
+        with contextlib.suppress(Exception):
+            on_event(group[-1].message, TurnEnded(None, None, error))
+    rejected: list[object] = []
+    environmental = _environmental(exc)
+    if not environmental:
+        try:
+            max_attempts = agent.home.config().runtime.max_attempts
+            rejected = list(attempts.record_failure(agent.home, name, group, error, max_attempts))
+        except Exception as again:
+            log.warning("%s: could not count the failed attempt: %s", name, describe(again))
+    run.results.append(
+        TurnResult(name, _conversation(group), _ids(group), error=error, rejected=len(rejected))
+    )
+    try:
+        done = turnlog.recover(agent.path)  # a record left mid-commit is finished now
+    except Exception as again:
+        _log_failure(name, again)
+        return False
+    if done is not None:
+        log.warning("%s: %s", name, done.note)
+    return not environmental
 
 
 @dataclass

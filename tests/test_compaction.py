@@ -206,7 +206,8 @@ def test_crash_during_compaction_is_rolled_back_and_redone(
     set_budget(agent, history_tokens=300)
     talk(home, agent, range(3))
     head = git.Repo(agent.path).head.commit.hexsha
-    turnlog.begin(agent.path)  # as compact() does, then "crash" after writing the journal
+    journal = turnlog.begin(agent.path)  # as compact() does, naming what it will write
+    journal.update(["memory/journal/2026-11-24.md", "history/cli/compaction.json"])
     (agent.memory_dir / "journal").mkdir(exist_ok=True)
     (agent.memory_dir / "journal/2026-11-24.md").write_text("half a summary")
     history.save_compaction(agent.path, "cli", history.Compaction("bogus", "half", 9))

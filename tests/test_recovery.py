@@ -94,7 +94,7 @@ def test_crash_after_commit_record_is_finished_on_recovery(home: Home) -> None:
     (agent.path / rec.history_path).write_text('{"role": "user", "cont')
     (agent.path / ".git/index.lock").write_text("")  # and git was killed mid-commit
 
-    assert turnlog.recover(agent.path) == "finished an interrupted turn commit"
+    assert (r := turnlog.recover(agent.path)) and r.note == "finished an interrupted turn commit"
     head = gitstore.log(agent.path, limit=1)[0]
     assert head.subject == rec.subject and head.trailers["Anima-Message"] == msg.id
     lines = (agent.path / rec.history_path).read_text().splitlines()
@@ -112,20 +112,23 @@ def test_crash_after_git_commit_before_cleanup_does_not_commit_twice(home: Home)
     (agent.path / ".git/anima-turn.json").write_text(
         json.dumps({"phase": "committing", "record": asdict(rec)})
     )
-    assert turnlog.recover(agent.path) == "turn was already committed"
+    assert (r := turnlog.recover(agent.path)) and r.note == "turn was already committed"
     assert len(gitstore.log(agent.path, limit=None)) == commits
     assert len((agent.path / rec.history_path).read_text().splitlines()) == 2
 
 
-def test_torn_running_record_rolls_back(home: Home) -> None:
+def test_torn_running_record_puts_back_nothing_it_cannot_name(home: Home) -> None:
+    """A record that cannot be read claims no paths: what differs from HEAD may be a person's,
+    so it is kept (the next hand-edit check commits it), never thrown away."""
     agent, _, msg = _interrupted_record(home)
     (agent.path / ".git/anima-turn.json").write_text('{"phase": "runn')
     (agent.workspace / "stray.txt").write_text("half a turn")
-    (agent.path / "memory/MEMORY.md").write_text("overwritten mid-turn")
-    assert turnlog.recover(agent.path) == "rolled back an interrupted turn"
-    assert not (agent.workspace / "stray.txt").exists()
-    assert "overwritten" not in (agent.path / "memory/MEMORY.md").read_text()
+    (agent.path / "memory/MEMORY.md").write_text("edited meanwhile")
+    assert (r := turnlog.recover(agent.path)) and r.note.startswith("rolled back an interrupted")
+    assert (agent.workspace / "stray.txt").read_text() == "half a turn"
+    assert (agent.path / "memory/MEMORY.md").read_text() == "edited meanwhile"
     assert (agent.inbox / f"{msg.id}.md").exists()
+    assert not (agent.path / ".git/anima-turn.json").exists()
 
 
 def test_agent_lock_excludes_a_second_writer(home: Home) -> None:
