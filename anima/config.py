@@ -121,7 +121,7 @@ class ProviderSettings:
 class RuntimeSettings:
     max_concurrent_turns: int = 4
     """Turns of different agents that run at once (one agent's turns never overlap)."""
-    max_agent_hops: int = 6
+    max_agent_hops: int = 3
     """Agent-to-agent messages in one chain before the router stops delivering them."""
     max_attempts: int = 5
     """Failed turns a message gets before it is moved to inbox/rejected/ with its errors."""

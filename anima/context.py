@@ -18,6 +18,9 @@ from anima.channels.config import owner_addresses
 from anima.llm.base import Block
 from anima.message import Message
 
+NO_REPLY = "NO_REPLY"
+"""A reply of exactly this ends an agent-to-agent exchange: the turn is committed, nothing sent."""
+
 
 @dataclass(frozen=True)
 class Context:
@@ -119,6 +122,8 @@ def system_prompt(agent: Agent, conversation: str) -> list[str]:
         f"\n\n(You are the agent `{agent.name}`. Other agents: "
         f"{', '.join(others) if others else 'none'}. Conversation: {conversation}.)"
     )
+    if others:
+        persona += f"\n(To end an exchange with an agent without answering, reply exactly {NO_REPLY}.)"
     system = [persona]
     global_always = agent.home.global_always().strip()
     if global_always:

@@ -29,7 +29,7 @@ backoff = 1.0
 
 [runtime]
 max_concurrent_turns = 4   # turns of different agents at once
-max_agent_hops = 6         # agent-to-agent messages in one chain before delivery stops
+max_agent_hops = 3         # agent-to-agent messages in one chain before delivery stops
 max_attempts = 5           # failed turns before a message is moved to inbox/rejected/
 grace_seconds = 30.0       # on SIGTERM, time an in-flight turn gets to finish
 """
