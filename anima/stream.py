@@ -2,7 +2,7 @@
 
 The runtime appends while the model streams; `anima chat` (or anything else) tails the file.
 Events: {"t": "text", "v"}, {"t": "tool", "name", "args"}, {"t": "tool_result", "name", "ok"},
-{"t": "retry", "reason"}, {"t": "end", "commit", "reply", "error"}.
+{"t": "retry", "reason", "attempt", "delay"}, {"t": "end", "commit", "reply", "error"}.
 """
 
 from __future__ import annotations
@@ -44,7 +44,12 @@ def encode(event: object) -> dict[str, Any] | None:
             "detail": event.content.splitlines()[0][:120] if event.content else "",
         }
     if isinstance(event, Retrying):
-        return {"t": "retry", "reason": event.reason[:200]}
+        return {
+            "t": "retry",
+            "reason": event.reason[:200],
+            "attempt": event.attempt,
+            "delay": round(event.delay, 1),
+        }
     if isinstance(event, TurnEnded):
         return {"t": "end", "commit": event.commit, "reply": event.reply, "error": event.error}
     return None

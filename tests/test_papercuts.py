@@ -123,10 +123,6 @@ def test_log_keeps_message_ids_whole_at_80_columns(home: Home, fake: FakeModelSe
     assert any("tool calls" in line and msg.id in line for line in out.splitlines()), out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs anima/testing/__init__.py to import fake_model lazily (PEP 562 __getattr__)",
-)
 def test_fake_model_starts_without_a_runtime_warning() -> None:
     proc = subprocess.run(
         [sys.executable, "-W", "default", "-m", "anima.testing.fake_model", "--help"],
