@@ -103,7 +103,7 @@ def scan(agent_dir: Path, name: str, *, settle: float = 0.0) -> Scan:
         except FileNotFoundError:
             continue  # gone since the listing: nothing to take or reject
         except UnfinishedMessage as exc:
-            if settle and time.time() - os.lstat(path).st_mtime < settle:
+            if _younger(path, settle):
                 unsettled += 1
             else:
                 _reject_quietly(path, str(exc))
@@ -115,6 +115,14 @@ def scan(agent_dir: Path, name: str, *, settle: float = 0.0) -> Scan:
         else:
             pending.append(Pending(path, msg))
     return Scan(pending, unsettled)
+
+
+def _younger(path: Path, settle: float) -> bool:
+    """Modified less than `settle` seconds ago (an unfinished file being written right now)."""
+    try:
+        return time.time() - os.lstat(path).st_mtime < settle
+    except OSError:
+        return False
 
 
 def _cut(text: str, limit: int = 300) -> str:
@@ -136,6 +144,9 @@ def _clear_reserved(inbox: Path) -> None:
             os.replace(path, aside)
         except FileNotFoundError:
             continue  # a delivery or scan in another process moved it first
+        except OSError:
+            log.warning("cannot move %s aside", path, exc_info=True)
+            continue
         _reject_quietly(
             aside,
             f"an inbox entry may not be named {reserved!r}: the inbox keeps its own folder there",

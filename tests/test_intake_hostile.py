@@ -304,7 +304,7 @@ def test_hostile_notes_do_not_break_context_or_search(home: Home) -> None:
     agent = make_agent(home)
     for name, text in HOSTILE_NOTES.items():
         (agent.memory_dir / name).write_text(text)
-    os.mkfifo(agent.memory_dir / "pipe-note.md.fifo")
+    os.mkfifo(agent.memory_dir / "pipe.md")
     (agent.memory_dir / "good.md").write_text("---\ndescription: a good note\n---\nnote\n")
     start = time.perf_counter()
     notes = dict(memory.index(agent.memory_dir).notes)
@@ -313,7 +313,9 @@ def test_hostile_notes_do_not_break_context_or_search(home: Home) -> None:
     assert notes["int-key.md"] == "y"  # keys are text: `1:` is "1"
     assert all(notes[name] == "" for name in HOSTILE_NOTES if name not in ("long.md", "int-key.md"))
     assert len(notes["long.md"]) == memory.DESCRIPTION_CHARS + 1
+    assert notes["pipe.md"] == ""
     assert "a good note" in context.memory_segment(agent)
+    (agent.memory_dir / "pipe.md").unlink()  # search.py reads notes whole: not a FIFO's place
     assert search.search(agent.path, "note")
 
 
