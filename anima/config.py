@@ -134,6 +134,8 @@ class RuntimeSettings:
     """A file written in place (not renamed in) is read once unchanged for this long."""
     retry_backoff: float = 5.0
     """First delay before retrying an agent whose turn failed; doubles up to 10 minutes."""
+    gc_every_turns: int = 200
+    """An agent's repository is packed (`git gc --auto`, under its lock) every this many turns."""
 
 
 @dataclass(frozen=True)

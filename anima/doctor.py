@@ -8,8 +8,9 @@ import stat
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from anima import status
+from anima import gitstore, status, turnlog
 from anima.config import load_agent_config
 from anima.errors import AnimaError
 from anima.home import Home
@@ -97,6 +98,7 @@ def _agents(home: Home) -> list[Check]:
                 )
             )
             continue
+        checks += _repository(name, d)
         pending = list((d / "inbox").glob("*.md"))
         stuck = [p for p in pending if now - p.stat().st_mtime > STUCK_AFTER]
         rejected = list((d / "inbox" / "rejected").glob("*.error.md"))
@@ -124,6 +126,26 @@ def _agents(home: Home) -> list[Check]:
             )
         else:
             checks.append(Check(f"agent {name}", True, f"{len(pending)} pending"))
+    return checks
+
+
+def _repository(name: str, d: Path) -> list[Check]:
+    """The agent's git repository: fsck, index, stale locks, and turns set aside."""
+    checks = [
+        Check(f"agent {name} repository", False, problem, f"git -C {d} fsck", level="warn")
+        for problem in gitstore.health(d)
+    ]
+    for rec in turnlog.set_aside(d):
+        checks.append(
+            Check(
+                f"agent {name}",
+                False,
+                f"a turn was set aside at {rec['at']} ({rec['why']}); its messages were "
+                "put back in inbox/",
+                f"read {rec['file']}; delete it once understood",
+                level="warn",
+            )
+        )
     return checks
 
 

@@ -142,8 +142,9 @@ def agent_lock(lock_path: Path, *, timeout: float | None = None) -> Iterator[Non
                         f"{lock_path.stem} is busy: another process holds {lock_path}"
                     ) from None
                 time.sleep(0.01)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        with contextlib.suppress(OSError):  # who holds it is a courtesy; a full disk is not
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         yield
     finally:
         os.close(fd)  # closing releases the flock

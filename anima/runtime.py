@@ -26,7 +26,6 @@ from anima.turn import AgentRun, OnEvent, TurnResult, process_agent
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 5.0
-GC_EVERY_TURNS = 200
 MAX_RETRY_DELAY = 600.0
 STALE_TMP_SECONDS = 3600
 FULL_CHECK_EVERY = 3600.0
@@ -156,11 +155,12 @@ class Runtime:
         return run
 
     def _maintain(self, name: str, run: AgentRun) -> None:
-        """Every GC_EVERY_TURNS turns of an agent, pack its repository, under its lock (so
+        """Every `gc_every_turns` turns of an agent, pack its repository, under its lock (so
         recovery never meets our own gc's lock files), and say what it did."""
         before = self.commits.get(name, 0)
         after = self.commits[name] = before + sum(1 for r in run.results if r.commit)
-        if after // GC_EVERY_TURNS == before // GC_EVERY_TURNS or self.cancel.is_set():
+        every = max(1, self.settings.gc_every_turns)
+        if after // every == before // every or self.cancel.is_set():
             return
         lock = self.home.run_dir / "locks" / f"{name}.lock"
         try:
@@ -207,6 +207,7 @@ class Runtime:
             else:
                 self.turns += 1
                 st["last_turn"] = {"at": iso(utcnow()), "commit": r.commit, "ms": r.duration_ms}
+                st.pop("last_error", None)  # a later turn succeeded: the error is history
                 log.info(
                     "%s: turn %s (%d message(s), %s, %d ms)",
                     name,

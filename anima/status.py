@@ -10,7 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from anima import attempts, gitstore, schedule
+from anima import attempts, gitstore, schedule, turnlog
 from anima.config import load_agent_config
 from anima.errors import AnimaError, Busy
 from anima.fsutil import write_atomic
@@ -121,6 +121,7 @@ def agent_status(home: Home, name: str) -> dict[str, Any]:
         }
         if last
         else None,
+        "set_aside": len(turnlog.set_aside(agent_dir)),
         "next_heartbeat": None,
         "next_reminder": None,
     }

@@ -125,8 +125,8 @@ def _apply(agent_dir: Path, rec: TurnRecord, *, replay: bool) -> None:
         _append_history(agent_dir, rec, replay=replay)
     for src, dst in rec.archive:
         s, d = agent_dir / src, agent_dir / dst
-        if s.exists():
-            d.parent.mkdir(parents=True, exist_ok=True)
+        if s.exists() and not d.exists():  # never over an archived original (intake rejects
+            d.parent.mkdir(parents=True, exist_ok=True)  # such a duplicate at its next scan)
             os.replace(s, d)
 
 

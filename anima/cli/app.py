@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,16 @@ class AnimaGroup(click.Group):
             return super().invoke(ctx)
         except AnimaError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            sys.exit(1)
+        except OSError as exc:  # the machine, not a bug: a full disk, a read-only home
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            err_console.print(
+                f"[red]error:[/red] {escape(exc.strerror or str(exc))}{escape(where)}: free space "
+                "(or make the home writable) and run the command again; nothing was lost",
+                soft_wrap=True,
+            )
             sys.exit(1)
 
 

@@ -130,11 +130,13 @@ def status_cmd(home: Home, as_json: bool) -> None:
         table.add_row(  # whole cells, as plain text: the table wraps them, never cuts them
             *plain(
                 name,
-                str(a["pending"]) + (f" ({a['rejected']} rejected)" if a["rejected"] else ""),
+                str(a["pending"])
+                + (f" ({a['rejected']} rejected)" if a["rejected"] else "")
+                + (f" ({a['set_aside']} turn(s) set aside)" if a.get("set_aside") else ""),
                 f"{last['at']} {last['commit']}" + (" (an undo)" if last.get("undone") else "")
                 if last
                 else "-",
-                err["error"] if err else "-",
+                f"{err['at']}: {err['error']}" if err else "-",
                 a["next_heartbeat"] or "-",
             )
         )
