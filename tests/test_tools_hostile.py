@@ -3,12 +3,14 @@ and reminders stay within their caps, and no configured secret reaches history o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -126,19 +128,27 @@ def test_non_utf8_file_and_dangling_symlink(agent: Agent) -> None:
 
 @pytest.fixture
 def hostile_http() -> Iterator[str]:
-    """A server answering text in a charset nobody knows, with a Location header."""
+    """A server answering text in a charset nobody knows; at /drip, a byte every 0.2 s."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; charset=x-no-such-charset")
             self.end_headers()
-            self.wfile.write(b"hello \xff")
+            if self.path != "/drip":
+                self.wfile.write(b"hello \xff")
+                return
+            with contextlib.suppress(OSError):  # the client hangs up
+                for _ in range(50):
+                    self.wfile.write(b".")
+                    self.wfile.flush()
+                    time.sleep(0.2)
 
         def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True  # a dripping handler is not waited for
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
@@ -149,6 +159,14 @@ def test_unknown_charset_is_read_as_utf8(agent: Agent, hostile_http: str) -> Non
     agent = configure(agent, "tools.http", allow_private=True)
     out, err = call(agent, "http_fetch", url=hostile_http)
     assert not err and out.startswith("HTTP 200") and "hello" in out
+
+
+def test_a_dripping_server_is_cut_off_at_the_timeout(agent: Agent, hostile_http: str) -> None:
+    agent = configure(agent, "tools.http", allow_private=True, timeout=1.0)
+    started = time.monotonic()
+    out, err = call(agent, "http_fetch", url=hostile_http + "drip")
+    assert err and "longer than the timeout" in out
+    assert time.monotonic() - started < 3
 
 
 # -- git's own files ---------------------------------------------------------------------------

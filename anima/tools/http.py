@@ -6,10 +6,11 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Literal
+from typing import Any, Literal
 
 from anima.config import AgentConfig
 from anima.errors import ToolError
@@ -55,6 +56,20 @@ def _enabled(config: AgentConfig) -> bool:
     return config.tools.http.enabled
 
 
+def _read(resp: Any, limit: int, deadline: float) -> bytes:
+    """Up to `limit` bytes of the body, and no longer than until `deadline`: the socket timeout
+    bounds each read, so a server dripping a byte at a time would otherwise hold the turn."""
+    out = bytearray()
+    while len(out) < limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the response took longer than the timeout to arrive")
+        chunk = getattr(resp, "read1", resp.read)(min(65536, limit - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
 def _codec(charset: str | None) -> str:
     """The response's charset when Python can decode text with it, else UTF-8."""
     try:
@@ -98,11 +113,15 @@ def http_fetch(
     if data is not None:
         req.add_header("Content-Type", content_type)
     opener = urllib.request.build_opener(_NoRedirect)
+    deadline = time.monotonic() + policy.timeout
     try:
-        with opener.open(req, timeout=policy.timeout) as resp:
-            status, headers, raw = resp.status, resp.headers, resp.read(policy.max_bytes + 1)
-    except urllib.error.HTTPError as exc:
-        status, headers, raw = exc.code, exc.headers, exc.read(policy.max_bytes + 1)
+        try:
+            with opener.open(req, timeout=policy.timeout) as resp:
+                status, headers = resp.status, resp.headers
+                raw = _read(resp, policy.max_bytes + 1, deadline)
+        except urllib.error.HTTPError as exc:  # a 4xx/5xx answer is still an answer
+            status, headers = exc.code, exc.headers
+            raw = _read(exc, policy.max_bytes + 1, deadline)
     except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, a bad header
         raise ToolError(f"fetch failed: {getattr(exc, 'reason', exc)}") from exc
     ctype = headers.get("Content-Type", "")
