@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -44,11 +46,17 @@ def shell(agent: Agent, command: str) -> str:
 
 @needs_bwrap
 def test_only_the_workspace_is_writable(agent: Agent) -> None:
-    out = shell(agent, "echo made > here.txt; touch /usr/x ../persona.md /etc/x; echo end")
-    assert (agent.workspace / "here.txt").read_text() == "made\n"
-    assert out.count("Read-only file system") + out.count("No such file") >= 2, out
-    assert not Path("/usr/x").exists() and not Path("/etc/x").exists()
-    assert (agent.path / "persona.md").read_text().startswith("# arya")
+    outside = Path(f"/var/tmp/anima-sandbox-probe-{uuid.uuid4().hex}")  # writable, not hidden
+    try:
+        out = shell(
+            agent, f"echo made > here.txt; touch {outside}; echo x > ../persona.md; true"
+        )  # ../ is an empty tmpfs
+        assert (agent.workspace / "here.txt").read_text() == "made\n"
+        assert "Read-only file system" in out, out
+        assert not outside.exists()
+        assert (agent.path / "persona.md").read_text().startswith("# arya")
+    finally:
+        outside.unlink(missing_ok=True)  # a broken sandbox must not leave litter behind
 
 
 @needs_bwrap
@@ -95,15 +103,24 @@ def test_network_is_off_unless_allowed(agent: Agent, fake: FakeModelServer) -> N
 @needs_bwrap
 def test_timeout_kills_everything_the_command_started(agent: Agent) -> None:
     agent = configure(agent, "tools.shell", timeout=0.5)
+    marker = f"sleep 987.{uuid.uuid4().int % 10**6:06d}"  # only this test's processes match
     started = time.monotonic()
-    out, err = call(
-        agent, "shell", command="(sleep 987 &); setsid sleep 987 & echo begun; sleep 60"
-    )
-    assert err and "timed out" in out and "begun" in out
-    assert time.monotonic() - started < 4
-    time.sleep(0.2)
-    alive = subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True, text=True).stdout
-    assert alive == ""
+    try:
+        out, err = call(
+            agent, "shell", command=f"({marker} &); setsid {marker} & echo begun; sleep 60"
+        )
+        assert err and "timed out" in out and "begun" in out
+        assert time.monotonic() - started < 4
+        time.sleep(0.2)
+        assert _pids(marker) == []
+    finally:
+        for pid in _pids(marker):  # a broken sandbox must not leave them running
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pids(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 @needs_bwrap
