@@ -180,9 +180,8 @@ class BackgroundRuntime:
         async def serve() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            runtime = Runtime(self.home)
             # Its lock says a chat holds it, so `anima run` can say so and how to hand over.
-            runtime._lock = status.home_lock(self.home, status.CHAT_HOST)
+            runtime = Runtime(self.home, holder=status.CHAT_HOST)
             runtime.on_ready = self._ready.set
             await runtime.run(self._stop)
 
@@ -198,10 +197,12 @@ class BackgroundRuntime:
         if self.error is not None:
             raise AnimaError(f"could not start a runtime for this session: {self.error}")
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
+        """Stop as `anima run` stops on SIGTERM: a turn in flight gets the same grace period
+        to finish and commit (the runtime abandons it after that, so this join ends)."""
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
+        self._thread.join(self.home.config().runtime.grace_seconds + 5.0)
 
 
 def runtime_live(home: Home) -> bool:

@@ -106,7 +106,7 @@ class Workers(Executor):
 class Runtime:
     """The always-on loop. Turns run in worker threads; everything else is on one event loop."""
 
-    def __init__(self, home: Home, *, on_event: OnEvent | None = None):
+    def __init__(self, home: Home, *, on_event: OnEvent | None = None, holder: str | None = None):
         from anima.stream import StreamWriter
 
         self.home = home.require()
@@ -125,7 +125,7 @@ class Runtime:
         self._executor = Workers(self.settings.max_concurrent_turns + 1)
         self._rewatch = asyncio.Event()
         self._known: set[str] = set()
-        self._lock = status.home_lock(home)
+        self._lock = status.home_lock(home, holder or status.RUN_HOST)
         self._full_checked: dict[str, float] = {}
         self.on_ready: Callable[[], None] | None = None
 

@@ -10,7 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from anima import attempts, gitstore, schedule, turnlog
+from anima import attempts, budget, gitstore, schedule, turnlog
 from anima.config import load_agent_config
 from anima.errors import AnimaError, Busy
 from anima.fsutil import write_atomic
@@ -89,7 +89,10 @@ def held(path: Path) -> bool:
     return False
 
 
-def home_lock(home: Home, holder: str = "`anima run`") -> ProcessLock:
+RUN_HOST = "`anima run`"
+
+
+def home_lock(home: Home, holder: str = RUN_HOST) -> ProcessLock:
     """The lock of the one runtime of a home: `anima run`, or a chat hosting one (CHAT_HOST)."""
     return ProcessLock(home.run_dir / "anima.lock", holder, home)
 
@@ -122,6 +125,7 @@ def agent_status(home: Home, name: str) -> dict[str, Any]:
         if last
         else None,
         "set_aside": len(turnlog.set_aside(agent_dir)),
+        "paused": budget.paused(home, name),
         "next_heartbeat": None,
         "next_reminder": None,
     }

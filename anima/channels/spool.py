@@ -5,7 +5,15 @@ with `<id>.error.md` when the service refused it for good or it kept failing. Ea
 sent on its own task with a timeout and its own retry schedule, so a stuck recipient never holds
 up the others. Progress (parts already accepted, attempts, next try) lives in `state/<id>.json`,
 written after each accepted part, so an adapter killed mid-send resumes where it stopped and
-never sends an accepted part twice.
+never sends a part the service acknowledged twice.
+
+The guarantee, stated plainly: a part is delivered **at least once**. An adapter killed after
+the service accepted a part but before its progress was written sends that part again on
+restart, and Telegram's and Discord's send APIs take no idempotency key to collapse the two.
+It is **exactly once** where the receiver deduplicates by id: agent inboxes (delivery is
+idempotent by message id) and the webhook's outgoing POST, which carries the message id (and
+signature) for the receiver to deduplicate. Nothing is lost either way: a record leaves `new/`
+only for `sent/` or `failed/`.
 """
 
 from __future__ import annotations
@@ -106,7 +114,13 @@ class Spool:
         """Drop month shards of sent records and webhook replies older than `keep_months`."""
         for directory in (self.sent, self.root / "requests"):
             if removed := prune(directory, keep_months):
-                log.info("%s: removed %s/ shards older than %d months: %s", self.channel, directory.name, keep_months, ", ".join(removed))
+                log.info(
+                    "%s: removed %s/ shards older than %d months: %s",
+                    self.channel,
+                    directory.name,
+                    keep_months,
+                    ", ".join(removed),
+                )
 
     def mark_failed(self, path: Path, reason: str, errors: Sequence[str] = ()) -> Path:
         note = f"# Not delivered by the {self.channel} adapter\n\n{reason}\n"
@@ -126,7 +140,12 @@ def prune(directory: Path, keep_months: int) -> list[str]:
     removed = []
     if directory.is_dir():
         for shard in sorted(directory.iterdir()):
-            if shard.is_dir() and len(shard.name) == 7 and shard.name[4] == "-" and shard.name < cutoff:
+            if (
+                shard.is_dir()
+                and len(shard.name) == 7
+                and shard.name[4] == "-"
+                and shard.name < cutoff
+            ):
                 shutil.rmtree(shard)
                 removed.append(shard.name)
     return removed
@@ -165,12 +184,21 @@ async def attempt(spool: Spool, path: Path, send: Send, policy: Delivery) -> str
         data["errors"] = [*data.get("errors", []), f"{iso(utcnow())} {why}"][-20:]
         if data["attempts"] >= policy.max_attempts:
             spool.mark_failed(path, f"gave up after {data['attempts']} attempts", data["errors"])
-            log.warning("%s: %s dead-lettered after %d attempts", spool.channel, msg.id, data["attempts"])
+            log.warning(
+                "%s: %s dead-lettered after %d attempts", spool.channel, msg.id, data["attempts"]
+            )
             return "failed"
         retry_after = exc.retry_after if isinstance(exc, TransientError) else None
         data["next_at"] = time.time() + _delay(policy, data["attempts"], retry_after)
         progress.save()
-        log.info("%s: %s not sent (%s); retry %d in %.1fs", spool.channel, msg.id, why, data["attempts"], data["next_at"] - time.time())
+        log.info(
+            "%s: %s not sent (%s); retry %d in %.1fs",
+            spool.channel,
+            msg.id,
+            why,
+            data["attempts"],
+            data["next_at"] - time.time(),
+        )
         return "retry"
     spool.mark_sent(path)
     return "sent"
@@ -234,7 +262,11 @@ class Drain:
         from watchfiles import awatch
 
         async for _ in awatch(
-            self.spool.new, stop_event=stop, step=WATCH_STEP_MS, debounce=WATCH_STEP_MS, recursive=False
+            self.spool.new,
+            stop_event=stop,
+            step=WATCH_STEP_MS,
+            debounce=WATCH_STEP_MS,
+            recursive=False,
         ):
             self.wake.set()
         self.wake.set()  # stopped
@@ -244,10 +276,16 @@ class Drain:
         await asyncio.sleep(0)  # the watcher registers before the first scan: no record slips by
         next_cleanup = 0.0
         while not stop.is_set():
-            if time.monotonic() >= next_cleanup:
-                self.spool.prune(self.policy.keep_months)
-                next_cleanup = time.monotonic() + 24 * 3600
-            wait = self.start_due()
+            try:
+                if time.monotonic() >= next_cleanup:
+                    self.spool.prune(self.policy.keep_months)
+                    next_cleanup = time.monotonic() + 24 * 3600
+                wait = self.start_due()
+            except OSError as exc:  # out of file descriptors, a full disk: wait, never die
+                log.warning(
+                    "spool %s: cannot scan (%s); trying again in %gs", self.spool, exc, RESCAN
+                )
+                wait = RESCAN
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait)
             self.wake.clear()
