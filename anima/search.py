@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ def _files(agent_dir: Path) -> dict[str, os.stat_result]:
             for e in entries:
                 if e.is_dir(follow_symlinks=False):
                     stack.append(e.path)
-                elif e.name.endswith(suffix):
+                elif e.name.endswith(suffix) and e.is_file(follow_symlinks=False):
                     out[e.path[cut:]] = e.stat(follow_symlinks=False)
     return out
 
@@ -196,10 +197,13 @@ def _update(
 
 
 def _stat(path: Path) -> os.stat_result | None:
+    """A regular file's stat; None for anything else. A FIFO named like a note would block the
+    indexer forever, and a symlink could pull another agent's file into this one's index."""
     try:
-        return path.stat()
-    except FileNotFoundError:
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 @contextlib.contextmanager

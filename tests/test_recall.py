@@ -149,3 +149,25 @@ def test_people_note_is_updated_by_the_agent_and_injected_next_time(
     assert "allergic to cats" in second.split("</person-note>")[0]
     system = json.dumps(fake.requests[-1].body["system"], ensure_ascii=False)
     assert "- people/sam.md — Sam, neighbour" in system  # listed in the notes index too
+
+
+def test_index_reads_only_regular_files_in_memory(home: Home) -> None:
+    """A FIFO named like a note used to block the indexer (and every memory_search) forever;
+    a symlink pulled another agent's private note into this agent's results."""
+    import os
+    import threading
+
+    arya, other = make_agent(home), make_agent(home, "gendry")
+    (other.memory_dir / "secret.md").write_text("the gendry vault code is swordfish\n")
+    os.mkfifo(arya.memory_dir / "pipe.md")
+    (arya.memory_dir / "borrowed.md").symlink_to(other.memory_dir / "secret.md")
+    (arya.memory_dir / "tea.md").write_text("tea without sugar, swordfish aside\n")
+    found: list[object] = []
+    t = threading.Thread(
+        target=lambda: found.extend(search.search(arya.path, "swordfish")), daemon=True
+    )
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the indexer blocked on a FIFO"
+    paths = [h.path for h in found]  # type: ignore[attr-defined]
+    assert "memory/tea.md" in paths and not any("borrowed" in p or "pipe" in p for p in paths)
