@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from anima import gitstore
 from anima.agent import Agent
 from anima.errors import BadConfig
 from anima.home import Home
 from anima.testing import FakeModelServer
 from anima.tools import available
-from tests.test_tools_hostile import call, commits, configure
+from tests.test_tools_hostile import call, configure
 
 SECRET = "sk-ant-shell-must-never-see-this"
 
@@ -139,17 +140,24 @@ def test_output_is_capped_in_memory(agent: Agent) -> None:
 
 
 @needs_bwrap
-def test_git_repos_made_in_the_workspace_are_removed_so_the_turn_commits(agent: Agent) -> None:
+def test_git_names_made_in_the_workspace_are_removed_and_repos_kept_so_the_turn_commits(
+    agent: Agent,
+) -> None:
     out = shell(
         agent,
         "mkdir -p proj && cd proj && git init -q . && echo x > f && "
         "echo '* filter=lfs' > ../.gitattributes && mkdir -p ../.GIT && echo found",
     )
-    assert "found" in out and "removed" in out and "proj/.git" in out
+    assert "found" in out and "removed" in out and ".GIT" in out and "proj/.git" not in out
     assert (agent.workspace / "proj" / "f").exists()
-    assert not (agent.workspace / "proj" / ".git").exists()
+    assert (agent.workspace / "proj" / ".git").is_dir()  # the agent's own repository stays
     assert not (agent.workspace / ".gitattributes").exists()
-    commits(agent)
+    assert not (agent.workspace / ".GIT").exists()
+    gitstore.commit(agent.path, "turn(arya): shell", paths=["workspace"])  # as the turn does
+    staged = subprocess.run(
+        ["git", "ls-files", "-s", "workspace"], cwd=agent.path, capture_output=True, text=True
+    ).stdout
+    assert "workspace/proj/f" in staged and "160000" not in staged  # plain files, no gitlink
 
 
 @pytest.fixture

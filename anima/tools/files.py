@@ -66,12 +66,14 @@ def confine(root: Path, relative: str, *, writing: bool = False) -> Path:
 
 
 def sweep_git_names(root: Path) -> list[str]:
-    """Remove every file or folder under `root` that `git_name` protects (a command may have run
-    `git init` or written a .gitattributes); returns what was removed, relative to `root`."""
+    """Remove every file or folder under `root` that `git_name` protects (a command may have
+    written a .gitattributes, or a `.GIT` that git refuses to add); returns what was removed,
+    relative to `root`. A real nested repository (`.git` itself) is kept: the agent's commit
+    records its files as plain files (gitstore), and its own history is not ours to delete."""
     removed = []
     for dirpath, dirnames, filenames in os.walk(root):
         for name in [*dirnames, *filenames]:
-            if not git_name(name):
+            if not git_name(name) or name == ".git":
                 continue
             path = Path(dirpath) / name
             if path.is_dir() and not path.is_symlink():
