@@ -257,14 +257,22 @@ class Runtime:
                         self.wake(owner)
 
     async def _reminders(self) -> None:
+        """Reminders and heartbeats, checked every second. Heartbeats are driven here whether
+        or not a timer (or cron) also drives them: both deliver the same slot's id, so an agent
+        gets one heartbeat per slot either way."""
         loop = asyncio.get_running_loop()
         while not self.stopping:
             for name in list(self._known):
                 try:
-                    await loop.run_in_executor(self._executor, schedule.fire_due, self.home, name)
-                except Exception:
-                    log.exception("%s: firing reminders failed", name)
+                    await loop.run_in_executor(self._executor, self._wake_ups, name)
+                except Exception as exc:
+                    log.warning("%s: firing reminders or heartbeat failed: %s", name, exc)
             await asyncio.sleep(1.0)
+
+    def _wake_ups(self, name: str) -> None:
+        schedule.fire_due(self.home, name)
+        if schedule.fire_heartbeat(self.home, name) is not None:
+            log.info("%s: heartbeat", name)
 
     def _status_payload(self, live: bool = True) -> dict[str, Any]:
         agents = {}

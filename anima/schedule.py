@@ -80,10 +80,39 @@ def cron_schedule(hb: Heartbeat) -> str | None:
     return f"0 */{minutes // 60} * * *"
 
 
+def heartbeat_slot(hb: Heartbeat, now: dt.datetime) -> dt.datetime | None:
+    """The start of the heartbeat period `now` falls in: the latest firing of the agent's
+    schedule (the same cron schedule `anima cron` prints; the timer's OnCalendar agrees) at or
+    before `now`, in UTC. None without a schedule the runtime can compute (no heartbeat, or
+    only a systemd `on_calendar`, which its timer alone drives)."""
+    if hb.on_calendar and not hb.cron:
+        return None
+    when = cron_schedule(hb)
+    if when is None:
+        return None
+    from croniter import croniter
+
+    start = now.astimezone() + dt.timedelta(seconds=1)  # a firing at exactly `now` counts
+    prev: dt.datetime = croniter(when, start).get_prev(dt.datetime)
+    return prev.astimezone(dt.UTC)
+
+
+def next_heartbeat(hb: Heartbeat, now: dt.datetime) -> dt.datetime | None:
+    """When the schedule fires next (None as for heartbeat_slot)."""
+    if heartbeat_slot(hb, now) is None:
+        return None
+    from croniter import croniter
+
+    nxt: dt.datetime = croniter(str(cron_schedule(hb)), now.astimezone()).get_next(dt.datetime)
+    return nxt.astimezone(dt.UTC)
+
+
 def tick(
     home: Home, name: str, now: dt.datetime | None = None, *, force: bool = False
 ) -> Message | None:
-    """Deliver a heartbeat to `name` (None outside its active hours unless forced)."""
+    """Deliver a heartbeat to `name` (None outside its active hours unless forced). Its id
+    names the schedule's slot, so the runtime and a timer (or cron) firing for the same slot
+    deliver one heartbeat between them; a forced tick is its own."""
     from anima.config import load_agent_config
 
     agent_dir = home.agent_dir(name)
@@ -91,8 +120,9 @@ def tick(
     hb = load_agent_config(agent_dir / "agent.toml").heartbeat
     if not force and not in_active_hours(hb, now):
         return None
+    slot = None if force else heartbeat_slot(hb, now)
     msg = Message(
-        id=f"hb-{now.strftime('%Y%m%dT%H%M%S')}",
+        id=f"hb-{(slot or now).strftime('%Y%m%dT%H%M%S')}",
         sender="timer",
         to=name,
         channel="timer",
@@ -103,15 +133,40 @@ def tick(
         "notes to tidy). If there is nothing to do, reply exactly HEARTBEAT_OK.\n",
     )
     mailbox.deliver(agent_dir, msg)
-    write_atomic(home.run_dir / "heartbeats" / name, iso(now) + "\n")
+    _mark_heartbeat(home, name, slot or now)
     return msg
+
+
+def _mark_heartbeat(home: Home, name: str, when: dt.datetime) -> None:
+    write_atomic(home.run_dir / "heartbeats" / name, iso(when) + "\n", durable=False)
+
+
+def fire_heartbeat(home: Home, name: str, now: dt.datetime | None = None) -> Message | None:
+    """The runtime's heartbeat driver, called every second: deliver the current slot's heartbeat
+    once. A runtime that has never seen the agent starts at the next slot (as a new timer does);
+    one that was down fires the latest missed slot once, not every one it missed."""
+    from anima.config import load_agent_config
+
+    now = now or utcnow()
+    hb = load_agent_config(home.agent_dir(name) / "agent.toml").heartbeat
+    slot = heartbeat_slot(hb, now)
+    if slot is None:
+        return None
+    last = last_heartbeat(home, name)
+    if last is not None and slot <= last:
+        return None
+    if last is None or not in_active_hours(hb, now):
+        _mark_heartbeat(home, name, slot)  # seen: nothing to deliver for this slot
+        return None
+    return tick(home, name, now)
 
 
 def last_heartbeat(home: Home, name: str) -> dt.datetime | None:
     try:
-        return dt.datetime.fromisoformat((home.run_dir / "heartbeats" / name).read_text().strip())
+        when = dt.datetime.fromisoformat((home.run_dir / "heartbeats" / name).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 # -- reminders --------------------------------------------------------------------------------

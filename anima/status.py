@@ -10,8 +10,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from anima import attempts, budget, gitstore, schedule, turnlog
-from anima.config import load_agent_config
+from anima import attempts, budget, gitstore, schedule, systemd, turnlog
+from anima.config import Heartbeat, load_agent_config
 from anima.errors import AnimaError, Busy
 from anima.fsutil import write_atomic
 from anima.home import Home
@@ -101,6 +101,21 @@ def runtime_live(home: Home) -> bool:
     return held(home.run_dir / "anima.lock")
 
 
+def _heartbeat_plan(home: Home, name: str, hb: Heartbeat) -> tuple[str | None, str | None]:
+    """When the next heartbeat will really come, and what will deliver it: a promise only
+    when something drives it (`anima run`, or an installed timer)."""
+    if not (hb.every or hb.cron or hb.on_calendar):
+        return None, None
+    timer = systemd.timer_enabled(name)
+    live = runtime_live(home)
+    nxt = schedule.next_heartbeat(hb, dt.datetime.now(dt.UTC))
+    if timer and (nxt is None or not live):
+        return (nxt.isoformat() if nxt else "at the timer's next firing"), "systemd timer"
+    if live and nxt is not None:
+        return nxt.isoformat(), "anima run" + (" (and its systemd timer)" if timer else "")
+    return None, "none: start `anima run`, or `anima units install` (or `anima cron`)"
+
+
 def status_path(home: Home) -> Path:
     return home.run_dir / "status.json"
 
@@ -131,14 +146,7 @@ def agent_status(home: Home, name: str) -> dict[str, Any]:
     }
     with suppress(AnimaError):
         hb = load_agent_config(agent_dir / "agent.toml").heartbeat
-        every = schedule.every_seconds(hb)
-        if every:
-            prev = schedule.last_heartbeat(home, name)
-            info["next_heartbeat"] = (
-                (prev + dt.timedelta(seconds=every)).isoformat()
-                if prev
-                else "at the next timer tick"
-            )
+        info["next_heartbeat"], info["heartbeat_driver"] = _heartbeat_plan(home, name, hb)
     nxt = schedule.next_due(home, name, dt.datetime.now(dt.UTC))
     info["next_reminder"] = nxt.isoformat() if nxt else None
     return info

@@ -94,6 +94,11 @@ def user_unit_dir() -> Path:
     return Path(base) / "systemd" / "user"
 
 
+def timer_enabled(agent: str) -> bool:
+    """Is the agent's heartbeat timer installed and enabled (`anima units install`)?"""
+    return (user_unit_dir() / "timers.target.wants" / f"anima-tick@{agent}.timer").exists()
+
+
 def heartbeat_agents(files: list[UnitFile]) -> list[str]:
     return [f.name.split("@", 1)[1].split(".timer.d")[0] for f in files if ".timer.d/" in f.name]
 

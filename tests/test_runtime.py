@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import git
+import pytest
 
 from anima import gitstore
+from anima.agent import Agent
 from anima.home import Home
 from anima.testing import FakeModelServer, Fault, Reply
 from anima.testing.fake_model import last_user_text
@@ -263,3 +265,51 @@ def test_tick_respects_active_hours(home: Home) -> None:
         timeout=30,
     )
     assert len(list(agent.inbox.glob("*.md"))) == 1
+
+
+def _heartbeat_agent(home: Home, every: str = "1m") -> Agent:
+    agent = make_agent(home, provider="offline")
+    text = (agent.path / "agent.toml").read_text()
+    text = text.replace("[heartbeat]\n", f'[heartbeat]\nevery = "{every}"\n', 1)
+    text = text.replace('\nevery = ""', "\n# every unset here", 1)
+    (agent.path / "agent.toml").write_text(text)
+    return agent
+
+
+def test_runtime_drives_heartbeats_without_timers_and_status_names_the_driver(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No systemd timer, no cron: `anima run` alone delivers the heartbeat of a missed slot."""
+    from anima import schedule, status
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))  # no timers installed here
+    agent = _heartbeat_agent(home)
+    assert status.agent_status(home, "arya")["heartbeat_driver"].startswith("none")
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    schedule._mark_heartbeat(home, "arya", long_ago)  # the runtime was down for an hour
+    with LiveRuntime(home) as rt:
+        head = wait_for(
+            lambda: [e for e in gitstore.log(agent.path, limit=5) if "heartbeat" in e.subject],
+            what="a heartbeat turn",
+        )
+        info = status.agent_status(home, "arya")
+        assert info["heartbeat_driver"] == "anima run" and info["next_heartbeat"]
+        rt.stop()
+    (turn,) = head  # type: ignore[misc]
+    assert turn.trailers["Anima-Trigger"] == "heartbeat:timer:timer"
+    assert "arya: heartbeat" in rt.output()
+
+
+def test_a_timer_and_the_runtime_firing_the_same_slot_deliver_one_heartbeat(home: Home) -> None:
+    from anima import schedule
+
+    agent = _heartbeat_agent(home, "30m")
+    slot_time = dt.datetime(2026, 11, 30, 10, 30, 20, tzinfo=dt.UTC)
+    schedule._mark_heartbeat(home, "arya", slot_time - dt.timedelta(hours=2))
+    by_runtime = schedule.fire_heartbeat(home, "arya", slot_time)
+    by_timer = schedule.tick(home, "arya", slot_time + dt.timedelta(seconds=40))  # randomized
+    assert by_runtime is not None and by_timer is not None and by_runtime.id == by_timer.id
+    assert len(list(agent.inbox.glob("hb-*.md"))) == 1
+    assert schedule.fire_heartbeat(home, "arya", slot_time + dt.timedelta(minutes=5)) is None
+    nxt = schedule.fire_heartbeat(home, "arya", slot_time + dt.timedelta(minutes=30))
+    assert nxt is not None and nxt.id != by_runtime.id  # the next slot is a new heartbeat

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -137,8 +137,18 @@ def status_cmd(home: Home, as_json: bool) -> None:
                 if last
                 else "-",
                 f"{err['at']}: {err['error']}" if err else "-",
-                a["next_heartbeat"] or "-",
+                _heartbeat_cell(a),
             )
         )
     console.print(table)
     warn_invalid_agents(home)
+
+
+def _heartbeat_cell(a: dict[str, Any]) -> str:
+    """The next heartbeat and what delivers it, or why none will come."""
+    driver = a.get("heartbeat_driver")
+    if not driver:
+        return "-"
+    if a.get("next_heartbeat") is None:
+        return f"none will come ({driver.removeprefix('none: ')})"
+    return f"{a['next_heartbeat']} (by {driver})"
