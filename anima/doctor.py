@@ -84,10 +84,18 @@ def _agents(home: Home) -> list[Check]:
     for name in home.agent_names():
         d = home.agents_dir / name
         try:
-            load_agent_config(d / "agent.toml")
+            cfg = load_agent_config(d / "agent.toml")
         except AnimaError as exc:
             checks.append(Check(f"agent {name}", False, str(exc), f"fix {d / 'agent.toml'}"))
             continue
+        if cfg.tools.shell.enabled:
+            from anima.tools.sandbox import refusal
+
+            why = refusal(cfg.tools.shell.unsafe)
+            ok = "runs sandboxed (bubblewrap)" if not cfg.tools.shell.unsafe else "runs UNSANDBOXED"
+            checks.append(
+                Check(f"agent {name} shell", why is None, why or ok, "apt-get install bubblewrap")
+            )
         if not (d / ".git").is_dir():
             checks.append(
                 Check(

@@ -188,6 +188,9 @@ def test_damaged_index_is_rebuilt_from_head_and_reported_by_doctor(home: Home) -
     data[20:40] = b"\xff" * 20  # a torn write
     index.write_bytes(bytes(data))
     assert any("index" in p for p in gitstore.health(agent.path))
+    from anima.doctor import run_checks
+
+    assert any("index checksum" in c.detail for c in run_checks(home) if not c.ok)
     msg = send(agent, "are you there?")
     (result,) = run_once(home)
     assert result.error is None and result.message_ids == [msg.id]

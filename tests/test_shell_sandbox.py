@@ -200,3 +200,11 @@ def test_shell_off_needs_no_sandbox(home: Home) -> None:
     from tests.conftest import make_agent
 
     assert "shell" not in {t.name for t in available(make_agent(home).config)}
+
+
+@pytest.mark.usefixtures("no_bwrap")
+def test_doctor_says_when_an_agent_with_shell_has_no_sandbox(agent: Agent) -> None:
+    from anima.doctor import run_checks
+
+    (shell_check,) = [c for c in run_checks(agent.home) if c.name.endswith("shell")]
+    assert not shell_check.ok and "bubblewrap" in shell_check.detail
