@@ -90,6 +90,23 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Autonomy:
+    """Budgets for the work an agent starts itself: heartbeats, reminders and messages from other
+    agents. Used up, that work pauses until `anima resume NAME`; messages from people are always
+    answered and never counted. Windows are rolling (the last hour, the last 24 hours); 0: no limit."""
+
+    turns_per_hour: int = 30
+    turns_per_day: int = 300
+    tokens_per_day: int = 2_000_000
+    """Input plus output tokens of self-started turns."""
+
+    def __post_init__(self) -> None:
+        for key, value in dataclasses.asdict(self).items():
+            if value < 0:
+                raise BadConfig(f"autonomy.{key} must be 0 (no limit) or more, not {value}")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     provider: str = "auto"
     """auto | anthropic | ollama | offline (auto: Anthropic with a key, else Ollama if reachable)."""
@@ -103,6 +120,7 @@ class AgentConfig:
     budget: Budget = field(default_factory=Budget)
     tools: Tools = field(default_factory=Tools)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    autonomy: Autonomy = field(default_factory=Autonomy)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from anima import attempts, compaction, context, gitstore, mailbox, schedule, turnlog
+from anima import attempts, budget, compaction, context, gitstore, mailbox, schedule, turnlog
 from anima.agent import Agent
 from anima.errors import AnimaError, BadConfig, ContextOverflow
 from anima.home import Home
@@ -304,7 +304,11 @@ def process_agent(
         run.unsettled = scan.unsettled
         for group in group_by_conversation(scan.pending):
             parent = gitstore.head(agent.path)
+            batch = [p.message for p in group]
             try:
+                if not budget.admits(agent, batch):  # held until `anima resume`, no attempt
+                    run.paused += _ids(group)
+                    continue
                 result = run_turn(agent, group, on_event=on_event, cancel=cancel)
             except TurnCancelled:
                 run.cancelled = True
@@ -319,6 +323,7 @@ def process_agent(
                     break
                 continue
             attempts.clear(home, name, _ids(group))
+            budget.record(agent, batch, result.tokens_in + result.tokens_out)
             run.results.append(result)
             if on_commit is not None:
                 try:
@@ -389,6 +394,9 @@ class AgentRun:
     """HEAD before this pass's turns (after any external commit)."""
     unsettled: int = 0
     cancelled: bool = False
+    paused: list[str] = field(default_factory=list)
+    """Self-started messages held by a used-up budget (anima/budget.py): not a failure, so
+    nothing re-wakes the agent for them; `anima resume` does."""
 
     @property
     def failed(self) -> bool:

@@ -132,6 +132,29 @@ def rename_cmd(home: Home, old: str, new: str) -> None:
         console.print(Text(note, style="dim"))
 
 
+@main.command("resume")
+@click.argument("name")
+@pass_home
+def resume_cmd(home: Home, name: str) -> None:
+    """Lift NAME's budget pause: its held heartbeats, reminders and agent messages run again,
+    and its [autonomy] budgets start afresh."""
+    from anima import budget
+    from anima.agent import Agent
+    from anima.status import runtime_live
+
+    Agent.open(home, name)
+    lifted = budget.resume(home, name)
+    if lifted is None:
+        console.print(f"{escape(name)} is not paused: nothing to resume")
+        return
+    console.print(
+        f"resumed {escape(name)} (paused since {escape(str(lifted['since']))}: "
+        f"{escape(str(lifted['reason']))})"
+    )
+    if not runtime_live(home):
+        console.print(Text("no runtime is live: held messages run at the next anima run", "dim"))
+
+
 @main.command("edit")
 @click.argument("name")
 @click.argument("what", type=click.Choice(list(EDITABLE)), default="persona")

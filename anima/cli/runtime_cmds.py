@@ -132,7 +132,8 @@ def status_cmd(home: Home, as_json: bool) -> None:
                 name,
                 str(a["pending"])
                 + (f" ({a['rejected']} rejected)" if a["rejected"] else "")
-                + (f" ({a['set_aside']} turn(s) set aside)" if a.get("set_aside") else ""),
+                + (f" ({a['set_aside']} turn(s) set aside)" if a.get("set_aside") else "")
+                + (" (self-started work paused)" if a.get("paused") else ""),
                 f"{last['at']} {last['commit']}" + (" (an undo)" if last.get("undone") else "")
                 if last
                 else "-",
@@ -141,6 +142,15 @@ def status_cmd(home: Home, as_json: bool) -> None:
             )
         )
     console.print(table)
+    for name, a in data["agents"].items():
+        if pause := a.get("paused"):
+            console.print(
+                Text(
+                    f"{name}: heartbeats, reminders and agent messages paused since "
+                    f"{pause['since']}: {pause['reason']}; `anima resume {name}` lifts it",
+                    style="yellow",
+                )
+            )
     warn_invalid_agents(home)
 
 
