@@ -137,7 +137,7 @@ def status_cmd(home: Home, as_json: bool) -> None:
                 f"{last['at']} {last['commit']}" + (" (an undo)" if last.get("undone") else "")
                 if last
                 else "-",
-                f"{err['at']}: {err['error']}" if err else "-",
+                (f"{err['at']}: " if err.get("at") else "") + err["error"] if err else "-",
                 _heartbeat_cell(a),
             )
         )
