@@ -17,7 +17,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,15 @@ _FIELD = "\x1f"
 _RECORD = "\x1e"
 _KEEP_ENV = ("GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_EXEC_PATH")
 _LOCK_BUSY = ("index.lock", ".lock': File exists", "Unable to create", "cannot lock ref")
+
+
+INDEX_UNREADABLE = (
+    "index file corrupt",
+    "index file open failed",
+    "bad index file",
+    "bad signature",
+)
+"""What git says when it cannot read .git/index (then it is rebuilt from HEAD)."""
 
 
 class GitFailed(AnimaError):
@@ -64,14 +73,17 @@ def _git(
     full_env = _environment()
     if env:
         full_env.update(env)
-    proc = subprocess.run(
-        ["git", "-C", str(path), *args],
-        input=data,
-        capture_output=True,
-        env=full_env,
-        start_new_session=True,  # Ctrl-C in a terminal must not kill a git mid-write
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(path), *args],
+            input=data,
+            capture_output=True,
+            env=full_env,
+            start_new_session=True,  # Ctrl-C in a terminal must not kill a git mid-write
+            check=False,
+        )
+    except OSError as exc:  # E2BIG, ENOMEM, no git at all: a failure of this commit, not a bug
+        raise GitFailed(f"git {args[0]} in {path.name}: {exc}") from exc
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
         raise GitFailed(f"git {args[0]} in {path.name}: {err}")
@@ -90,6 +102,15 @@ def _git_waiting(path: Path, *args: str, **kw: object) -> str:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+CHUNK = 500
+"""Paths per git command line: a turn may name thousands (ARG_MAX is finite)."""
+
+
+def _chunks(paths: Sequence[str]) -> Iterator[list[str]]:
+    for i in range(0, len(paths), CHUNK):
+        yield list(paths[i : i + CHUNK])
 
 
 def _git_version() -> tuple[int, ...]:
@@ -160,7 +181,7 @@ def recover(path: Path) -> list[str]:
     found = [p for p in found if p.exists()] + list((git_dir / "refs").rglob("*.lock"))
     if not found:
         return []
-    held = _held_open(found)
+    held = set(found) if _git_running_in(path) else _held_open(found)
     removed = []
     for lock in found:
         if lock in held:
@@ -168,6 +189,28 @@ def recover(path: Path) -> list[str]:
         lock.unlink(missing_ok=True)
         removed.append(str(lock.relative_to(git_dir)))
     return removed
+
+
+def _git_running_in(path: Path) -> bool:
+    """Is some git process at work in this repository (its working directory inside it)? A
+    `git commit -a` waiting on its editor holds index.lock without keeping it open."""
+    root = str(path.resolve())
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv0 = fh.read(256).split(b"\0", 1)[0]
+            if not os.path.basename(argv0).startswith(b"git"):
+                continue
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            return True
+    return False
 
 
 def _held_open(paths: Sequence[Path]) -> set[Path]:
@@ -208,10 +251,11 @@ def index_damaged(path: Path) -> str | None:
     return None
 
 
-def repair_index(path: Path) -> str | None:
+def repair_index(path: Path, *, why: str | None = None) -> str | None:
     """Rebuild a damaged index from HEAD, keeping every working-tree file as it is (the next
-    hand-edit check commits what differs). Returns what was done, or None if all was well."""
-    why = index_damaged(path)
+    hand-edit check commits what differs). Returns what was done, or None if all was well.
+    `why` forces the rebuild (git itself could not read the index: a lost shared index)."""
+    why = why or index_damaged(path)
     if why is None:
         return None
     git_dir = path / ".git"
@@ -283,6 +327,39 @@ def _changed_since_check(path: Path, entries: list[str]) -> bool:
     return False
 
 
+IN_PROGRESS = {
+    "MERGE_HEAD": "a merge",
+    "CHERRY_PICK_HEAD": "a cherry-pick",
+    "REVERT_HEAD": "a revert",
+    "rebase-merge": "a rebase",
+    "rebase-apply": "a rebase or am",
+    "BISECT_LOG": "a bisect",
+}
+
+
+class GitBusy(GitFailed):
+    """A person's git operation is half-way (a merge with conflicts, a rebase): committing now
+    would bake its conflict markers into a turn. Nothing is the messages' fault."""
+
+
+def operation_in_progress(path: Path) -> str | None:
+    """Which git operation a person left half-way in this repository, or None."""
+    git_dir = path / ".git"
+    for name, what in IN_PROGRESS.items():
+        if (git_dir / name).exists():
+            return what
+    return None
+
+
+def _check_idle(path: Path) -> None:
+    what = operation_in_progress(path)
+    if what:
+        raise GitBusy(
+            f"{what} is in progress in {path}: finish it (resolve, then git commit or "
+            "--continue) or abort it; the agent's messages wait until then"
+        )
+
+
 def commit_external(path: Path, *, full: bool = True, exclude: Sequence[str] = ()) -> str | None:
     """Commit whatever a person changed by hand since the last turn, so the log attributes it.
     Without `full`, the runtime's own directories are skipped, and git is not asked at all
@@ -292,18 +369,25 @@ def commit_external(path: Path, *, full: bool = True, exclude: Sequence[str] = (
     entries = _hand_edited(path)
     if not full and not _changed_since_check(path, entries):
         return None
+    _check_idle(path)
     stamp.touch()  # before the check: an edit made during it is seen next time
     scope = ["."] if full else entries
     spec = [*scope, *(f":(exclude,literal){p}" for p in exclude)]
     magic = {"GIT_LITERAL_PATHSPECS": "0"}  # for the exclusions; each is literal itself
-    changed = _status(path, spec, env=magic)
-    if not changed:
-        return None
-    _stage_tree(path, spec, nested=[c for c in changed if c.endswith("/")], env=magic)
-    shown = ", ".join(c.rstrip("/") for c in changed[:5])
-    shown += f" and {len(changed) - 5} more" if len(changed) > 5 else ""
-    author = {"GIT_AUTHOR_NAME": "external", "GIT_AUTHOR_EMAIL": f"external@{BOT_EMAIL_DOMAIN}"}
-    return _commit_index(path, f"external: hand edits to {shown}", parent=head(path), env=author)
+    for _ in range(CAS_RETRIES):
+        changed = _status(path, spec, env=magic)
+        if not changed:
+            return None
+        parent = head(path)
+        _stage_tree(path, spec, nested=[c for c in changed if c.endswith("/")], env=magic)
+        shown = ", ".join(c.rstrip("/") for c in changed[:5])
+        shown += f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        author = {"GIT_AUTHOR_NAME": "external", "GIT_AUTHOR_EMAIL": f"external@{BOT_EMAIL_DOMAIN}"}
+        try:
+            return _commit_index(path, f"external: hand edits to {shown}", parent, env=author)
+        except _HeadMoved:
+            continue  # a person committed meanwhile: look again at what is left over theirs
+    raise GitFailed(f"{path.name}: HEAD kept moving; gave up after {CAS_RETRIES} tries")
 
 
 def commit(
@@ -314,13 +398,17 @@ def commit(
     trailers: Sequence[tuple[str, str]] = (),
     paths: Sequence[str] = (),
     parent: str | None = None,
+    on_object: Callable[[str], None] | None = None,
 ) -> str:
     """Stage exactly `paths` (additions, edits and deletions; a directory stands for everything
     under it) and commit them on top of `parent` (default: HEAD now). Returns the sha.
+    `on_object` hears each commit's sha before HEAD moves to it (the turn record keeps it, so a
+    crash right after the move is known to have landed).
 
     Not `git commit`, which re-stats every tracked file: `update-index` touches only the given
     entries. If HEAD moved past `parent` meanwhile (a person committed by hand), the turn's
     paths are committed on top of theirs instead: nothing of theirs is orphaned."""
+    _check_idle(path)
     message = subject.strip()
     if body.strip():
         message += "\n\n" + body.strip()
@@ -329,22 +417,33 @@ def commit(
     if parent is None:
         parent = head(path)
     _stage_paths(path, paths)
-    return _commit_index(path, message, parent=parent, paths=paths)
+    try:
+        return _commit_index(path, message, parent, on_object=on_object)
+    except _HeadMoved as moved:
+        parent = moved.now
+    for _ in range(CAS_RETRIES):
+        _log.warning("%s: HEAD moved to %s; committing on top of it", path.name, parent[:8])
+        tree = _tree_on(path, parent, paths)
+        try:
+            return _commit_index(path, message, parent, tree=tree, on_object=on_object)
+        except _HeadMoved as moved:
+            parent = moved.now
+    raise GitFailed(f"{path.name}: HEAD kept moving; gave up after {CAS_RETRIES} tries")
 
 
 def _stage_paths(path: Path, paths: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-    """Bring `paths` into the index as git would commit them. Files go through one
-    `update-index` (blob ids and modes by git, filters applied); directories through
-    `git add -A`, after flattening any nested repository in them."""
+    """Bring `paths` into the index as git would commit them. Files go through `update-index`
+    (blob ids and modes by git, filters applied); directories through `git add -A`, after
+    flattening any nested repository in them."""
     dirs = [p for p in paths if (path / p).is_dir() and not (path / p).is_symlink()]
     files = [p for p in paths if p not in dirs]
-    if files:
+    for chunk in _chunks(files):
         try:
-            _git_waiting(path, "update-index", "--add", "--remove", "--", *files, env=env)
+            _git_waiting(path, "update-index", "--add", "--remove", "--", *chunk, env=env)
         except GitFailed as exc:
             if any(m in str(exc) for m in _LOCK_BUSY):
                 raise
-            _stage_each(path, files, env)
+            _stage_each(path, chunk, env)
     if dirs:
         _stage_tree(path, dirs, env=env)
 
@@ -370,7 +469,8 @@ def _stage_tree(
 ) -> None:
     """`git add -A` for whole directories. A repository made inside the agent's repository (an
     agent's `git init` in workspace/) would be recorded as a gitlink with none of its content:
-    its files are added as plain files instead (its own .git stays out)."""
+    its files are added as plain files instead (its own .git stays out). If git refuses a name
+    in there (`.GIT`, say), everything else is staged one by one and that name left out."""
     if nested is None:
         nested = [p for p in _status(path, spec, env) if p.endswith("/")]
     for sub in nested:
@@ -378,11 +478,20 @@ def _stage_tree(
         if inner:
             with contextlib.suppress(GitFailed):  # a gitlink an older commit recorded
                 _git(path, "update-index", "--force-remove", "--", sub.rstrip("/"), env=env)
-            _git_waiting(path, "update-index", "--add", "--", *inner, env=env)
+            _stage_paths(path, inner, env)
             _log.info(
                 "%s: %s is a git repository; its files are committed as plain files", path.name, sub
             )
-    _git_waiting(path, "add", "-A", "--", *spec, env=env)
+    excludes = [p for p in spec if p.startswith(":(exclude")]
+    scopes = [p for p in spec if not p.startswith(":(exclude")]
+    try:
+        for chunk in _chunks(scopes):
+            _git_waiting(path, "add", "-A", "--", *chunk, *excludes, env=env)
+    except GitFailed as exc:
+        if any(m in str(exc) for m in _LOCK_BUSY):
+            raise
+        _log.warning("%s: git add refused a path (%s); staging one by one", path.name, exc)
+        _stage_each(path, [p for p in _status(path, spec, env) if not p.endswith("/")], env)
 
 
 def _files_of_nested(path: Path, sub: str) -> list[str]:
@@ -394,58 +503,114 @@ def _files_of_nested(path: Path, sub: str) -> list[str]:
     return out
 
 
+class _HeadMoved(Exception):
+    """HEAD is no longer the commit a commit was built on (a person committed meanwhile)."""
+
+    def __init__(self, now: str):
+        super().__init__(now)
+        self.now = now
+
+
 def _commit_index(
     path: Path,
     message: str,
-    *,
     parent: str | None,
-    paths: Sequence[str] | None = None,
+    *,
+    tree: str | None = None,
     env: Mapping[str, str] | None = None,
+    on_object: Callable[[str], None] | None = None,
 ) -> str:
-    """Write the index as a tree, commit it on `parent` and move HEAD from `parent` to it
-    (compare-and-swap). If HEAD has moved on, build the same change on the new HEAD in a
-    private index and try again; without `paths` (a whole-tree commit) the index git wrote
-    already holds the other commit's state, so only the parent changes."""
-    tree = _git_waiting(path, "write-tree", env=env).strip()
-    for _ in range(CAS_RETRIES):
-        args = ["commit-tree", "--no-gpg-sign", tree, "-F", "-"]
-        if parent:
-            args[2:2] = ["-p", parent]
-        sha = _git(path, *args, input=message + "\n", env=env).strip()
-        try:
-            _git_waiting(
-                path,
-                "update-ref",
-                "-m",
-                f"commit: {message.splitlines()[0][:60]}",
-                "HEAD",
-                sha,
-                parent or "0" * 40,
-            )
-            return sha
-        except GitFailed:
-            now = head(path)
-            if now == parent:
-                raise
-        _log.warning(
-            "%s: HEAD moved to %s during a commit; committing on top of it", path.name, now[:8]
+    """Commit `tree` (default: the index, as git writes it) on `parent` and move HEAD from
+    `parent` to it: a compare-and-swap. Raises _HeadMoved when HEAD is elsewhere now."""
+    if tree is None:
+        tree = _git_waiting(path, "write-tree", env=env).strip()
+    args = ["commit-tree", "--no-gpg-sign", tree, "-F", "-"]
+    if parent:
+        args[2:2] = ["-p", parent]
+    sha = _git(path, *args, input=message + "\n", env=env).strip()
+    if on_object is not None:
+        on_object(sha)
+    try:
+        _git_waiting(
+            path,
+            "update-ref",
+            "-m",
+            f"commit: {message.splitlines()[0][:60]}",
+            "HEAD",
+            sha,
+            parent or "0" * 40,
         )
-        parent = now
-        tree = _tree_on(path, now, paths) if paths is not None else tree
-    raise GitFailed(f"{path.name}: HEAD kept moving; gave up after {CAS_RETRIES} tries")
+    except GitFailed:
+        now = head(path)
+        if now == parent:
+            raise
+        raise _HeadMoved(now) from None
+    return sha
+
+
+def _private_index(path: Path, name: str) -> tuple[Path, dict[str, str]]:
+    private = path / ".git" / f"anima-index.{name}.{os.getpid()}"
+    # A whole index, not a split one: a throwaway index must not leave shared-index files.
+    env = {"GIT_INDEX_FILE": str(private), "GIT_CONFIG_COUNT": "1"}
+    env |= {"GIT_CONFIG_KEY_0": "core.splitIndex", "GIT_CONFIG_VALUE_0": "false"}
+    return private, env
 
 
 def _tree_on(path: Path, base: str, paths: Sequence[str]) -> str:
     """The tree of `base` with `paths` staged from the working tree, built in a private index
     so the person's index is not touched."""
-    private = path / ".git" / f"anima-index.{os.getpid()}"
-    env = {"GIT_INDEX_FILE": str(private)}
+    private, env = _private_index(path, "cas")
     try:
         _git(path, "read-tree", base, env=env)
         _stage_paths(path, paths, env=env)
         return _git(path, "write-tree", env=env).strip()
     finally:
         private.unlink(missing_ok=True)
+
+
+def snapshot(path: Path, paths: Sequence[str]) -> str:
+    """The tree of HEAD with `paths` as they are in the working tree now (written to git's
+    object store, the person's index untouched): a pre-image to go back to."""
+    return _tree_on(path, head(path), paths)
+
+
+def restore(path: Path, rel: str, tree: str) -> list[str]:
+    """Make everything under `rel` as it is in `tree` again (a snapshot): what changed since is
+    checked out of it, what was added since is removed. Files git ignores are left alone.
+    Returns the paths put back."""
+    now = snapshot(path, [rel])
+    out = _git(path, "diff-tree", "-r", "-z", "--no-renames", "--name-status", tree, now, "--", rel)
+    fields = out.split("\0")
+    changed = list(zip(fields[0::2], fields[1::2], strict=False))
+    gone = [p for status, p in changed if status == "A"]
+    back = [p for status, p in changed if status != "A" and p]
+    for rel_path in gone:
+        (path / rel_path).unlink(missing_ok=True)
+    if back:
+        private, env = _private_index(path, "restore")
+        try:
+            _git(path, "read-tree", tree, env=env)
+            for chunk in _chunks(back):
+                _git(path, "checkout-index", "-f", "-q", "--", *chunk, env=env)
+        finally:
+            private.unlink(missing_ok=True)
+    return sorted(gone + back)
+
+
+def save_aside(path: Path, paths: Sequence[str], why: str) -> str | None:
+    """Keep the working-tree state of `paths` as a commit on `refs/anima/abandoned/<time>`
+    before they are put back, so nothing a rollback discards is beyond recovery. Returns the
+    ref, or None when nothing differs from HEAD."""
+    if not paths:
+        return None
+    base = head(path)
+    tree = _tree_on(path, base, paths)
+    if tree == _git(path, "rev-parse", f"{base}^{{tree}}").strip():
+        return None
+    sha = _git(path, "commit-tree", "--no-gpg-sign", tree, "-p", base, "-F", "-", input=why + "\n")
+    ref = f"refs/anima/abandoned/{time.strftime('%Y%m%dT%H%M%S')}-{sha[:8]}"
+    _git(path, "update-ref", ref, sha.strip())
+    return ref
 
 
 def changed_between(path: Path, old: str, new: str, roots: Sequence[str]) -> list[str] | None:
@@ -465,14 +630,14 @@ def _one_line(value: str) -> str:
 
 
 def rollback(path: Path, paths: Sequence[str]) -> list[str]:
-    """Undo an abandoned turn's edits to exactly `paths` (what its tools said they would
-    write): each goes back to HEAD, or away if HEAD does not have it. Nothing else is touched:
-    a person's uncommitted edits elsewhere stay. Returns the paths restored or removed."""
+    """Put `paths` back as HEAD has them, or away if HEAD does not have them (for the files only
+    the runtime writes: outbox records, history, archive moves). Returns the paths."""
     if not paths:
         return []
-    tracked = set(
-        _git(path, "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *paths).split("\0")
-    ) - {""}
+    tracked: set[str] = set()
+    for chunk in _chunks(paths):
+        out = _git(path, "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *chunk)
+        tracked |= set(out.split("\0")) - {""}
     for rel in paths:
         target = path / rel
         if target.is_dir() and not target.is_symlink():
@@ -480,9 +645,19 @@ def rollback(path: Path, paths: Sequence[str]) -> list[str]:
                 _git(path, "clean", "-q", "-f", "-d", "--", rel)
         elif rel not in tracked and (target.exists() or target.is_symlink()):
             target.unlink()
-    if tracked:
-        _git_waiting(path, "checkout", "HEAD", "--", *sorted(tracked))
+    for chunk in _chunks(sorted(tracked)):
+        _git_waiting(path, "checkout", "HEAD", "--", *chunk)
     return sorted(paths)
+
+
+def landed(path: Path, sha: str) -> bool:
+    """Is commit `sha` in HEAD's history (a turn's commit that a crash cut short after the ref
+    moved, even if a person has committed on top since)?"""
+    try:
+        _git(path, "merge-base", "--is-ancestor", sha, "HEAD")
+    except GitFailed:
+        return False
+    return True
 
 
 def head(path: Path) -> str:
@@ -501,7 +676,13 @@ def head(path: Path) -> str:
                     return line.split()[0]
     except (OSError, IndexError):
         pass
-    return _git(path, "rev-parse", "--verify", "-q", "HEAD").strip()
+    try:
+        return _git(path, "rev-parse", "--verify", "-q", "HEAD").strip()
+    except GitFailed:
+        raise GitFailed(
+            f"{path.name}: HEAD has no commit (an orphan branch, or a repository without "
+            f"history): check out the agent's branch in {path} (git checkout main)"
+        ) from None
 
 
 @dataclass(frozen=True)

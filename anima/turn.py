@@ -240,7 +240,16 @@ def prepare(agent: Agent, *, full_check: bool = True) -> None:
     if repaired:
         log.warning("%s: %s", agent.name, repaired)
     claimed = turnlog.claimed_paths(agent.path)
-    gitstore.commit_external(agent.path, full=full_check, exclude=claimed)
+    try:
+        gitstore.commit_external(agent.path, full=full_check, exclude=claimed)
+    except gitstore.GitBusy:
+        raise
+    except gitstore.GitFailed as exc:
+        if not any(m in str(exc) for m in gitstore.INDEX_UNREADABLE):
+            raise
+        # git could not read its index (a lost shared index, say): rebuild it, try once more
+        log.warning("%s: %s", agent.name, gitstore.repair_index(agent.path, why=str(exc)))
+        gitstore.commit_external(agent.path, full=full_check, exclude=claimed)
     done = turnlog.recover(agent.path)
     if done is not None:
         log.warning("%s: %s", agent.name, done.note)
@@ -248,11 +257,15 @@ def prepare(agent: Agent, *, full_check: bool = True) -> None:
             attempts.note(agent.home, agent.name, done.set_aside, done.note)
 
 
+MAX_BATCH = 50
+"""Messages of one conversation answered in one turn at most; a flood is taken in batches."""
+
+
 def group_by_conversation(pendings: Iterable[Pending]) -> list[list[Pending]]:
     groups: dict[str, list[Pending]] = {}
     for p in pendings:
         groups.setdefault(p.message.conversation, []).append(p)
-    return list(groups.values())
+    return [g[i : i + MAX_BATCH] for g in groups.values() for i in range(0, len(g), MAX_BATCH)]
 
 
 OnCommit = Callable[[str, str, "TurnResult"], object]
@@ -269,7 +282,10 @@ def describe(exc: BaseException) -> str:
 
 
 def _environmental(exc: BaseException) -> bool:
-    """A failure of the machine, not of the messages: it counts no attempt against them."""
+    """A failure of the machine (or a person's git at work), not of the messages: it counts no
+    attempt against them."""
+    if isinstance(exc, gitstore.GitBusy):
+        return True
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
@@ -298,7 +314,7 @@ def process_agent(
             run.base = gitstore.head(agent.path)
             scan = mailbox.scan(agent.path, name, settle=settle)
         except Exception as exc:  # a damaged repo or a full disk: report, the runtime retries
-            _log_failure(name, exc)
+            log_failure(name, exc)
             run.results.append(TurnResult(name, "", [], error=describe(exc)))
             return run
         run.unsettled = scan.unsettled
@@ -341,7 +357,8 @@ def _conversation(group: list[Pending]) -> str:
     return group[0].message.conversation
 
 
-def _log_failure(name: str, exc: BaseException) -> None:
+def log_failure(name: str, exc: BaseException) -> None:
+    """One line for what a person can act on; the traceback only for a bug."""
     if isinstance(exc, AnimaError) or _environmental(exc):
         log.warning("%s: %s", name, describe(exc))
     else:  # a bug: keep the traceback for whoever fixes it
@@ -359,7 +376,7 @@ def _failed(
     failed, not they), and finish or undo whatever the turn left half-written. Returns whether
     the pass may go on to the agent's next conversation."""
     name, error = agent.name, describe(exc)
-    _log_failure(name, exc)
+    log_failure(name, exc)
     if on_event is not None:
         with contextlib.suppress(Exception):
             on_event(group[-1].message, TurnEnded(None, None, error))
@@ -377,7 +394,7 @@ def _failed(
     try:
         done = turnlog.recover(agent.path)  # a record left mid-commit is finished now
     except Exception as again:
-        _log_failure(name, again)
+        log_failure(name, again)
         return False
     if done is not None:
         log.warning("%s: %s", name, done.note)

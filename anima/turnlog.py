@@ -1,9 +1,12 @@
 """The turn's write-ahead record, so that a crash at any instant loses nothing (DESIGN §1.4).
 
 While the model loop runs, the record says `running` and lists every path a tool is about to
-write (a tool names the path before it touches it): a crash then means the turn never happened,
-and recovery puts exactly those paths back as HEAD has them. Nothing else in the repository is
-touched, so a person's uncommitted edits survive. Before any file of the result is written, the
+write, with what the path held just before (a tool names the path before it touches it: a copy
+of a file, "absent", or a snapshot tree for a directory the shell works in). A crash then means
+the turn never happened, and recovery puts exactly those paths back as they were, not as HEAD
+has them, so a git-ignored file the turn edited is restored, not deleted. What is discarded is
+first kept on `refs/anima/abandoned/…`. Nothing else in the repository is touched, so a person's
+uncommitted edits survive. Before any file of the result is written, the
 whole result (outbox records, history lines, archive moves, commit message) is saved with
 `committing`: a crash after that is finished by replaying the record, which is idempotent. A
 record whose replay keeps failing is set aside after `MAX_REPLAYS` tries, its messages put back
@@ -15,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,17 +58,19 @@ class TurnRecord:
 
 class Journal(set[str]):
     """The paths a running turn's tools are about to write (relative to the agent directory).
-    Each new path is saved in the turn record before the tool writes it, so an interrupted or
-    abandoned turn undoes exactly these paths and nothing a person edited."""
+    Each new path and its pre-image are saved in the turn record before the tool writes it, so
+    an interrupted or abandoned turn undoes exactly these paths and nothing a person edited."""
 
     def __init__(self, agent_dir: Path, paths: Iterable[str] = ()):
         super().__init__(paths)
         self._dir = agent_dir
+        self.pre: dict[str, dict[str, str]] = {}
 
     def add(self, rel: str) -> None:
         if rel not in self:
+            self.pre[rel] = _preimage(self._dir, rel, len(self.pre))
             super().add(rel)
-            _save_running(self._dir, sorted(self))
+            _save_running(self._dir, sorted(self), self.pre)
 
     def update(self, *others: Iterable[str]) -> None:
         for other in others:
@@ -76,16 +82,56 @@ def _record_path(agent_dir: Path) -> Path:
     return agent_dir / ".git" / "anima-turn.json"
 
 
-def _save_running(agent_dir: Path, paths: list[str]) -> None:
+def _copies(agent_dir: Path) -> Path:
+    return agent_dir / ".git" / "anima-turn"
+
+
+def _preimage(agent_dir: Path, rel: str, n: int) -> dict[str, str]:
+    """What `rel` holds before a tool writes it, kept where rollback can find it."""
+    target = agent_dir / rel
+    if target.is_symlink():
+        return {"kind": "symlink", "target": os.readlink(target)}
+    if target.is_dir():
+        return {"kind": "tree", "tree": gitstore.snapshot(agent_dir, [rel])}
+    if not target.exists():
+        return {"kind": "absent"}
+    if not target.is_file():
+        return {"kind": "other"}  # a FIFO or a device: never ours to touch
+    copy = _copies(agent_dir) / str(n)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(target, copy)  # contents and mode
+    return {"kind": "file", "copy": copy.name}
+
+
+def _put_back(agent_dir: Path, rel: str, pre: dict[str, str]) -> None:
+    target = agent_dir / rel
+    kind = pre.get("kind")
+    if kind == "tree":
+        gitstore.restore(agent_dir, rel, pre["tree"])
+        return
+    if kind == "other":
+        return
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir() and kind != "absent":
+        shutil.rmtree(target)
+    if kind == "file":
+        shutil.copy2(_copies(agent_dir) / pre["copy"], target)
+    elif kind == "symlink":
+        os.symlink(pre["target"], target)
+
+
+def _save_running(agent_dir: Path, paths: list[str], pre: dict[str, dict[str, str]]) -> None:
     # Not fsynced: it guards against a killed process; after a power loss the turn's own
     # unsynced edits are as likely gone as this marker.
-    data = {"phase": "running", "pid": os.getpid(), "paths": paths}
+    data = {"phase": "running", "pid": os.getpid(), "paths": paths, "pre": pre}
     write_atomic(_record_path(agent_dir), json.dumps(data, ensure_ascii=False), durable=False)
 
 
 def begin(agent_dir: Path) -> Journal:
     """Start a turn's record; tools add the paths they will write to the returned journal."""
-    _save_running(agent_dir, [])
+    shutil.rmtree(_copies(agent_dir), ignore_errors=True)
+    _save_running(agent_dir, [], {})
     return Journal(agent_dir)
 
 
@@ -110,12 +156,33 @@ def claimed_paths(agent_dir: Path) -> list[str]:
     return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
 
 
-def abandon(agent_dir: Path) -> list[str]:
+def _pre_of(data: dict[str, object] | None) -> dict[str, dict[str, str]]:
+    pre = data.get("pre") if data else None
+    return pre if isinstance(pre, dict) else {}
+
+
+def undo_paths(agent_dir: Path, paths: Sequence[str], pre: dict[str, dict[str, str]]) -> str:
+    """Put `paths` back: to their pre-image where the record has one, else as HEAD has them
+    (the files only the runtime writes). What is discarded is first kept on a side ref."""
+    if not paths:
+        return ""
+    kept = gitstore.save_aside(agent_dir, paths, "abandoned: what an undone turn had written")
+    for rel in paths:
+        if rel in pre:
+            _put_back(agent_dir, rel, pre[rel])
+    gitstore.rollback(agent_dir, [p for p in paths if p not in pre])
+    shutil.rmtree(_copies(agent_dir), ignore_errors=True)
+    return f"; what it had written is kept as {kept}" if kept else ""
+
+
+def abandon(agent_dir: Path) -> str:
     """The turn did not happen: put back what its tools wrote, keep its messages pending.
-    Returns the paths put back."""
-    restored = gitstore.rollback(agent_dir, claimed_paths(agent_dir))
+    Returns a note for the log."""
+    data = _load(agent_dir)
+    paths = claimed_paths(agent_dir)
+    kept = undo_paths(agent_dir, paths, _pre_of(data))
     _record_path(agent_dir).unlink(missing_ok=True)
-    return restored
+    return f"{len(paths)} path(s) put back{kept}"
 
 
 def _apply(agent_dir: Path, rec: TurnRecord, *, replay: bool) -> None:
@@ -144,10 +211,21 @@ def _append_history(agent_dir: Path, rec: TurnRecord, *, replay: bool) -> None:
 
 
 def commit(agent_dir: Path, rec: TurnRecord, *, replay: bool = False, replays: int = 0) -> str:
-    """Save the record, apply it and commit the turn; returns the commit sha."""
-    data = {"phase": "committing", "record": asdict(rec), "replays": replays}
+    """Save the record, apply it and commit the turn; returns the commit sha. The record keeps
+    the tools' pre-images (for a set-aside) and, before HEAD moves, the commit's own sha."""
+    data: dict[str, object] = {
+        "phase": "committing",
+        "record": asdict(rec),
+        "replays": replays,
+        "pre": _pre_of(_load(agent_dir)),
+    }
     write_atomic(_record_path(agent_dir), json.dumps(data, ensure_ascii=False))
     _apply(agent_dir, rec, replay=replay)
+
+    def remember(sha: str) -> None:
+        data["commit"] = sha
+        write_atomic(_record_path(agent_dir), json.dumps(data, ensure_ascii=False))
+
     sha = gitstore.commit(
         agent_dir,
         rec.subject,
@@ -155,8 +233,10 @@ def commit(agent_dir: Path, rec: TurnRecord, *, replay: bool = False, replays: i
         trailers=rec.trailers,
         paths=rec.paths(),
         parent=rec.parent,
+        on_object=remember,
     )
     _record_path(agent_dir).unlink(missing_ok=True)
+    shutil.rmtree(_copies(agent_dir), ignore_errors=True)
     return sha
 
 
@@ -193,11 +273,14 @@ def recover(agent_dir: Path) -> Recovery | None:
         return None
     gitstore.recover(agent_dir)  # a git killed with the turn left its locks
     if data.get("phase") != "committing":
-        restored = abandon(agent_dir)
-        return Recovery(f"rolled back an interrupted turn ({len(restored)} path(s) put back)")
+        return Recovery(f"rolled back an interrupted turn ({abandon(agent_dir)})")
     rec = _record_of(data)
-    if gitstore.head_has_record(agent_dir, rec.subject, rec.trailers):
+    sha = data.get("commit")
+    if (isinstance(sha, str) and gitstore.landed(agent_dir, sha)) or gitstore.head_has_record(
+        agent_dir, rec.subject, rec.trailers
+    ):
         _record_path(agent_dir).unlink(missing_ok=True)  # the commit landed; cleanup cut short
+        shutil.rmtree(_copies(agent_dir), ignore_errors=True)
         return Recovery("turn was already committed")
     replays = int(data.get("replays", 0) or 0) + 1  # type: ignore[call-overload]
     if replays > MAX_REPLAYS:
@@ -217,7 +300,8 @@ def _set_aside(agent_dir: Path, data: dict[str, object], rec: TurnRecord, why: s
         if d.exists() and not s.exists():
             os.replace(d, s)
         ids.append(s.stem)
-    gitstore.rollback(agent_dir, [p for p in rec.paths() if p not in {d for _, d in rec.archive}])
+    archived = {d for _, d in rec.archive}
+    undo_paths(agent_dir, [p for p in rec.paths() if p not in archived], _pre_of(data))
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     data["set_aside"] = {"at": stamp, "why": why, "messages": ids}
     write_atomic(

@@ -311,6 +311,19 @@ def test_each_turn_is_routed_as_soon_as_it_commits(home: Home, fake: FakeModelSe
 # -- processes and signals ------------------------------------------------------------------------
 
 
+def children_of(pid: int) -> list[int]:
+    """Live child processes of `pid`, from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def test_ctrl_c_in_a_terminal_finishes_the_turn_and_commits(
     home: Home, fake: FakeModelServer
 ) -> None:
@@ -344,11 +357,8 @@ def test_runtime_survives_its_git_children_being_killed(home: Home, fake: FakeMo
         send(agent, "first")
         wait_for(lambda: len(replies(agent)) == 1, what="the first reply")
         assert rt.proc is not None
-        children = subprocess.run(
-            ["pgrep", "-P", str(rt.proc.pid)], capture_output=True, text=True
-        ).stdout.split()
-        for pid in children:  # GitPython's long-lived cat-file helpers used to live here
-            os.kill(int(pid), signal.SIGKILL)
+        for pid in children_of(rt.proc.pid):  # GitPython's cat-file helpers used to live here
+            os.kill(pid, signal.SIGKILL)
         send(agent, "second")
         wait_for(lambda: len(replies(agent)) == 2, what="the second reply")
         rt.stop()
@@ -405,3 +415,236 @@ def test_full_disk_is_one_clear_error_and_everything_is_handled_once_after(
         assert_clean(agent.path)
     finally:
         subprocess.run(["umount", "-l", str(disk)])
+
+
+# -- found by an adversarial review of the store (each reproduced on the first version) ----------
+
+
+def test_failed_turn_restores_a_git_ignored_file_it_edited(
+    home: Home, fake: FakeModelServer
+) -> None:
+    """Rollback goes back to what a path held before the tool wrote it, not to HEAD: a file
+    git ignores is restored, never deleted as if the turn had made it."""
+    agent = make_agent(home)
+    with open(agent.path / ".gitignore", "a") as fh:
+        fh.write("workspace/datasets/\n")
+    (agent.workspace / "datasets").mkdir()
+    (agent.workspace / "datasets/survey.csv").write_text("id,answer\n1,yes\n")
+    gitstore.commit_external(agent.path)
+    send(agent, "fix the header")
+    edit = {"path": "datasets/survey.csv", "old_text": "id,answer", "new_text": "id,response"}
+    fake.add(
+        Reply("", tool_calls=[{"name": "edit_file", "input": edit}]),
+        Reply("", fault=Fault(status=400)),
+    )
+    (r,) = run_once(home)
+    assert r.error
+    assert (agent.workspace / "datasets/survey.csv").read_text() == "id,answer\n1,yes\n"
+
+
+def test_what_a_rollback_discards_is_kept_on_a_side_ref(home: Home) -> None:
+    """A shell turn killed mid-way: the workspace goes back to its snapshot from before the
+    command, and everything that differed is kept as refs/anima/abandoned/…"""
+    agent = make_agent(home, provider="offline")
+    (agent.workspace / "essay.md").write_text("v1\n")
+    gitstore.commit_external(agent.path)
+    journal = turnlog.begin(agent.path)
+    journal.add("workspace")  # as the shell tool does before it runs
+    (agent.workspace / "agent-out.txt").write_text("half a command's output\n")
+    (agent.workspace / "essay.md").write_text("v1\nwritten while the runtime was down\n")
+    send(agent, "hello")
+    (r,) = run_once(home)  # the killed turn is undone first, then the message answered
+    assert r.error is None
+    assert not (agent.workspace / "agent-out.txt").exists()
+    refs = git(agent.path, "for-each-ref", "--format=%(refname)", "refs/anima/abandoned").split()
+    assert len(refs) == 1
+    kept = git(agent.path, "show", f"{refs[0]}:workspace/essay.md")
+    assert kept == "v1\nwritten while the runtime was down\n"
+    assert "half a command" in git(agent.path, "show", f"{refs[0]}:workspace/agent-out.txt")
+    assert_clean(agent.path)
+
+
+def test_tools_name_a_path_before_they_write_it(home: Home) -> None:
+    """The claim comes first: if it cannot be recorded, nothing is written."""
+    from anima.tools import ToolContext, registry, run_tool
+
+    agent = make_agent(home)
+
+    class Refusing(set[str]):
+        def add(self, rel: str) -> None:
+            raise RuntimeError(f"cannot record {rel}")
+
+    ctx = ToolContext(agent.name, agent.path, agent.config, ["arya"], [], "cli", touched=Refusing())
+    tools = registry()
+    (agent.workspace / "old.md").write_text("old text\n")
+    calls = [
+        ("write_file", {"path": "new.md", "content": "x"}),
+        ("edit_file", {"path": "old.md", "old_text": "old", "new_text": "new"}),
+        ("memory", {"command": "create", "path": "n.md", "content": "x", "reason": "r"}),
+        ("schedule", {"text": "t", "at": "2030-01-01T10:00:00Z"}),
+    ]
+    for name, args in calls:
+        out, is_error = run_tool(tools, ctx, name, args)
+        assert is_error, (name, out)
+    assert not (agent.workspace / "new.md").exists()
+    assert (agent.workspace / "old.md").read_text() == "old text\n"
+    assert not (agent.memory_dir / "n.md").exists()
+    assert not list((agent.path / "reminders").glob("*.toml"))
+
+
+def test_a_landed_turn_is_not_replayed_after_a_hand_edit(home: Home) -> None:
+    """Killed right after HEAD moved, before the record was removed; a person then commits a
+    hand edit. The record names its commit, which is in HEAD's history: no second turn."""
+    agent = make_agent(home, provider="offline")
+    send(agent, "hello")
+    (r,) = run_once(home)
+    from dataclasses import asdict
+
+    rec = turnlog.TurnRecord(
+        subject=git(agent.path, "log", "-1", "--format=%s").strip(),
+        body="",
+        trailers=[("Anima-Message", r.message_ids[0])],
+        archive=[],
+        outbox=[],
+        history_path=next(
+            str(p.relative_to(agent.path)) for p in (agent.path / "history").rglob("*.jsonl")
+        ),
+        history_records=[{"role": "user", "content": [], "turn": "x"}],
+    )
+    record = {"phase": "committing", "record": asdict(rec), "commit": r.commit}
+    (agent.path / ".git/anima-turn.json").write_text(json.dumps(record))
+    (agent.memory_dir / "MEMORY.md").write_text("- a person's note\n")
+    lines = (agent.path / rec.history_path).read_text()
+    run_once(home)
+    assert (agent.path / rec.history_path).read_text() == lines
+    turns = git(agent.path, "log", "--format=%s").count("turn(arya)")
+    assert turns == 1 and "external: hand edits" in git(agent.path, "log", "-1", "--format=%s")
+
+
+def test_whole_tree_commit_racing_a_persons_fast_forward_keeps_their_files(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = make_agent(home)
+    gitstore.commit_external(agent.path)
+    who = ["-c", "user.name=p", "-c", "user.email=p@x"]
+    git(agent.path, "checkout", "-q", "-b", "upstream")
+    (agent.memory_dir / "recipes.md").write_text("pulled from upstream\n")
+    git(agent.path, "add", "memory/recipes.md")
+    git(agent.path, *who, "commit", "-qm", "upstream: recipes")
+    git(agent.path, "checkout", "-q", "main")
+    (agent.path / "persona.md").write_text("You are Arya.\nhand edit\n")
+    real = gitstore._git_waiting
+    fired: list[int] = []
+
+    def person_pulls_now(path: Path, *args: str, **kw: object) -> str:
+        if args[0] == "update-ref" and not fired:  # the instant between write-tree and the ref
+            fired.append(1)
+            git(agent.path, "merge", "-q", "--ff-only", "upstream")
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(gitstore, "_git_waiting", person_pulls_now)
+    gitstore.commit_external(agent.path)
+    assert fired
+    assert "memory/recipes.md" in git(agent.path, "ls-tree", "-r", "--name-only", "HEAD")
+    assert "hand edit" in git(agent.path, "show", "HEAD:persona.md")
+    assert_clean(agent.path)
+
+
+def test_a_merge_in_progress_is_never_committed_and_messages_wait(home: Home) -> None:
+    agent = make_agent(home, provider="offline")
+    gitstore.commit_external(agent.path)
+    who = ["-c", "user.name=p", "-c", "user.email=p@x"]
+    mem = agent.memory_dir / "MEMORY.md"
+    base = mem.read_text()
+    git(agent.path, "checkout", "-q", "-b", "laptop")
+    mem.write_text(base + "- from laptop\n")
+    git(agent.path, *who, "commit", "-qam", "laptop note")
+    git(agent.path, "checkout", "-q", "main")
+    mem.write_text(base + "- from server\n")
+    git(agent.path, *who, "commit", "-qam", "server note")
+    subprocess.run(["git", "-C", str(agent.path), *who, "merge", "laptop"], capture_output=True)
+    msg = send(agent, "hello")
+    (r,) = run_once(home)
+    assert r.error and "merge is in progress" in r.error
+    assert "<<<<<<<" not in git(agent.path, "show", "HEAD:memory/MEMORY.md")
+    assert (agent.inbox / f"{msg.id}.md").exists()
+    from anima import attempts
+
+    assert msg.id not in attempts.load(home, "arya")  # not the message's fault
+    mem.write_text(base + "- from laptop\n- from server\n")
+    git(agent.path, "add", "memory/MEMORY.md")
+    git(agent.path, *who, "commit", "-q", "--no-edit")
+    (r,) = run_once(home)
+    assert r.error is None and r.message_ids == [msg.id]
+
+
+def test_a_persons_commit_waiting_on_its_editor_keeps_its_lock(home: Home) -> None:
+    agent = make_agent(home, provider="offline")
+    gitstore.commit_external(agent.path)
+    mem = agent.memory_dir / "MEMORY.md"
+    mem.write_text(mem.read_text() + "- a person's note\n")
+    env = {**os.environ, "GIT_EDITOR": "sleep 2; echo 'my careful message' >"}
+    person = subprocess.Popen(
+        ["git", "-C", str(agent.path), "commit", "-a"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for((agent.path / ".git/index.lock").exists, what="the person's lock")
+    assert gitstore.recover(agent.path) == []  # a git is at work here: not stale
+    out, err = person.communicate(timeout=30)
+    assert person.returncode == 0, err
+    assert git(agent.path, "log", "-1", "--format=%s").strip() == "my careful message"
+
+
+def test_one_agent_without_a_head_does_not_stop_the_others(home: Home) -> None:
+    first = make_agent(home, "aaa", provider="offline")
+    second = make_agent(home, "bbb", provider="offline")
+    git(first.path, "checkout", "-q", "--orphan", "fresh")
+    send(first, "hello")
+    msg = send(second, "hello")
+    results = {r.agent: r for r in run_once(home)}
+    assert results["aaa"].error and "HEAD has no commit" in results["aaa"].error
+    assert results["bbb"].error is None and results["bbb"].message_ids == [msg.id]
+
+
+def test_a_lost_shared_index_is_rebuilt(home: Home) -> None:
+    agent = make_agent(home, provider="offline")
+    send(agent, "one")
+    run_once(home)
+    shared = list((agent.path / ".git").glob("sharedindex.*"))
+    assert shared, "agent repositories use a split index"
+    for f in shared:
+        f.unlink()
+    msg = send(agent, "two")
+    (r,) = run_once(home)
+    assert r.error is None and r.message_ids == [msg.id]
+    assert_clean(agent.path)
+
+
+def test_a_name_git_refuses_outside_the_workspace_does_not_wedge_the_agent(home: Home) -> None:
+    agent = make_agent(home, provider="offline")
+    (agent.memory_dir / ".GIT").write_text("left by some other program\n")
+    (agent.memory_dir / "fine.md").write_text("a real note\n")
+    msg = send(agent, "hello")
+    (r,) = run_once(home)
+    assert r.error is None and r.message_ids == [msg.id]
+    assert git(agent.path, "show", "HEAD~1:memory/fine.md") == "a real note\n"
+
+
+def test_a_flood_is_answered_in_batches_and_a_huge_commit_fits_the_command_line(
+    home: Home,
+) -> None:
+    agent = make_agent(home, provider="offline")
+    for i in range(120):
+        send(agent, f"message {i}")
+    results = run_once(home)
+    assert [len(r.message_ids) for r in results] == [50, 50, 20]
+    assert all(r.error is None for r in results)
+    many = [f"workspace/flood/{'n' * 60}-{i:05d}.txt" for i in range(40_000)]
+    (agent.workspace / "flood").mkdir()
+    for rel in many:
+        (agent.path / rel).write_text("x")
+    gitstore.commit(agent.path, "turn(arya): a flood", paths=many)  # > ARG_MAX in one argv
+    assert len(git(agent.path, "ls-files", "workspace/flood").split()) == 40_000

@@ -131,8 +131,8 @@ def write_file(ctx: ToolContext, path: str, content: str) -> str:
         raise ToolError(f"content is {size} bytes; the limit is {ctx.config.tools.file_max_bytes}")
     if target.is_dir():
         raise ToolError(f"{path!r} is a directory")
+    ctx.touched.add(_rel(ctx, target))  # named before the write: a crash mid-write is undone
     write_atomic(target, content)
-    ctx.touched.add(_rel(ctx, target))
     return f"wrote {size} bytes to {path}"
 
 
@@ -158,8 +158,8 @@ def edit_file(ctx: ToolContext, path: str, old_text: str, new_text: str) -> str:
             f"old_text occurs {count} times in {path!r}; it must match exactly once "
             "(include more surrounding text)"
         )
+    ctx.touched.add(_rel(ctx, target))  # named before the write: a crash mid-write is undone
     write_atomic(target, text.replace(old_text, new_text, 1))
-    ctx.touched.add(_rel(ctx, target))
     return f"edited {path}"
 
 

@@ -38,6 +38,7 @@ def _save(ctx: ToolContext, target: Path, rel: str, text: str, reason: str, what
         )
     size = len(text.encode("utf-8"))
     _check_totals(ctx, target, size)
+    ctx.touched.add(f"memory/{rel}")  # named before the write: a crash mid-write is undone
     write_atomic(target, text)
     ctx.memory_written += size
     _record(ctx, rel, reason, what)
@@ -181,6 +182,7 @@ def _insert(ctx: ToolContext, target: Path, rel: str, reason: str, a: _Args) -> 
 def _delete(ctx: ToolContext, target: Path, rel: str, reason: str, a: _Args) -> str:
     if rel == CORE:
         raise ToolError("MEMORY.md is your core memory and cannot be deleted; edit it instead")
+    ctx.touched.add(f"memory/{rel}")
     target.unlink()
     _record(ctx, rel, reason, "deleted")
     return f"deleted memory/{rel}"
@@ -197,6 +199,7 @@ def _rename(ctx: ToolContext, target: Path, rel: str, reason: str, a: _Args) -> 
     if size > cap:
         raise ToolError(f"memory/{dest_rel} would be {size} characters; its cap is {cap}")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    ctx.touched.update([f"memory/{rel}", f"memory/{dest_rel}"])
     os.replace(target, dest)
     _record(ctx, rel, reason, "renamed")
     _record(ctx, dest_rel, reason, "renamed to")

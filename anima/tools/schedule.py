@@ -64,8 +64,8 @@ def schedule(ctx: ToolContext, text: str, at: str = "", cron: str = "") -> str:
         fields["cron"] = cron
     rid = f"{now.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
     body = "".join(f"{k} = {_toml_string(v)}\n" for k, v in fields.items())
+    ctx.touched.add(f"reminders/{rid}.toml")  # named before the write
     write_atomic(ctx.agent_dir / "reminders" / f"{rid}.toml", body)
-    ctx.touched.add(f"reminders/{rid}.toml")
     return f"reminder {rid} set" + (f" for {fields['at']}" if at else f" on {cron!r}")
 
 
@@ -97,6 +97,6 @@ def unschedule(ctx: ToolContext, reminder_id: str) -> str:
     path = ctx.agent_dir / "reminders" / f"{reminder_id}.toml"
     if not path.is_file():
         raise ToolError(f"no reminder {reminder_id!r}")
-    path.unlink()
     ctx.touched.add(f"reminders/{reminder_id}.toml")
+    path.unlink()
     return f"reminder {reminder_id} cancelled"

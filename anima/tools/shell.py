@@ -50,6 +50,7 @@ def shell(ctx: ToolContext, command: str) -> str:
         hidden = _hidden(ctx)
         argv = sandbox.command(argv, workspace=ctx.workspace, hidden=hidden, network=policy.network)
     max_bytes = policy.output_chars * 4  # UTF-8: at most 4 bytes a character
+    ctx.touched.add("workspace")  # before it runs: the turn record keeps what it was like
     done = sandbox.run(
         argv,
         cwd=ctx.workspace,
@@ -57,7 +58,6 @@ def shell(ctx: ToolContext, command: str) -> str:
         timeout=policy.timeout,
         max_bytes=max_bytes,
     )
-    ctx.touched.add("workspace")
     text = done.output.decode("utf-8", "replace")
     if done.cut or len(text) > policy.output_chars:
         text = text[: policy.output_chars] + f"\n[output cut at {policy.output_chars} characters]"
