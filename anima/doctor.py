@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from anima import gitstore, status, turnlog
+from anima import budget, gitstore, status, turnlog
 from anima.config import load_agent_config
 from anima.errors import AnimaError
 from anima.home import Home
@@ -110,7 +110,18 @@ def _agents(home: Home) -> list[Check]:
         pending = list((d / "inbox").glob("*.md"))
         stuck = [p for p in pending if now - p.stat().st_mtime > STUCK_AFTER]
         rejected = list((d / "inbox" / "rejected").glob("*.error.md"))
-        if stuck:
+        pause = budget.paused(home, name)
+        if pause:
+            checks.append(
+                Check(
+                    f"agent {name}",
+                    False,
+                    f"self-started work paused since {pause['since']}: {pause['reason']}",
+                    f"anima resume {name}",
+                    level="warn",
+                )
+            )
+        if stuck and not pause:
             checks.append(
                 Check(
                     f"agent {name}",

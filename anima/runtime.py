@@ -21,7 +21,7 @@ from watchfiles import Change, awatch
 from anima import gitstore, router, schedule, status, stream, systemd
 from anima.home import Home
 from anima.message import iso, utcnow
-from anima.turn import AgentRun, OnEvent, TurnResult, process_agent
+from anima.turn import AgentRun, OnEvent, TurnResult, describe, log_failure, process_agent
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,23 @@ def run_once(
     home.require()
     results: list[TurnResult] = []
     for name in names or home.agent_names():
-        run = process_agent(
-            home, name, on_event=on_event, on_commit=partial(router.route_turn, home)
-        )
-        router.route_run(home, run)
+        try:  # one agent's bad config or odd repository never stops the others
+            run = process_agent(
+                home, name, on_event=on_event, on_commit=partial(router.route_turn, home)
+            )
+            router.route_run(home, run)
+        except Exception as exc:
+            log_failure(name, exc)
+            results.append(TurnResult(name, "", [], error=describe(exc)))
+            continue
         results += run.results
+        if run.paused:
+            log.warning(
+                "%s: %d self-started message(s) held: paused by its budget (anima resume %s)",
+                name,
+                len(run.paused),
+                name,
+            )
     return results
 
 
