@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 from anima import front_matter, mailbox
 from anima.errors import BadFrontMatter, BadMessage
 from anima.message import Message, parse, render
+from tests.fuzz import examples
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _parse(raw: bytes) -> Message | None:
@@ -155,7 +158,7 @@ def _make(inbox: Path, outside: Path, name: str, kind: str, content: bytes) -> N
         path.write_bytes(content)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(NAMES, KINDS, CONTENTS), max_size=6, unique_by=lambda e: e[0]))
 def test_scan_keeps_every_entry_pending_or_rejected(entries: list[tuple[str, str, bytes]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:

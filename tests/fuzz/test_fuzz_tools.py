@@ -7,7 +7,6 @@ repository still commits: the turn's own commit of the touched paths, and everyt
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from anima.agent import Agent, create_agent
 from anima.home import Home
 from anima.message import render
 from anima.tools import Tool, ToolContext, available, run_tool
+from tests.fuzz import examples
 
 HOSTILE = [
     "",
@@ -174,8 +174,6 @@ NAMES = [
     "shell",
 ]
 EXAMPLES = {"shell": 15, "memory": 60, "write_file": 40, "edit_file": 30}
-SCALE = int(os.environ.get("ANIMA_FUZZ_SCALE", "1"))
-"""A longer campaign: ANIMA_FUZZ_SCALE=50 pytest tests/fuzz/test_fuzz_tools.py (≈ 50x longer)."""
 
 
 def test_every_builtin_tool_is_fuzzed(agent: Agent) -> None:
@@ -187,7 +185,7 @@ def test_tool_arguments_never_crash_or_wedge_the_repo(agent: Agent, name: str) -
     tool = _tools(agent)[name]
 
     @settings(
-        max_examples=EXAMPLES.get(name, 25) * SCALE,
+        max_examples=examples(EXAMPLES.get(name, 25)),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
