@@ -150,6 +150,7 @@ def run_turn(
             batch,
             conversation,
             touched=touched,
+            cancel=cancel,
         )
         try:
             loop = run_loop(agent, ctx.system, ctx.messages(), tools, tctx, emit, cancel)

@@ -313,3 +313,64 @@ def test_a_timer_and_the_runtime_firing_the_same_slot_deliver_one_heartbeat(home
     assert schedule.fire_heartbeat(home, "arya", slot_time + dt.timedelta(minutes=5)) is None
     nxt = schedule.fire_heartbeat(home, "arya", slot_time + dt.timedelta(minutes=30))
     assert nxt is not None and nxt.id != by_runtime.id  # the next slot is a new heartbeat
+
+
+def test_no_reply_ends_an_agent_exchange_committed_not_sent(
+    home: Home, fake: FakeModelServer
+) -> None:
+    from anima import mailbox
+    from anima.message import Message
+    from anima.runtime import run_once
+
+    arya, b2 = make_agent(home), make_agent(home, "b2")
+    mailbox.deliver(
+        arya.path, Message.create(sender="b2", to="arya", body="thanks!", channel="agent")
+    )
+    fake.add(Reply("NO_REPLY"))
+    (r,) = [x for x in run_once(home) if x.agent == "arya"]
+    assert r.error is None and r.reply is None and r.outgoing == []
+    assert gitstore.log(arya.path, limit=1)[0].subject == (
+        "turn(arya): read agent message from b2 (no reply)"
+    )
+    assert not list(b2.inbox.glob("*.md")) and not replies(arya)
+    assert "NO_REPLY" in fake.requests[-1].body["system"][0]["text"]
+
+
+def test_two_agents_told_to_talk_stop_within_the_hop_cap(home: Home) -> None:
+    """'tell b2: …' once made 7 turns at the old cap of 6; the cap is 3 now."""
+    from anima.runtime import run_once
+
+    arya = make_agent(home, provider="offline")
+    b2 = make_agent(home, "b2", provider="offline")
+    send(arya, "tell b2: what is the plan?")
+    turns = 0
+    for _ in range(10):
+        done = [r for r in run_once(home) if r.commit]
+        if not done:
+            break
+        turns += len(done)
+    assert 2 <= turns <= 4, turns
+    assert not list(arya.inbox.glob("*.md")) and not list(b2.inbox.glob("*.md"))
+
+
+def _arya_status(home: Home) -> dict[str, object]:
+    try:
+        data = json.loads((home.run_dir / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data.get("agents", {}).get("arya", {})
+
+
+def test_status_forgets_an_error_once_a_later_turn_succeeds(
+    home: Home, fake: FakeModelServer
+) -> None:
+    write_global_config(home, fake.url, runtime={"retry_backoff": 0.2}, retries=0)
+    agent = make_agent(home)
+    fake.add(Reply("", fault=Fault(status=400)), Reply("fine now"))
+    with LiveRuntime(home) as rt:
+        send(agent, "first")
+        wait_for(lambda: replies(agent), what="the reply after the retry")
+        wait_for(lambda: "last_turn" in _arya_status(home), what="the turn in status")
+        rt.stop()
+    assert "turn failed" in rt.output()  # there was an error, and then a turn succeeded
+    assert "last_error" not in _arya_status(home)

@@ -208,3 +208,46 @@ def test_doctor_says_when_an_agent_with_shell_has_no_sandbox(agent: Agent) -> No
 
     (shell_check,) = [c for c in run_checks(agent.home) if c.name.endswith("shell")]
     assert not shell_check.ok and "bubblewrap" in shell_check.detail
+
+
+@needs_bwrap
+def test_shutdown_stops_a_running_shell_command_and_undoes_the_turn(
+    agent: Agent, fake: FakeModelServer
+) -> None:
+    """SIGTERM during a long command: the command's whole group is killed at once (not at its
+    timeout), the turn is undone and its message stays pending."""
+    from anima.testing import Reply
+    from tests.conftest import LiveRuntime, send, wait_for, write_global_config
+
+    agent = configure(agent, "tools.shell", timeout=120.0)
+    write_global_config(agent.home, fake.url, runtime={"grace_seconds": 0.5})
+    marker = f"sleep-{uuid.uuid4().hex[:8]}"
+    fake.add(
+        Reply(
+            "",
+            tool_calls=[
+                {
+                    "name": "shell",
+                    "input": {"command": f"echo x > out.txt; exec -a {marker} sleep 100"},
+                }
+            ],
+        ),
+        Reply("never reached"),
+    )
+    msg = send(agent, "run the long thing")
+
+    def running() -> bool:
+        return any(
+            marker.encode() in p.read_bytes()
+            for p in Path("/proc").glob("[0-9]*/cmdline")
+            if p.exists()
+        )
+
+    with LiveRuntime(agent.home) as rt:
+        wait_for(running, what="the shell command")
+        t0 = time.monotonic()
+        assert rt.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - t0 < 10
+    assert not running()
+    assert (agent.inbox / f"{msg.id}.md").exists()
+    assert not (agent.workspace / "out.txt").exists()  # the turn was undone

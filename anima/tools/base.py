@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -42,6 +43,8 @@ class ToolContext:
     outgoing: list[Message] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
+    cancel: threading.Event | None = None
+    """Set when the runtime shuts down: a tool that waits (the shell) stops waiting."""
     memory_written: int = 0
     """Bytes the memory tool wrote this turn (capped by budget.memory_turn_bytes)."""
     _secrets: dict[str, str] | None = field(default=None, repr=False)

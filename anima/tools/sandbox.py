@@ -15,12 +15,15 @@ import selectors
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROBE_TIMEOUT = 10.0
+CANCEL_POLL = 0.1
+"""How often a running command checks whether the runtime is shutting down."""
 KILL_WAIT = 5.0
 """After a kill, how long to wait for the output pipe to close before giving up on it."""
 
@@ -108,11 +111,18 @@ class Finished:
 
 
 def run(
-    argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float, max_bytes: int
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    max_bytes: int,
+    cancel: threading.Event | None = None,
 ) -> Finished:
     """Run `argv` in a new session with stdout and stderr merged, keeping at most `max_bytes`
-    of output in memory. At the timeout the whole process group is killed. Every wait is
-    bounded, even on a child that leaves the pipe open behind it."""
+    of output in memory. At the timeout, or as soon as `cancel` is set (the runtime is shutting
+    down), the whole process group is killed. Every wait is bounded, even on a child that
+    leaves the pipe open behind it."""
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -130,6 +140,8 @@ def run(
         sel.register(proc.stdout, selectors.EVENT_READ)
         while True:
             left = deadline - time.monotonic()
+            if cancel is not None and cancel.is_set() and not timed_out:
+                left = 0
             if left <= 0:
                 if timed_out:
                     break  # killed, and the pipe is still open after KILL_WAIT: stop reading
@@ -137,7 +149,7 @@ def run(
                 _kill_group(proc)
                 deadline = time.monotonic() + KILL_WAIT
                 continue
-            if not sel.select(left):
+            if not sel.select(min(left, CANCEL_POLL)):
                 continue
             chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk:

@@ -57,6 +57,7 @@ def shell(ctx: ToolContext, command: str) -> str:
         env=sandbox.minimal_env(ctx.workspace.resolve()),
         timeout=policy.timeout,
         max_bytes=max_bytes,
+        cancel=ctx.cancel,
     )
     text = done.output.decode("utf-8", "replace")
     if done.cut or len(text) > policy.output_chars:
