@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -27,10 +28,20 @@ T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
 
 def with_autonomy(agent: Agent, **limits: int) -> Agent:
-    """Append an [autonomy] table to agent.toml, as a person would."""
-    lines = "".join(f"{k} = {v}\n" for k, v in limits.items())
-    with open(agent.path / "agent.toml", "a") as fh:
-        fh.write(f"\n[autonomy]\n{lines}")
+    """Set keys of the [autonomy] table in agent.toml (the template has one), as a person would."""
+    path = agent.path / "agent.toml"
+    text = path.read_text()
+    header = re.search(r"(?m)^\[autonomy\][^\n]*\n", text)
+    if header is None:
+        text += "\n[autonomy]\n"
+        header = re.search(r"(?m)^\[autonomy\][^\n]*\n", text)
+    assert header is not None
+    head, rest = text[: header.end()], text[header.end() :]
+    for key, value in limits.items():
+        rest, n = re.subn(rf"(?m)^{key} = [^\n#]*", f"{key} = {value} ", rest, count=1)
+        if n == 0:
+            rest = f"{key} = {value}\n" + rest
+    path.write_text(head + rest)
     return Agent(agent.home, agent.name)
 
 
