@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -418,14 +419,18 @@ def commit(
         parent = head(path)
     _stage_paths(path, paths)
     try:
-        return _commit_index(path, message, parent, on_object=on_object)
+        sha = _commit_index(path, message, parent, on_object=on_object)
+        _MADE.put(sha, parent, paths, path)
+        return sha
     except _HeadMoved as moved:
         parent = moved.now
     for _ in range(CAS_RETRIES):
         _log.warning("%s: HEAD moved to %s; committing on top of it", path.name, parent[:8])
         tree = _tree_on(path, parent, paths)
         try:
-            return _commit_index(path, message, parent, tree=tree, on_object=on_object)
+            sha = _commit_index(path, message, parent, tree=tree, on_object=on_object)
+            _MADE.put(sha, parent, paths, path)
+            return sha
         except _HeadMoved as moved:
             parent = moved.now
     raise GitFailed(f"{path.name}: HEAD kept moving; gave up after {CAS_RETRIES} tries")
@@ -613,9 +618,48 @@ def save_aside(path: Path, paths: Sequence[str], why: str) -> str | None:
     return ref
 
 
+class _Made:
+    """The commits this process made, each with its parent and the file paths it staged: the
+    next turn's search refresh learns what changed without asking git (a small LRU)."""
+
+    def __init__(self, size: int = 256):
+        self._size = size
+        self._data: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, sha: str, parent: str | None, paths: Sequence[str], root: Path) -> None:
+        if parent is None or any((root / p).is_dir() for p in paths):
+            return  # a directory stands for files this process did not list
+        with self._lock:
+            if len(self._data) >= self._size:
+                self._data.pop(next(iter(self._data)))
+            self._data[sha] = (parent, tuple(paths))
+
+    def between(self, old: str, new: str) -> list[str] | None:
+        """The paths from `old` to `new` if every commit between was made here, else None."""
+        out: list[str] = []
+        with self._lock:
+            for _ in range(len(self._data)):
+                if new == old:
+                    return out
+                step = self._data.get(new)
+                if step is None:
+                    return None
+                new, paths = step[0], step[1]
+                out += paths
+        return out if new == old else None
+
+
+_MADE = _Made()
+
+
 def changed_between(path: Path, old: str, new: str, roots: Sequence[str]) -> list[str] | None:
     """Files under `roots` that differ between commits `old` and `new` (git descends only
-    into subtrees whose ids differ). None when `old` is not in the repository."""
+    into subtrees whose ids differ). None when `old` is not in the repository. When this
+    process made every commit in between, it knows the paths without asking git."""
+    known = _MADE.between(old, new)
+    if known is not None:
+        return sorted({p for p in known if any(p.startswith(r.rstrip("/") + "/") for r in roots)})
     try:
         out = _git(
             path, "diff-tree", "-r", "-z", "--no-renames", "--name-only", old, new, "--", *roots

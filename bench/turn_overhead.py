@@ -10,13 +10,14 @@ import json
 import statistics
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 from _common import make_home, pct
 
 from anima import mailbox
 from anima.message import Message
-from anima.router import route_run
+from anima.router import route_run, route_turn
 from anima.turn import process_agent
 
 
@@ -69,7 +70,9 @@ def measure(commits: int, turns: int = 40, full_check: bool = False) -> list[flo
     for i in range(turns + 3):
         mailbox.deliver(repo, Message.create(sender="you", to="a000", body=f"hello {i}"))
         t0 = time.perf_counter()
-        run = process_agent(home, "a000", full_check=full_check)
+        run = process_agent(  # as the runtime does: each turn routed as it commits
+            home, "a000", full_check=full_check, on_commit=partial(route_turn, home)
+        )
         route_run(home, run)
         if i >= 3:  # the offline model itself takes ≈0.1 ms: all of this is overhead
             times.append((time.perf_counter() - t0) * 1000)
