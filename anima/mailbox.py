@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import re
 import secrets
+import signal
 import stat
 import time
 from dataclasses import dataclass
@@ -70,6 +72,8 @@ class Scan:
     pending: list[Pending]
     unsettled: int = 0
     """Files still being written in place (younger than the settle time): read them later."""
+    writing: int = 0
+    """Of those, files a process is known to hold open for writing: look again very soon."""
 
 
 RESERVED = ("rejected", ".tmp")
@@ -87,7 +91,7 @@ def scan(agent_dir: Path, name: str, *, settle: float = 0.0) -> Scan:
         return Scan([])
     _clear_reserved(inbox)
     pending = []
-    unsettled = 0
+    unsettled = writing = 0
     now = time.time()
     for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.name == "rejected":
@@ -95,9 +99,15 @@ def scan(agent_dir: Path, name: str, *, settle: float = 0.0) -> Scan:
         path = Path(entry.path)
         try:
             info = os.lstat(path)
-            if settle and now - info.st_mtime < settle:
-                unsettled += 1
-                continue
+            if settle and stat.S_ISREG(info.st_mode) and now - info.st_mtime < WRITER_PATIENCE:
+                # Complete unless a writer still has it open (a file renamed in by the Maildir
+                # contract is complete at once); where that cannot be told, a young file waits
+                # out the settle time.
+                held = being_written(path)
+                if held or (held is None and now - info.st_mtime < settle):
+                    unsettled += 1
+                    writing += bool(held)
+                    continue
             msg = _read_inbox(path, name)
             _check_new(agent_dir, msg)
         except FileNotFoundError:
@@ -114,7 +124,48 @@ def scan(agent_dir: Path, name: str, *, settle: float = 0.0) -> Scan:
             _reject_quietly(path, f"cannot be read: {type(exc).__name__}: {_cut(str(exc))}")
         else:
             pending.append(Pending(path, msg))
-    return Scan(pending, unsettled)
+    return Scan(pending, unsettled, writing)
+
+
+_LEASES = {"on": False}
+WRITER_PATIENCE = 3600.0
+"""A file a writer has kept open, untouched, for this long is taken anyway (a stuck writer)."""
+
+
+def allow_leases() -> bool:
+    """Let scan() ask the kernel whether a file is still open for writing (a read lease is
+    refused while any writer holds it). Taking a lease means a writer opening the file in that
+    instant sends us SIGIO, whose default action would end the process: so SIGIO is ignored
+    first. Call from the main thread (signal handlers live there); elsewhere it stays off and
+    the settle time decides. Returns whether leases are on."""
+    if not hasattr(fcntl, "F_SETLEASE"):
+        return False
+    try:
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        return False
+    _LEASES["on"] = True
+    return True
+
+
+def being_written(path: Path) -> bool | None:
+    """Whether some process holds `path` open for writing; None where that cannot be told
+    (not Linux, leases off, a file of another user, a filesystem without leases)."""
+    if not _LEASES["on"] or signal.getsignal(signal.SIGIO) != signal.SIG_IGN:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        except OSError as exc:
+            return True if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _younger(path: Path, settle: float) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
-from anima import gitstore, router, schedule, status, stream, systemd
+from anima import gitstore, mailbox, router, schedule, status, stream, systemd
 from anima.home import Home
 from anima.message import iso, utcnow
 from anima.turn import AgentRun, OnEvent, TurnResult, describe, log_failure, process_agent
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 STATUS_EVERY = 5.0
 MAX_RETRY_DELAY = 600.0
 STALE_TMP_SECONDS = 3600
+WRITER_RECHECK = 0.02
+"""How soon a file a writer still holds open is looked at again."""
 FULL_CHECK_EVERY = 3600.0
 
 
@@ -234,8 +236,11 @@ class Runtime:
             loop.call_later(delay, self.wake, name)
         elif run.results:
             self.failures.pop(name, None)
-        if run.unsettled:
-            loop.call_later(self.settings.settle_ms / 1000, self.wake, name)
+        if run.unsettled:  # a writer still has a file open: look again soon; else at settle
+            wait = (
+                WRITER_RECHECK if run.writing == run.unsettled else self.settings.settle_ms / 1000
+            )
+            loop.call_later(wait, self.wake, name)
 
     # -- watching -------------------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -316,6 +321,7 @@ class Runtime:
     async def run(self, stop: asyncio.Event) -> bool:
         """Run until `stop` is set. Returns True if every in-flight turn finished in time."""
         self._lock.acquire()
+        mailbox.allow_leases()  # a renamed-in file is taken at once (main thread only)
         loop = asyncio.get_running_loop()
         try:
             clean_stale_tmp(self.home)

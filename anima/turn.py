@@ -318,7 +318,7 @@ def process_agent(
             log_failure(name, exc)
             run.results.append(TurnResult(name, "", [], error=describe(exc)))
             return run
-        run.unsettled = scan.unsettled
+        run.unsettled, run.writing = scan.unsettled, scan.writing
         for group in group_by_conversation(scan.pending):
             parent = gitstore.head(agent.path)
             batch = [p.message for p in group]
@@ -411,6 +411,7 @@ class AgentRun:
     base: str = ""
     """HEAD before this pass's turns (after any external commit)."""
     unsettled: int = 0
+    writing: int = 0
     cancelled: bool = False
     paused: list[str] = field(default_factory=list)
     """Self-started messages held by a used-up budget (anima/budget.py): not a failure, so

@@ -374,3 +374,42 @@ def test_status_forgets_an_error_once_a_later_turn_succeeds(
         rt.stop()
     assert "turn failed" in rt.output()  # there was an error, and then a turn succeeded
     assert "last_error" not in _arya_status(home)
+
+
+def test_a_file_renamed_in_by_any_program_is_taken_at_once(
+    home: Home, fake: FakeModelServer
+) -> None:
+    """The Maildir contract: a file renamed into inbox/ is complete. It is not held back for
+    the settle time (here a minute), whoever renamed it."""
+    write_global_config(home, fake.url, runtime={"settle_ms": 60000})
+    agent = make_agent(home, provider="offline")
+    staging = home.root / "staging"
+    staging.mkdir()
+    with LiveRuntime(home) as rt:
+        (staging / "hello.md").write_text("---\nfrom: you\n---\nhello there\n")
+        (staging / "hello.md").rename(agent.inbox / "hello.md")
+        wait_for(lambda: replies(agent), what="the reply (a fixed settle time would take 60 s)")
+        rt.stop()
+
+
+def test_a_file_still_open_for_writing_waits_for_its_writer(
+    home: Home, fake: FakeModelServer
+) -> None:
+    """Written in place, slowly: taken when its writer closes it, not after a fixed time."""
+    write_global_config(home, fake.url, runtime={"settle_ms": 100})
+    agent = make_agent(home, provider="offline")
+    target = agent.inbox / "slow.md"
+    script = (
+        f"import time; f = open({str(target)!r}, 'w'); "
+        "f.write('---\\nfrom: you\\n---\\nfirst part\\n'); f.flush(); time.sleep(1.5); "
+        "f.write('second part\\n'); f.close()"
+    )
+    with LiveRuntime(home) as rt:
+        writer = subprocess.Popen([sys.executable, "-c", script])
+        time.sleep(1.0)  # ten settle times, the writer still at work
+        assert not replies(agent), "taken while its writer still had it open"
+        writer.wait(10)
+        wait_for(lambda: replies(agent), what="the reply once the writer closed the file")
+        rt.stop()
+    archived = next(agent.path.glob("archive/*/slow.md")).read_text()
+    assert "first part" in archived and "second part" in archived
