@@ -352,9 +352,11 @@ def chat(home: Home, name: str) -> None:
     """Talk to NAME. Lines go to its inbox; replies stream back. /help for commands."""
     import logging
 
+    from anima import mailbox
     from anima.chat import runtime_live
 
     home.require()
+    mailbox.allow_leases()  # here, in the main thread: an in-process runtime takes files at once
     logging.basicConfig(
         filename=str(home.run_dir / "chat.log"),
         level=logging.INFO,
