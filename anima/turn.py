@@ -240,6 +240,8 @@ def prepare(agent: Agent, *, full_check: bool = True) -> None:
     repaired = gitstore.repair_index(agent.path)
     if repaired:
         log.warning("%s: %s", agent.name, repaired)
+    if full_check and (tuned := gitstore.tune(agent.path)):
+        log.info("%s: %s", agent.name, tuned)
     claimed = turnlog.claimed_paths(agent.path)
     try:
         gitstore.commit_external(agent.path, full=full_check, exclude=claimed)

@@ -222,9 +222,9 @@ def commit(agent_dir: Path, rec: TurnRecord, *, replay: bool = False, replays: i
     write_atomic(_record_path(agent_dir), json.dumps(data, ensure_ascii=False))
     _apply(agent_dir, rec, replay=replay)
 
-    def remember(sha: str) -> None:
+    def remember(sha: str) -> None:  # a kill, not a power cut, is what it guards against
         data["commit"] = sha
-        write_atomic(_record_path(agent_dir), json.dumps(data, ensure_ascii=False))
+        write_atomic(_record_path(agent_dir), json.dumps(data, ensure_ascii=False), durable=False)
 
     sha = gitstore.commit(
         agent_dir,
