@@ -876,6 +876,12 @@ def added_since(path: Path, since: str | None, under: str) -> tuple[str, list[st
 def health(path: Path) -> list[str]:
     """What is wrong with an agent repository, for `anima doctor` (empty: healthy)."""
     problems = []
+    busy = operation_in_progress(path)
+    if busy:
+        problems.append(
+            f"{busy} is in progress: nothing is committed and messages wait until you finish "
+            "it (resolve, then git commit or --continue) or abort it"
+        )
     why = index_damaged(path)
     if why:
         problems.append(f"{why}; the runtime rebuilds it from HEAD on start")

@@ -283,7 +283,9 @@ def _check_kind(info: os.stat_result) -> None:
 
 
 def _reject_quietly(path: Path, reason: str, *, name: str | None = None) -> None:
-    """reject(), for scan: a file that cannot even be moved aside is logged and left."""
+    """reject(), for scan, with a line in the log; a file that cannot even be moved aside is
+    logged and left."""
+    log.warning("%s: rejected inbox/%s: %s", path.parent.parent.name, path.name, _cut(reason, 200))
     try:
         reject(path, reason, name=name)
     except FileNotFoundError:

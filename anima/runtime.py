@@ -212,12 +212,15 @@ class Runtime:
                     "error": r.error,
                     "messages": r.message_ids,
                 }
-                log.warning(
-                    "%s: turn failed, %d message(s) stay pending: %s",
-                    name,
-                    len(r.message_ids),
-                    r.error,
-                )
+                if r.message_ids:
+                    log.warning(
+                        "%s: turn failed, %d message(s) stay pending: %s",
+                        name,
+                        len(r.message_ids),
+                        r.error,
+                    )
+                else:  # before any turn (prepare): said once already, by the turn module
+                    log.debug("%s: pass failed: %s", name, r.error)
             else:
                 self.turns += 1
                 st["last_turn"] = {"at": iso(utcnow()), "commit": r.commit, "ms": r.duration_ms}

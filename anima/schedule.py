@@ -92,7 +92,7 @@ def heartbeat_slot(hb: Heartbeat, now: dt.datetime) -> dt.datetime | None:
         return None
     from croniter import croniter
 
-    start = now.astimezone() + dt.timedelta(seconds=1)  # a firing at exactly `now` counts
+    start = now.astimezone() + dt.timedelta(microseconds=1)  # a firing at exactly `now` counts
     prev: dt.datetime = croniter(when, start).get_prev(dt.datetime)
     return prev.astimezone(dt.UTC)
 

@@ -140,6 +140,7 @@ def agent_status(home: Home, name: str) -> dict[str, Any]:
         if last
         else None,
         "set_aside": len(turnlog.set_aside(agent_dir)),
+        "git_busy": gitstore.operation_in_progress(agent_dir),
         "paused": budget.paused(home, name),
         "next_heartbeat": None,
         "next_reminder": None,

@@ -122,3 +122,19 @@ def test_demo_one_liner_runs_offline_in_a_subprocess(tmp_path: Path) -> None:
     subjects = [c.summary for c in repo.iter_commits()]
     assert "demo: configure the offline model" in subjects
     assert not any(s.startswith("external:") for s in subjects)
+
+
+def test_agents_lists_every_agent_when_one_config_is_bad(home: Home) -> None:
+    from click.testing import CliRunner
+
+    from anima.cli import main
+    from tests.conftest import make_agent
+
+    make_agent(home, "arya")
+    bad = make_agent(home, "gendry")
+    (bad.path / "agent.toml").write_text("[heartbeat]\nmax_steps = 3\n")
+    out = CliRunner().invoke(main, ["agents", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert "error" in rows["gendry"] and "heartbeat" in rows["gendry"]["error"]
+    assert rows["arya"]["provider"] == "anthropic"

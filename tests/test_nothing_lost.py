@@ -571,6 +571,11 @@ def test_a_merge_in_progress_is_never_committed_and_messages_wait(home: Home) ->
     from anima import attempts
 
     assert msg.id not in attempts.load(home, "arya")  # not the message's fault
+    from anima import status
+    from anima.doctor import run_checks
+
+    assert status.agent_status(home, "arya")["git_busy"] == "a merge"  # says why it waits
+    assert any("merge is in progress" in c.detail for c in run_checks(home) if not c.ok)
     mem.write_text(base + "- from laptop\n- from server\n")
     git(agent.path, "add", "memory/MEMORY.md")
     git(agent.path, *who, "commit", "-q", "--no-edit")

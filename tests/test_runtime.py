@@ -413,3 +413,12 @@ def test_a_file_still_open_for_writing_waits_for_its_writer(
         rt.stop()
     archived = next(agent.path.glob("archive/*/slow.md")).read_text()
     assert "first part" in archived and "second part" in archived
+
+
+def test_the_runtime_log_says_when_it_rejects_a_file(home: Home) -> None:
+    agent = make_agent(home, provider="offline")
+    with LiveRuntime(home) as rt:
+        (agent.inbox / "bad.md").write_bytes(b"---\nfrom: you\n---\n\x00binary\n")
+        wait_for(lambda: (agent.inbox / "rejected" / "bad.md").exists(), what="the rejection")
+        wait_for(lambda: "rejected inbox/bad.md" in rt.output(), what="the log line")
+        rt.stop()

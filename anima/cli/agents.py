@@ -51,13 +51,18 @@ def agents_cmd(home: Home, as_json: bool) -> None:
     messages, last turn, heartbeat."""
     from anima import status
     from anima.agent import Agent, effective_model
+    from anima.errors import AnimaError
 
     home.require()
     rows = []
     for name in home.agent_names():
-        agent = Agent(home, name)
-        used = effective_model(agent)
         st = status.agent_status(home, name)
+        try:
+            agent = Agent(home, name)
+            used = effective_model(agent)
+        except AnimaError as exc:  # one bad agent.toml: its row says so, the others still list
+            rows.append({"name": name, "error": str(exc), "pending": st["pending"]})
+            continue
         rows.append(
             {
                 "name": name,
@@ -77,6 +82,9 @@ def agents_cmd(home: Home, as_json: bool) -> None:
         return
     table = tabulate("name", "provider/model (set in)", "pending", "last turn", "heartbeat")
     for r in rows:
+        if "error" in r:
+            table.add_row(*plain(r["name"], f"error: {r['error']}", r["pending"], "-", "-"))
+            continue
         last = r["last_turn"]
         where = r["provider_from"]
         if r["model_from"] not in (where, "provider default"):

@@ -126,7 +126,6 @@ def status_cmd(home: Home, as_json: bool) -> None:
     table = tabulate("agent", "pending", "last turn", "last error", "next heartbeat")
     for name, a in data["agents"].items():
         last = a["last_turn"]
-        err = a.get("last_error")
         table.add_row(  # whole cells, as plain text: the table wraps them, never cuts them
             *plain(
                 name,
@@ -137,7 +136,7 @@ def status_cmd(home: Home, as_json: bool) -> None:
                 f"{last['at']} {last['commit']}" + (" (an undo)" if last.get("undone") else "")
                 if last
                 else "-",
-                (f"{err['at']}: " if err.get("at") else "") + err["error"] if err else "-",
+                _error_cell(a),
                 _heartbeat_cell(a),
             )
         )
@@ -162,3 +161,13 @@ def _heartbeat_cell(a: dict[str, Any]) -> str:
     if a.get("next_heartbeat") is None:
         return f"none will come ({driver.removeprefix('none: ')})"
     return f"{a['next_heartbeat']} (by {driver})"
+
+
+def _error_cell(a: dict[str, Any]) -> str:
+    """The last error, or why messages wait right now (a person's merge half-way)."""
+    if a.get("git_busy"):
+        return f"waiting: {a['git_busy']} is in progress in its repository (finish or abort it)"
+    err = a.get("last_error")
+    if not err:
+        return "-"
+    return (f"{err['at']}: " if err.get("at") else "") + str(err["error"])
