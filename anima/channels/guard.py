@@ -12,6 +12,7 @@ The body read is bounded by the request handler (`WebhookAdapter._authentic`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import resource
@@ -47,6 +48,26 @@ class ClientErrors(logging.LoggerAdapter[logging.Logger]):
             self.logger.warning("webhook: refused a malformed request from %s: %d %s", peer, exc_info.code, why)
             return
         self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def quiet_fd_exhaustion(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio stops accepting for a second when accept() runs out of file descriptors, and
+    reports it with a traceback per attempt; that is load, not a bug: one warning line instead.
+    (The connection cap keeps this rare, but a burst accepted in one loop turn can still reach
+    the limit before the surplus connections are closed.)"""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS):
+            log.warning("webhook: out of file descriptors; not accepting for a moment (%s)", exc)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 class ConnectionGuard:

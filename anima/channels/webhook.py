@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from anima.channels import base
 from anima.channels.config import WebhookChannel
-from anima.channels.guard import BACKLOG, ClientErrors, ConnectionGuard
+from anima.channels.guard import BACKLOG, ClientErrors, ConnectionGuard, quiet_fd_exhaustion
 from anima.channels.spool import Progress, Spool, drain
 from anima.credentials import secret
 from anima.errors import BadConfig
@@ -300,6 +300,7 @@ class WebhookAdapter:
         )
         await runner.setup()
         assert runner.server is not None
+        quiet_fd_exhaustion(asyncio.get_running_loop())
         listener = await asyncio.get_running_loop().create_server(
             self.guard.factory(runner.server), self.cfg.host, self.cfg.port, backlog=BACKLOG
         )
