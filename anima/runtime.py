@@ -342,6 +342,7 @@ class Runtime:
             log.info(
                 "anima run: watching %d agents in %s", len(self.home.agent_names()), self.home.root
             )
+            loop.run_in_executor(self._executor, self._warm_up)  # before the first message
             await stop.wait()
             return await self._shutdown(workers)
         finally:
@@ -349,15 +350,22 @@ class Runtime:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _warm_up(self) -> None:
+        """Load what a first turn would otherwise pay for (a provider SDK's import is over a
+        second), in a worker right after start: the first turn costs what later ones do."""
         from anima.config import load_agent_config
         from anima.llm.registry import warm_up
 
+        t0 = time.monotonic()
         cfg = self.home.config()
+        providers = set()
         for name in self.home.agent_names():
             try:
-                warm_up(load_agent_config(self.home.agents_dir / name / "agent.toml"), cfg)
+                agent_cfg = load_agent_config(self.home.agents_dir / name / "agent.toml")
+                providers.add(warm_up(agent_cfg, cfg))
             except Exception as exc:  # a missing key shows up on the first turn, with context
                 log.debug("%s: no provider warm-up: %s", name, exc)
+        ms = (time.monotonic() - t0) * 1000
+        log.info("anima run: warm (%s) in %.0f ms", ", ".join(sorted(providers)) or "-", ms)
 
     async def _shutdown(self, workers: list[asyncio.Task[None]]) -> bool:
         systemd.notify("STOPPING=1")

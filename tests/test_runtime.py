@@ -422,3 +422,11 @@ def test_the_runtime_log_says_when_it_rejects_a_file(home: Home) -> None:
         wait_for(lambda: (agent.inbox / "rejected" / "bad.md").exists(), what="the rejection")
         wait_for(lambda: "rejected inbox/bad.md" in rt.output(), what="the log line")
         rt.stop()
+
+
+def test_the_runtime_loads_its_providers_before_the_first_message(home: Home) -> None:
+    """Warm before the first message: the provider SDK is imported in the background at start."""
+    make_agent(home)
+    with LiveRuntime(home) as rt:
+        wait_for(lambda: "anima run: warm (anthropic)" in rt.output(), what="the warm-up line")
+        rt.stop()

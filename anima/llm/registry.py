@@ -50,11 +50,12 @@ def _client(name: str, settings: ProviderSettings, _key: str) -> Provider:
     return _FACTORIES[name](settings)
 
 
-def warm_up(agent: AgentConfig, global_: GlobalConfig) -> None:
+def warm_up(agent: AgentConfig, global_: GlobalConfig) -> str:
     """Build the first provider of an agent's chain ahead of its first message (importing an
-    SDK takes over a second)."""
+    SDK takes over a second). Returns its name."""
     name, _ = choose(agent, global_)[0]
     get_provider(name, global_.providers)
+    return name
 
 
 def ollama_host(settings: ProviderSettings) -> str:

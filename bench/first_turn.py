@@ -1,0 +1,70 @@
+"""The first turn after `anima run` starts vs the steady state (issue #13).
+
+Starts the real runtime against the fake model server (Anthropic SDK), measures start → ready
+and start → warm (the runtime logs `warm` once the configured providers are loaded, in the
+background), then the first message's landing → its request at the model server, then the same
+for steady-state messages. Target: first ≤ 1.5x steady.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+from _common import env_for, make_home, summary
+
+from anima import mailbox
+from anima.message import Message
+from anima.testing import FakeModelServer, Reply
+
+
+def landing_to_request(fake: FakeModelServer, home, name: str, text: str) -> float:  # type: ignore[no-untyped-def]
+    before = len(fake.requests)
+    t0 = time.time()
+    mailbox.deliver(home.agents_dir / name, Message.create(sender="you", to=name, body=text))
+    reqs = fake.wait_for_requests(before + 1, timeout=30)
+    return (reqs[before].at - t0) * 1000
+
+
+def run_once_measured(n_steady: int) -> dict[str, float]:
+    with FakeModelServer(default=Reply("ok")) as fake:
+        home = make_home(1, fake.url)
+        t_start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "anima", "run"],
+            env=env_for(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        marks: dict[str, float] = {}
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "anima run: watching" in line:
+                marks["ready"] = (time.perf_counter() - t_start) * 1000
+            if "anima run: warm" in line:
+                marks["warm"] = (time.perf_counter() - t_start) * 1000
+                break
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        try:
+            marks["first"] = landing_to_request(fake, home, "a000", "first")
+            steady = []
+            for i in range(n_steady):
+                time.sleep(0.1)
+                steady.append(landing_to_request(fake, home, "a000", f"steady {i}"))
+            marks["steady"] = statistics.median(steady)
+        finally:
+            proc.terminate()
+            proc.wait()
+        return marks
+
+
+if __name__ == "__main__":
+    runs = [run_once_measured(15) for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 5)]
+    for key in ("ready", "warm", "first", "steady"):
+        print(summary(f"{key:>6}", [r[key] for r in runs]))
+    ratios = [r["first"] / r["steady"] for r in runs]
+    print(f"first / steady: median {statistics.median(ratios):.2f}x (target ≤ 1.5x)")
