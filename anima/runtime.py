@@ -155,6 +155,10 @@ class Runtime:
         self.tasks[name] = asyncio.get_running_loop().create_task(self._work(name))
 
     def _process(self, name: str) -> AgentRun:
+        # The full hand-edit check (git status over the whole repo) runs on an agent's first
+        # pass and hourly; the others ask git only when a hand-editable path's mtime moved.
+        now = time.monotonic()
+        full = now - self._full_checked.get(name, -FULL_CHECK_EVERY) >= FULL_CHECK_EVERY
         run = process_agent(
             self.home,
             name,
@@ -162,7 +166,10 @@ class Runtime:
             on_commit=partial(router.route_turn, self.home),
             settle=self.settings.settle_ms / 1000,
             cancel=self.cancel,
+            full_check=full,
         )
+        if full and not run.failed:
+            self._full_checked[name] = now
         if not self.cancel.is_set():
             router.route_run(self.home, run)
         self._maintain(name, run)
@@ -352,8 +359,12 @@ class Runtime:
     def _warm_up(self) -> None:
         """Load what a first turn would otherwise pay for (a provider SDK's import is over a
         second), in a worker right after start: the first turn costs what later ones do."""
+        from anima import context
+        from anima.agent import Agent
         from anima.config import load_agent_config
         from anima.llm.registry import warm_up
+        from anima.message import Message
+        from anima.tools import available
 
         t0 = time.monotonic()
         cfg = self.home.config()
@@ -362,8 +373,14 @@ class Runtime:
             try:
                 agent_cfg = load_agent_config(self.home.agents_dir / name / "agent.toml")
                 providers.add(warm_up(agent_cfg, cfg))
+                # The context a first message would assemble: the search index, memory and
+                # history caches (read-only but for the git-ignored index), and the toolset.
+                agent = Agent.open(self.home, name)
+                probe = Message.create(sender=agent_cfg.owner, to=name, body="warm-up")
+                context.assemble(agent, [probe], probe.conversation)
+                available(agent_cfg)
             except Exception as exc:  # a missing key shows up on the first turn, with context
-                log.debug("%s: no provider warm-up: %s", name, exc)
+                log.debug("%s: no warm-up: %s", name, exc)
         ms = (time.monotonic() - t0) * 1000
         log.info("anima run: warm (%s) in %.0f ms", ", ".join(sorted(providers)) or "-", ms)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -87,6 +89,25 @@ class AnthropicProvider:
             params["temperature"] = req.temperature
         return params
 
+    def warm(self) -> None:
+        """Run one canned stream through the SDK, no network: its first real call would
+        otherwise spend ~30 ms building pydantic schemas for the stream's event types."""
+        mro = type(self._client._client).__mro__  # the SDK's client subclasses httpx's
+        lib = next(c.__module__.split(".")[0] for c in mro if c.__module__.startswith("httpx"))
+        http: Any = importlib.import_module(lib)
+        client = self._sdk.Anthropic(
+            api_key="warm-up",
+            base_url="http://warm-up.invalid",
+            max_retries=0,
+            http_client=http.Client(transport=_warm_stream(http)),
+        )
+        twin = object.__new__(AnthropicProvider)
+        twin.__dict__.update(self.__dict__, _client=client)
+        text = [{"type": "text", "text": "hi"}]
+        request = ChatRequest("warm-up", ["warm-up"], [{"role": "user", "content": text}], [], 8)
+        for _ in twin.stream(request):
+            pass
+
     def stream(self, request: ChatRequest) -> Iterator[Event]:
         sdk = self._sdk
         try:
@@ -125,6 +146,80 @@ class AnthropicProvider:
             tokens_out=final.usage.output_tokens,
             model=final.model,
         )
+
+
+def _warm_stream(http: Any) -> Any:
+    """A canned Messages stream (text and a tool call) for AnthropicProvider.warm, as a
+    transport of the SDK's own HTTP library (`http`: httpx, or httpx2 in newer releases)."""
+    events = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_warm",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "warm-up",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 1, "output_tokens": 0},
+                },
+            },
+        ),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "ok"},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_warm",
+                    "name": "warm",
+                    "input": {},
+                },
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "{}"},
+            },
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 1},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    body = "".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events)
+    headers = {"content-type": "text/event-stream"}
+    return http.MockTransport(lambda _request: http.Response(200, headers=headers, content=body))
 
 
 register("anthropic")(AnthropicProvider)

@@ -54,7 +54,10 @@ def warm_up(agent: AgentConfig, global_: GlobalConfig) -> str:
     """Build the first provider of an agent's chain ahead of its first message (importing an
     SDK takes over a second). Returns its name."""
     name, _ = choose(agent, global_)[0]
-    get_provider(name, global_.providers)
+    provider = get_provider(name, global_.providers)
+    warm = getattr(provider, "warm", None)  # a provider may run its first-call work now
+    if warm is not None:
+        warm()
     return name
 
 
