@@ -424,9 +424,13 @@ def test_the_runtime_log_says_when_it_rejects_a_file(home: Home) -> None:
         rt.stop()
 
 
-def test_the_runtime_loads_its_providers_before_the_first_message(home: Home) -> None:
-    """Warm before the first message: the provider SDK is imported in the background at start."""
+def test_the_runtime_loads_its_providers_before_the_first_message(
+    home: Home, fake: FakeModelServer
+) -> None:
+    """Warm before the first message: the provider SDK is imported and run once in the
+    background at start, without a request to the model."""
     make_agent(home)
     with LiveRuntime(home) as rt:
         wait_for(lambda: "anima run: warm (anthropic)" in rt.output(), what="the warm-up line")
+        assert fake.requests == []
         rt.stop()
