@@ -151,73 +151,26 @@ class AnthropicProvider:
 def _warm_stream(http: Any) -> Any:
     """A canned Messages stream (text and a tool call) for AnthropicProvider.warm, as a
     transport of the SDK's own HTTP library (`http`: httpx, or httpx2 in newer releases)."""
-    events = [
-        (
-            "message_start",
-            {
-                "type": "message_start",
-                "message": {
-                    "id": "msg_warm",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": "warm-up",
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": 1, "output_tokens": 0},
-                },
-            },
-        ),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": "ok"},
-            },
-        ),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 1,
-                "content_block": {
-                    "type": "tool_use",
-                    "id": "toolu_warm",
-                    "name": "warm",
-                    "input": {},
-                },
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 1,
-                "delta": {"type": "input_json_delta", "partial_json": "{}"},
-            },
-        ),
-        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                "usage": {"output_tokens": 1},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
+    message = {"id": "msg_warm", "type": "message", "role": "assistant", "model": "warm-up"}
+    message |= {"content": [], "stop_reason": None, "stop_sequence": None}
+    message |= {"usage": {"input_tokens": 1, "output_tokens": 0}}
+    text = {"type": "text", "text": ""}
+    tool = {"type": "tool_use", "id": "toolu_warm", "name": "warm", "input": {}}
+    text_delta = {"type": "text_delta", "text": "ok"}
+    json_delta = {"type": "input_json_delta", "partial_json": "{}"}
+    end = {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 1}}
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": message},
+        {"type": "content_block_start", "index": 0, "content_block": text},
+        {"type": "content_block_delta", "index": 0, "delta": text_delta},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": tool},
+        {"type": "content_block_delta", "index": 1, "delta": json_delta},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", **end},
+        {"type": "message_stop"},
     ]
-    body = "".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events)
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
     headers = {"content-type": "text/event-stream"}
     return http.MockTransport(lambda _request: http.Response(200, headers=headers, content=body))
 
