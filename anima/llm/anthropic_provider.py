@@ -151,7 +151,8 @@ class AnthropicProvider:
 def _warm_stream(http: Any) -> Any:
     """A canned Messages stream (text and a tool call) for AnthropicProvider.warm, as a
     transport of the SDK's own HTTP library (`http`: httpx, or httpx2 in newer releases)."""
-    message = {"id": "msg_warm", "type": "message", "role": "assistant", "model": "warm-up"}
+    message: dict[str, Any] = {"id": "msg_warm", "type": "message", "role": "assistant"}
+    message |= {"model": "warm-up"}
     message |= {"content": [], "stop_reason": None, "stop_sequence": None}
     message |= {"usage": {"input_tokens": 1, "output_tokens": 0}}
     text = {"type": "text", "text": ""}
