@@ -447,21 +447,18 @@ def commit(
     if parent is None:
         parent = head(path)
     _stage_paths(path, paths)
-    try:
-        sha = _commit_index(path, message, parent, on_object=on_object)
-        _MADE.put(sha, parent, paths, path)
-        return sha
-    except _HeadMoved as moved:
-        parent = moved.now
-    for _ in range(CAS_RETRIES):
-        _log.warning("%s: HEAD moved to %s; committing on top of it", path.name, parent[:8])
-        tree = _tree_on(path, parent, paths)
+    tree = None  # the index git just wrote; after a lost race, a private one on the new HEAD
+    for attempt in range(CAS_RETRIES + 1):
+        if attempt:
+            _log.warning("%s: HEAD moved to %s; committing on top of it", path.name, parent[:8])
+            tree = _tree_on(path, parent, paths)
         try:
             sha = _commit_index(path, message, parent, tree=tree, on_object=on_object)
-            _MADE.put(sha, parent, paths, path)
-            return sha
         except _HeadMoved as moved:
             parent = moved.now
+            continue
+        _MADE.put(sha, parent, paths, path)
+        return sha
     raise GitFailed(f"{path.name}: HEAD kept moving; gave up after {CAS_RETRIES} tries")
 
 
