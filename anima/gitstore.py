@@ -211,7 +211,7 @@ def recover(path: Path) -> list[str]:
     found = [p for p in found if p.exists()] + list((git_dir / "refs").rglob("*.lock"))
     if not found:
         return []
-    held = set(found) if _git_running_in(path) else _held_open(found)
+    held = _live_locks(path, found)
     removed = []
     for lock in found:
         if lock in held:
@@ -219,6 +219,12 @@ def recover(path: Path) -> list[str]:
         lock.unlink(missing_ok=True)
         removed.append(str(lock.relative_to(git_dir)))
     return removed
+
+
+def _live_locks(path: Path, locks: Sequence[Path]) -> set[Path]:
+    """Which of the repository's `locks` a live git may still own: all of them while any git
+    runs in the repository, else those some process holds open."""
+    return set(locks) if _git_running_in(path) else _held_open(locks)
 
 
 def _git_running_in(path: Path) -> bool:
@@ -308,11 +314,11 @@ def _hand_edited(path: Path) -> list[str]:
     return sorted(e for e in os.listdir(path) if e not in RUNTIME_WRITTEN)
 
 
-def _status(
+def dirty_paths(
     path: Path, pathspec: Sequence[str] = (), env: Mapping[str, str] | None = None
 ) -> list[str]:
-    """`git status` entries: changed paths, untracked included (ignored files excluded).
-    A nested repository shows as its directory with a trailing slash."""
+    """Paths changed since HEAD, untracked included (ignored files excluded), as `git status`
+    lists them: a nested repository shows as its directory with a trailing slash."""
     out = _git(
         path, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *pathspec, env=env
     )
@@ -327,11 +333,6 @@ def _status(
                 i += 1  # the rename's source follows
         i += 1
     return paths
-
-
-def dirty_paths(path: Path, pathspec: Sequence[str] = ()) -> list[str]:
-    """Paths changed since HEAD, untracked included (ignored files excluded)."""
-    return _status(path, pathspec)
 
 
 def _changed_since_check(path: Path, entries: list[str]) -> bool:
@@ -405,7 +406,7 @@ def commit_external(path: Path, *, full: bool = True, exclude: Sequence[str] = (
     spec = [*scope, *(f":(exclude,literal){p}" for p in exclude)]
     magic = {"GIT_LITERAL_PATHSPECS": "0"}  # for the exclusions; each is literal itself
     for _ in range(CAS_RETRIES):
-        changed = _status(path, spec, env=magic)
+        changed = dirty_paths(path, spec, env=magic)
         if not changed:
             return None
         parent = head(path)
@@ -503,7 +504,7 @@ def _stage_tree(
     its files are added as plain files instead (its own .git stays out). If git refuses a name
     in there (`.GIT`, say), everything else is staged one by one and that name left out."""
     if nested is None:
-        nested = [p for p in _status(path, spec, env) if p.endswith("/")]
+        nested = [p for p in dirty_paths(path, spec, env) if p.endswith("/")]
     for sub in nested:
         inner = _files_of_nested(path, sub.rstrip("/"))
         if inner:
@@ -522,7 +523,7 @@ def _stage_tree(
         if any(m in str(exc) for m in _LOCK_BUSY):
             raise
         _log.warning("%s: git add refused a path (%s); staging one by one", path.name, exc)
-        _stage_each(path, [p for p in _status(path, spec, env) if not p.endswith("/")], env)
+        _stage_each(path, [p for p in dirty_paths(path, spec, env) if not p.endswith("/")], env)
 
 
 def _files_of_nested(path: Path, sub: str) -> list[str]:
@@ -887,6 +888,6 @@ def health(path: Path) -> list[str]:
     except GitFailed as exc:
         problems.append(f"git fsck: {exc}")
     locks = list((path / ".git").glob("*.lock"))
-    held = _held_open(locks)
+    held = _live_locks(path, locks)
     problems += [f"stale lock {p.name} (removed at the next turn)" for p in locks if p not in held]
     return problems

@@ -598,6 +598,7 @@ def test_a_persons_commit_waiting_on_its_editor_keeps_its_lock(home: Home) -> No
     )
     wait_for((agent.path / ".git/index.lock").exists, what="the person's lock")
     assert gitstore.recover(agent.path) == []  # a git is at work here: not stale
+    assert not any("stale lock" in p for p in gitstore.health(agent.path))  # doctor agrees
     out, err = person.communicate(timeout=30)
     assert person.returncode == 0, err
     assert git(agent.path, "log", "-1", "--format=%s").strip() == "my careful message"
