@@ -233,29 +233,16 @@ def test_failed_turn_puts_back_only_its_own_paths(home: Home, fake: FakeModelSer
 def test_replay_that_keeps_failing_is_set_aside_and_the_agent_goes_on(home: Home) -> None:
     """A write-ahead record whose commit cannot be made (here: its history file is a
     directory) is tried three times, then set aside with its messages back in inbox/."""
-    agent = make_agent(home)
-    gitstore.commit_external(agent.path)
-    msg = send(agent, "hello")
+    from dataclasses import asdict, replace
+
+    from tests.test_recovery import _interrupted_record
+
+    agent, rec, msg = _interrupted_record(home)
     bad_history = "history/elsewhere/2026-11-24.jsonl"
     (agent.path / bad_history).mkdir(parents=True)
     (agent.path / bad_history / "x").write_text("a directory where a file should be\n")
     gitstore.commit_external(agent.path)
-    rec = turnlog.TurnRecord(
-        subject="turn(arya): reply to cli message from you",
-        body="",
-        trailers=[("Anima-Message", msg.id)],
-        archive=[
-            (
-                f"inbox/{msg.id}.md",
-                str(mailbox.archive_path(agent.path, msg.id).relative_to(agent.path)),
-            )
-        ],
-        outbox=[],
-        history_path=bad_history,
-        history_records=[{"role": "user", "content": [], "turn": msg.id}],
-    )
-    from dataclasses import asdict
-
+    rec = replace(rec, history_path=bad_history)
     (agent.path / ".git/anima-turn.json").write_text(
         json.dumps({"phase": "committing", "record": asdict(rec)})
     )
