@@ -38,7 +38,12 @@ def env_for(home: Home) -> dict[str, str]:
     return env
 
 
-def start_runtime(home: Home) -> subprocess.Popen[str]:
+def start_runtime(
+    home: Home, until: tuple[str, ...] = ("anima run: watching",), marks: dict[str, float] | None = None
+) -> subprocess.Popen[str]:
+    """`anima run` in a subprocess, returned once it has logged every line in `until`; `marks`
+    gets the milliseconds from the start to each of them."""
+    t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "anima", "run"],
         env=env_for(home),
@@ -47,8 +52,12 @@ def start_runtime(home: Home) -> subprocess.Popen[str]:
         text=True,
     )
     assert proc.stdout is not None
+    seen = marks if marks is not None else {}
     for line in proc.stdout:
-        if "anima run: watching" in line:
+        for wanted in until:
+            if wanted in line and wanted not in seen:
+                seen[wanted] = (time.perf_counter() - t0) * 1000
+        if all(w in seen for w in until):
             break
     import threading
 

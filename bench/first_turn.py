@@ -9,12 +9,10 @@ for steady-state messages. Target: first ≤ 1.5x steady.
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
-import threading
 import time
 
-from _common import env_for, make_home, summary
+from _common import make_home, start_runtime, summary
 
 from anima import mailbox
 from anima.message import Message
@@ -32,23 +30,9 @@ def landing_to_request(fake: FakeModelServer, home, name: str, text: str) -> flo
 def run_once_measured(n_steady: int) -> dict[str, float]:
     with FakeModelServer(default=Reply("ok")) as fake:
         home = make_home(1, fake.url)
-        t_start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "anima", "run"],
-            env=env_for(home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        marks: dict[str, float] = {}
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "anima run: watching" in line:
-                marks["ready"] = (time.perf_counter() - t_start) * 1000
-            if "anima run: warm" in line:
-                marks["warm"] = (time.perf_counter() - t_start) * 1000
-                break
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        seen: dict[str, float] = {}
+        proc = start_runtime(home, until=("anima run: watching", "anima run: warm"), marks=seen)
+        marks = {"ready": seen["anima run: watching"], "warm": seen["anima run: warm"]}
         try:
             marks["first"] = landing_to_request(fake, home, "a000", "first")
             steady = []
