@@ -90,6 +90,18 @@ class Message:
             extra=dict(extra or {}),
         )
 
+    @property
+    def hops(self) -> int:
+        """Agent-to-agent hops the message's chain has taken (the loop cap counts them); a
+        value that is not a count is 0, never an error in the turn or the router."""
+        value = self.extra.get("hops", 0)
+        if isinstance(value, bool):
+            return 0
+        try:
+            return max(0, int(value))
+        except (TypeError, ValueError, OverflowError):
+            return 0
+
     def with_(self, **changes: Any) -> Message:
         return replace(self, **changes)
 

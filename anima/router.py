@@ -55,13 +55,6 @@ def spooled(home: Home, channel: str, msg_id: str) -> bool:
     )
 
 
-def hops(msg: Message) -> int:
-    try:
-        return int(msg.extra.get("hops", 0))
-    except (TypeError, ValueError):
-        return 0
-
-
 def route(home: Home, messages: Iterable[Message], *, max_hops: int | None = None) -> Routed:
     """Deliver each message; already-delivered ones are skipped."""
     if max_hops is None:
@@ -70,7 +63,7 @@ def route(home: Home, messages: Iterable[Message], *, max_hops: int | None = Non
     agents = home.agent_names()
     for msg in messages:
         if msg.channel == "agent":
-            if hops(msg) > max_hops:
+            if msg.hops > max_hops:
                 log.warning(
                     "not delivering %s from %s: agent chain reached %d hops",
                     msg.id,

@@ -200,11 +200,9 @@ class Runtime:
                 try:
                     run = await loop.run_in_executor(self._executor, self._process, name)
                 except Exception as exc:  # a bug or an unreadable agent: log, back off, go on
-                    log.exception("%s: pass failed", name)
+                    log_failure(name, exc)  # as run_once does: one line, a traceback for bugs
                     run = AgentRun(name)
-                    run.results.append(
-                        TurnResult(name, "", [], error=f"{type(exc).__name__}: {exc}")
-                    )
+                    run.results.append(TurnResult(name, "", [], error=describe(exc)))
             self._after(name, run)
             if name not in self.dirty:
                 return

@@ -69,16 +69,9 @@ def _subject(agent: Agent, batch: list[Message], heartbeat_ok: bool, no_reply: b
     return f"turn({agent.name}): reply to {noun} from {senders}"
 
 
-def _hops(msg: Message) -> int:
-    """The hop count a message declares; anything that is not a small count is 0 (a person
-    or another program wrote it, and it must not stop the turn)."""
-    value = msg.extra.get("hops", 0)
-    return value if isinstance(value, int) and 0 <= value < 1000 else 0
-
-
 def _with_hops(batch: list[Message], outgoing: list[Message]) -> list[Message]:
     """Agent messages carry how many agent-to-agent hops their chain has taken (loop cap)."""
-    base = max((_hops(m) for m in batch if m.channel == "agent"), default=0)
+    base = max((m.hops for m in batch if m.channel == "agent"), default=0)
     return [
         m.with_(extra={**m.extra, "hops": base + 1}) if m.channel == "agent" else m
         for m in outgoing
