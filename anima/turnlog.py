@@ -147,7 +147,10 @@ def _load(agent_dir: Path) -> dict[str, object] | None:
 
 def claimed_paths(agent_dir: Path) -> list[str]:
     """The paths an interrupted turn wrote or was writing: not a person's hand edits."""
-    data = _load(agent_dir)
+    return _claimed(_load(agent_dir))
+
+
+def _claimed(data: dict[str, object] | None) -> list[str]:
     if data is None:
         return []
     if data.get("phase") == "committing":
@@ -179,7 +182,7 @@ def abandon(agent_dir: Path) -> str:
     """The turn did not happen: put back what its tools wrote, keep its messages pending.
     Returns a note for the log."""
     data = _load(agent_dir)
-    paths = claimed_paths(agent_dir)
+    paths = _claimed(data)
     kept = undo_paths(agent_dir, paths, _pre_of(data))
     _record_path(agent_dir).unlink(missing_ok=True)
     return f"{len(paths)} path(s) put back{kept}"
