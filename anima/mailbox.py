@@ -127,7 +127,6 @@ def scan(agent_dir: Path, name: str, *, settle: float = 0.0) -> Scan:
     return Scan(pending, unsettled, writing)
 
 
-_LEASES = {"on": False}
 WRITER_PATIENCE = 3600.0
 """A file a writer has kept open, untouched, for this long is taken anyway (a stuck writer)."""
 
@@ -144,14 +143,14 @@ def allow_leases() -> bool:
         signal.signal(signal.SIGIO, signal.SIG_IGN)
     except ValueError:  # not the main thread
         return False
-    _LEASES["on"] = True
     return True
 
 
 def being_written(path: Path) -> bool | None:
     """Whether some process holds `path` open for writing; None where that cannot be told
-    (not Linux, leases off, a file of another user, a filesystem without leases)."""
-    if not _LEASES["on"] or signal.getsignal(signal.SIGIO) != signal.SIG_IGN:
+    (not Linux, SIGIO not ignored, a file of another user, a filesystem without leases).
+    Leases are safe exactly while SIGIO is ignored, so that is the switch."""
+    if not hasattr(fcntl, "F_SETLEASE") or signal.getsignal(signal.SIGIO) != signal.SIG_IGN:
         return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
