@@ -80,14 +80,19 @@ def cron_schedule(hb: Heartbeat) -> str | None:
     return f"0 */{minutes // 60} * * *"
 
 
-def heartbeat_slot(hb: Heartbeat, now: dt.datetime) -> dt.datetime | None:
-    """The start of the heartbeat period `now` falls in: the latest firing of the agent's
-    schedule (the same cron schedule `anima cron` prints; the timer's OnCalendar agrees) at or
-    before `now`, in UTC. None without a schedule the runtime can compute (no heartbeat, or
-    only a systemd `on_calendar`, which its timer alone drives)."""
+def _runtime_schedule(hb: Heartbeat) -> str | None:
+    """The cron schedule the runtime drives a heartbeat by (the one `anima cron` prints; the
+    timer's OnCalendar agrees), or None: no heartbeat, or only a systemd `on_calendar`, which
+    its timer alone drives."""
     if hb.on_calendar and not hb.cron:
         return None
-    when = cron_schedule(hb)
+    return cron_schedule(hb)
+
+
+def heartbeat_slot(hb: Heartbeat, now: dt.datetime) -> dt.datetime | None:
+    """The start of the heartbeat period `now` falls in: the schedule's latest firing at or
+    before `now`, in UTC (None as for _runtime_schedule)."""
+    when = _runtime_schedule(hb)
     if when is None:
         return None
     from croniter import croniter
@@ -98,12 +103,13 @@ def heartbeat_slot(hb: Heartbeat, now: dt.datetime) -> dt.datetime | None:
 
 
 def next_heartbeat(hb: Heartbeat, now: dt.datetime) -> dt.datetime | None:
-    """When the schedule fires next (None as for heartbeat_slot)."""
-    if heartbeat_slot(hb, now) is None:
+    """When the schedule fires next (None as for _runtime_schedule)."""
+    when = _runtime_schedule(hb)
+    if when is None:
         return None
     from croniter import croniter
 
-    nxt: dt.datetime = croniter(str(cron_schedule(hb)), now.astimezone()).get_next(dt.datetime)
+    nxt: dt.datetime = croniter(when, now.astimezone()).get_next(dt.datetime)
     return nxt.astimezone(dt.UTC)
 
 
