@@ -107,6 +107,29 @@ class Autonomy:
 
 
 @dataclass(frozen=True)
+class McpServer:
+    """One Model Context Protocol server: `[mcp.NAME]` in anima.toml (every agent) or in
+    agent.toml (that agent; the same name there replaces the global one)."""
+
+    command: str = ""
+    """stdio: the program to start (with `args`); give this or `url`."""
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the program: plain values only, never secrets."""
+    pass_env: list[str] = field(default_factory=list)
+    """Names of variables copied from the runtime's environment (API keys stay out of files)."""
+    url: str = ""
+    """Streamable HTTP: the server's endpoint."""
+    headers_env: dict[str, str] = field(default_factory=dict)
+    """HTTP header name → the environment variable holding its value (e.g. a bearer token)."""
+    allow: list[str] = field(default_factory=list)
+    """Tool names offered to the model; empty: all the server lists."""
+    timeout: float = 30.0
+    """Seconds a call may take before the model gets a tool error instead."""
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     provider: str = "auto"
     """auto | anthropic | ollama | offline (auto: Anthropic with a key, else Ollama if reachable)."""
@@ -121,6 +144,7 @@ class AgentConfig:
     tools: Tools = field(default_factory=Tools)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     autonomy: Autonomy = field(default_factory=Autonomy)
+    mcp: dict[str, McpServer] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,6 +187,7 @@ class GlobalConfig:
     fallback: list[str] = field(default_factory=list)
     providers: ProviderSettings = field(default_factory=ProviderSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    mcp: dict[str, McpServer] = field(default_factory=dict)
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:
@@ -176,6 +201,11 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             return None
         inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
         return _check(value, inner, where)
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise BadConfig(f"{where} must be a table")
+        return {str(k): _check(v, item, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):

@@ -47,6 +47,8 @@ class LoopResult:
     tokens_out: int = 0
     tool_calls: int = 0
     model: str = ""
+    tools_used: dict[str, int] = field(default_factory=dict)
+    """Calls per tool name, for the commit body."""
 
 
 def _pause(cancel: threading.Event | None) -> Callable[[float], None]:
@@ -150,6 +152,7 @@ def run_loop(
         for use in uses:
             result, is_error = run_tool(tools, tctx, use["name"], use["input"])
             out.tool_calls += 1
+            out.tools_used[use["name"]] = out.tools_used.get(use["name"], 0) + 1
             emit(ToolResult(use["id"], use["name"], result, is_error))
             results.append(
                 {

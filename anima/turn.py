@@ -8,10 +8,20 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from anima import attempts, budget, compaction, context, gitstore, mailbox, schedule, turnlog
+from anima import (
+    attempts,
+    budget,
+    compaction,
+    context,
+    gitstore,
+    history,
+    mailbox,
+    schedule,
+    turnlog,
+)
 from anima.agent import Agent
 from anima.errors import AnimaError, BadConfig, ContextOverflow
 from anima.home import Home
@@ -19,7 +29,8 @@ from anima.llm import Event, Retrying, TextDelta, ToolCall
 from anima.loop import ToolResult, TurnCancelled, run_loop
 from anima.mailbox import Pending
 from anima.message import Message, iso, render, utcnow
-from anima.tools import ToolContext, available
+from anima.tools import ToolContext
+from anima.toolset import DEFAULT_SOURCES, ToolSource, compose
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +125,11 @@ def run_turn(
     *,
     on_event: OnEvent | None = None,
     cancel: threading.Event | None = None,
+    sources: Sequence[ToolSource] = DEFAULT_SOURCES,
 ) -> TurnResult:
     """Run one turn for a batch of one conversation's messages. Call under the agent's lock,
-    after `prepare`. On a provider failure the turn is abandoned and the messages stay pending."""
+    after `prepare`. On a provider failure the turn is abandoned and the messages stay pending.
+    `sources` give the turn its tools (the runtime's built-ins, MCP servers and skills)."""
     started = time.monotonic()
     batch = [p.message for p in pendings]
     conversation = batch[0].conversation
@@ -131,7 +144,7 @@ def run_turn(
     ctx = context.assemble(agent, batch, conversation)
     if ctx.truncated and compaction.compact(agent, conversation, cancel=cancel):
         ctx = context.assemble(agent, batch, conversation)  # the summary, then what stays live
-    tools = {t.name: t for t in available(agent.config)}
+    tools = compose(agent, sources)
     parent = gitstore.head(agent.path)
     for attempt in (1, 2):
         touched = turnlog.begin(agent.path)
@@ -175,6 +188,9 @@ def run_turn(
         rec.update(turn=turn_id, ts=now)
     duration_ms = int((time.monotonic() - started) * 1000)
     body_lines = [text.splitlines()[0][:200]] if text else []
+    if loop.tools_used:
+        used = (f"{n} ×{k}" if k > 1 else n for n, k in sorted(loop.tools_used.items()))
+        body_lines += ["", "Tools: " + ", ".join(used)]
     body_lines += tctx.memory_lines()
     record = turnlog.TurnRecord(
         subject=_subject(agent, batch, heartbeat_ok, text == context.NO_REPLY),
@@ -200,7 +216,11 @@ def run_turn(
             (str(mailbox.outbox_path(agent.path, m.id).relative_to(agent.path)), render(m))
             for m in outgoing
         ],
-        history_path=f"history/{conversation}/{utcnow().strftime('%Y-%m-%d')}.jsonl",
+        history_path=str(
+            history.day_file(agent.path, conversation, utcnow().strftime("%Y-%m-%d")).relative_to(
+                agent.path
+            )
+        ),
         history_records=loop.records,
         touched=sorted(tctx.touched),
         parent=parent,
@@ -297,6 +317,7 @@ def process_agent(
     settle: float = 0.0,
     cancel: threading.Event | None = None,
     full_check: bool = True,
+    sources: Sequence[ToolSource] = DEFAULT_SOURCES,
 ) -> AgentRun:
     """Handle every message pending for `name` now: one turn per conversation batch. A failed
     turn, whatever it raised, is reported in its result and leaves its messages pending for a
@@ -321,7 +342,7 @@ def process_agent(
                 if not budget.admits(agent, batch):  # held until `anima resume`, no attempt
                     run.paused += _ids(group)
                     continue
-                result = run_turn(agent, group, on_event=on_event, cancel=cancel)
+                result = run_turn(agent, group, on_event=on_event, cancel=cancel, sources=sources)
             except TurnCancelled:
                 run.cancelled = True
                 break
