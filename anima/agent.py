@@ -240,7 +240,9 @@ def effective_model(agent: Agent) -> EffectiveModel:
     elif model:
         model_from = "anima.toml"
     else:
-        registry.provider_names()  # loads the built-in providers without their SDKs
-        model = getattr(registry._FACTORIES.get(provider), "default_model", "") or "default"
+        try:
+            model = registry.default_model(provider, global_.providers) or "default"
+        except BadConfig:
+            model = "unknown"
         model_from = "provider default"
     return EffectiveModel(provider, model, provider_from, model_from)

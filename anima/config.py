@@ -149,8 +149,13 @@ class AgentConfig:
 
 @dataclass(frozen=True)
 class ProviderSettings:
+    """`[providers]`: what every endpoint shares. Its sub-tables `[providers.NAME]` are the
+    endpoints (`kind`, `model` and the kind's own keys), checked by anima/llm/registry.py."""
+
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     anthropic_base_url: str = ""
-    anthropic_api_key_env: str = "ANTHROPIC_API_KEY"
+    """Earlier releases' flat keys, still read: now `[providers.anthropic] base_url`, ..."""
+    anthropic_api_key_env: str = ""
     ollama_host: str = ""
     timeout: float = 120.0
     retries: int = 4
@@ -191,6 +196,8 @@ class GlobalConfig:
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, dict):
@@ -201,16 +208,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             return None
         inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
         return _check(value, inner, where)
-    if origin is dict:
-        _, item = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise BadConfig(f"{where} must be a table")
-        return {str(k): _check(v, item, f"{where}.{k}") for k, v in value.items()}
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise BadConfig(f"{where} must be a list")
-        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, list):
+        return _container(value, tp, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float) and isinstance(value, bool):
@@ -218,6 +217,19 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if not isinstance(value, tp):
         raise BadConfig(f"{where} must be {tp.__name__}, not {value!r}")
     return value
+
+
+def _container(value: Any, tp: Any, where: str) -> Any:
+    """A `dict[str, X]` (a TOML table of X) or a `list[X]`, each item checked."""
+    if typing.get_origin(tp) is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise BadConfig(f"{where} must be a table")
+        return {str(k): _check(v, item, f"{where}.{k}") for k, v in value.items()}
+    (item,) = typing.get_args(tp)
+    if not isinstance(value, list):
+        raise BadConfig(f"{where} must be a list")
+    return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
 @functools.cache
@@ -257,6 +269,11 @@ def load_agent_config(path: Path) -> AgentConfig:
 def load_global_config(path: Path) -> GlobalConfig:
     data = load_toml(path)
     data.pop("channels", None)  # owned by the channel adapters
+    providers = data.get("providers")
+    if isinstance(providers, dict):  # [providers.NAME] tables are the endpoints
+        tables = {k: v for k, v in providers.items() if isinstance(v, dict)}
+        flat = {k: v for k, v in providers.items() if not isinstance(v, dict)}
+        data["providers"] = {**flat, "endpoints": tables} if tables else flat
     try:
         return build(GlobalConfig, data)
     except BadConfig as exc:

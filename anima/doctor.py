@@ -43,32 +43,36 @@ def _home(home: Home) -> Check:
 
 
 def _providers(home: Home) -> list[Check]:
-    from anima.llm.registry import _ollama_reachable, ollama_host
+    """Each endpoint's own readiness: keys set, local servers answering (info, not failures:
+    an agent uses only the endpoints it names)."""
+    from anima.llm.ollama_provider import reachable
+    from anima.llm.registry import endpoints
 
-    settings = home.config().providers
     checks = []
-    key = os.environ.get(settings.anthropic_api_key_env)
-    checks.append(
-        Check(
-            "anthropic key",
-            bool(key),
-            f"{settings.anthropic_api_key_env} is {'set' if key else 'not set'}",
-            f"export {settings.anthropic_api_key_env}=... (or put it in "
-            f"{home.root / 'credentials.env'}, mode 600)",
-            level="info",
-        )
-    )
-    host = ollama_host(settings)
-    up = _ollama_reachable(host)
-    checks.append(
-        Check(
-            "ollama",
-            up,
-            f"{host} {'answers' if up else 'does not answer'}",
-            "start Ollama (ollama serve) if you want local models",
-            level="info",
-        )
-    )
+    for name, ep in sorted(endpoints(home.config().providers).items()):
+        env = getattr(ep.settings, "api_key_env", "")
+        if env:
+            key = bool(os.environ.get(env))
+            checks.append(
+                Check(
+                    f"{name} key",
+                    key,
+                    f"{env} is {'set' if key else 'not set'}",
+                    f"export {env}=... (or put it in {home.root / 'credentials.env'}, mode 600)",
+                    level="info",
+                )
+            )
+        elif ep.kind.name == "ollama":
+            up = reachable(ep.settings.url)
+            checks.append(
+                Check(
+                    name,
+                    up,
+                    f"{ep.settings.url} {'answers' if up else 'does not answer'}",
+                    "start Ollama (ollama serve) if you want local models",
+                    level="info",
+                )
+            )
     return checks
 
 

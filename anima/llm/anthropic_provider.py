@@ -6,9 +6,9 @@ import importlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from anima.config import ProviderSettings
 from anima.errors import ProviderError, provider_error
 from anima.llm.base import (
     Block,
@@ -44,24 +44,39 @@ def _blocks(content: list[Block]) -> list[Block]:
     return out
 
 
+@dataclass(frozen=True)
+class AnthropicSettings:
+    """`[providers.anthropic]` (or any `[providers.NAME] kind = "anthropic"`)."""
+
+    base_url: str = ""
+    """Empty: the SDK default (a proxy or gateway otherwise)."""
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    """The environment variable holding the key; the key itself is never stored."""
+
+
+def _has_key(settings: AnthropicSettings) -> bool:
+    return bool(os.environ.get(settings.api_key_env))
+
+
 class AnthropicProvider:
     name = "anthropic"
     default_model = "claude-sonnet-5-5"
 
-    def __init__(self, settings: ProviderSettings):
+    def __init__(self, name: str, settings: AnthropicSettings, timeout: float):
         import anthropic  # lazy: ~1.5 s of imports
 
+        self.name = name
         self._sdk = anthropic
-        key = os.environ.get(settings.anthropic_api_key_env)
+        key = os.environ.get(settings.api_key_env)
         if not key:
             raise ProviderError(
-                f"no Anthropic API key: set {settings.anthropic_api_key_env} in the environment"
+                f"no Anthropic API key: set {settings.api_key_env} in the environment"
             )
         self._client = anthropic.Anthropic(
             api_key=key,
-            base_url=settings.anthropic_base_url or None,
+            base_url=settings.base_url or None,
             max_retries=0,  # Anima retries itself, uniformly across providers
-            timeout=settings.timeout,
+            timeout=timeout,
         )
 
     def _params(self, req: ChatRequest) -> dict[str, Any]:
@@ -176,4 +191,4 @@ def _warm_stream(http: Any) -> Any:
     return http.MockTransport(lambda _request: http.Response(200, headers=headers, content=body))
 
 
-register("anthropic")(AnthropicProvider)
+register("anthropic", AnthropicSettings, detect=_has_key, rank=10)(AnthropicProvider)

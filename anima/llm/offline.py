@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from anima.config import ProviderSettings
 from anima.history import gist
 from anima.llm.base import Block, ChatRequest, Completed, Event, TextDelta, ToolCall
 from anima.llm.registry import register
@@ -59,19 +59,28 @@ def _tool_call(name: str, args: dict[str, object]) -> Block:
     }
 
 
+@dataclass(frozen=True)
+class OfflineSettings:
+    """The offline model has nothing to configure."""
+
+
 class OfflineProvider:
     name = "offline"
     default_model = "offline-1"
 
-    def __init__(self, settings: ProviderSettings | None = None):
-        pass
+    def __init__(
+        self, name: str = "offline", settings: OfflineSettings | None = None, timeout: float = 0
+    ):
+        self.name = name
 
     def respond(self, req: ChatRequest) -> list[Block]:
         """The reply to a request as content blocks (a pure function of the request)."""
         tools = {t.name for t in req.tools}
         last = req.messages[-1] if req.messages else {"role": "user", "content": []}
         content = last["content"]
-        results = [b for b in content if b["type"] == "tool_result"] if isinstance(content, list) else []
+        results = (
+            [b for b in content if b["type"] == "tool_result"] if isinstance(content, list) else []
+        )
         if results:
             lines = [
                 ("failed: " if r.get("is_error") else "done: ") + str(r["content"]).splitlines()[0]
@@ -134,4 +143,4 @@ class OfflineProvider:
         )
 
 
-register("offline")(OfflineProvider)
+register("offline", OfflineSettings, rank=1000)(OfflineProvider)

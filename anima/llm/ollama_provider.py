@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from anima.config import ProviderSettings
 from anima.errors import ProviderError, provider_error
 from anima.llm.base import (
     Block,
@@ -17,7 +19,31 @@ from anima.llm.base import (
     ToolCall,
     is_transport_error,
 )
-from anima.llm.registry import ollama_host, register
+from anima.llm.registry import register
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+@dataclass(frozen=True)
+class OllamaSettings:
+    """`[providers.ollama]` (or any `[providers.NAME] kind = "ollama"`)."""
+
+    host: str = ""
+    """Empty: http://127.0.0.1:11434."""
+
+    @property
+    def url(self) -> str:
+        return self.host or DEFAULT_HOST
+
+
+@functools.lru_cache(maxsize=8)
+def reachable(host: str) -> bool:
+    """Whether an Ollama server answers at `host` (asked once per process)."""
+    try:
+        with urllib.request.urlopen(f"{host.rstrip('/')}/api/tags", timeout=0.5) as resp:
+            return bool(resp.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def to_ollama_messages(req: ChatRequest) -> list[dict[str, Any]]:
@@ -72,11 +98,12 @@ class OllamaProvider:
     name = "ollama"
     default_model = "llama3.2"
 
-    def __init__(self, settings: ProviderSettings):
+    def __init__(self, name: str, settings: OllamaSettings, timeout: float):
         import ollama  # lazy
 
+        self.name = name
         self._sdk = ollama
-        self._client = ollama.Client(host=ollama_host(settings), timeout=settings.timeout)
+        self._client = ollama.Client(host=settings.url, timeout=timeout)
 
     def stream(self, request: ChatRequest) -> Iterator[Event]:
         sdk = self._sdk
@@ -139,4 +166,4 @@ class OllamaProvider:
         )
 
 
-register("ollama")(OllamaProvider)
+register("ollama", OllamaSettings, detect=lambda s: reachable(s.url), rank=30)(OllamaProvider)
