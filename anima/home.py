@@ -15,17 +15,28 @@ RESERVED_NAMES = {"all", "you", "me", "anima", "system"}
 
 DEFAULT_ANIMA_TOML = """\
 # Anima global configuration. Agents override provider/model in their own agent.toml.
-provider = "auto"     # auto | anthropic | ollama | offline
+provider = "auto"     # auto | anthropic | openai | ollama | offline | a [providers.NAME] below
 model = ""            # empty: the provider's default model
-fallback = []         # e.g. ["ollama", "offline"]: tried in order when the provider fails
+fallback = []         # e.g. ["ollama", "offline"] or ["openrouter/some/model"]: tried in order
 
-[providers]
-anthropic_api_key_env = "ANTHROPIC_API_KEY"   # the key is read from the environment, never stored
-anthropic_base_url = ""                       # empty: the SDK default
-ollama_host = ""                              # empty: http://127.0.0.1:11434
+[providers]           # shared by every endpoint
 timeout = 120.0
 retries = 4
 backoff = 1.0
+
+[providers.anthropic]
+api_key_env = "ANTHROPIC_API_KEY"   # the key is read from the environment, never stored
+base_url = ""                       # empty: the SDK default
+
+[providers.ollama]
+host = ""                           # empty: http://127.0.0.1:11434
+
+# More endpoints: any name, one table each, e.g.
+# [providers.openrouter]
+# kind = "openai"
+# base_url = "https://openrouter.ai/api/v1"
+# api_key_env = "OPENROUTER_API_KEY"
+# model = "meta-llama/llama-3.3-70b-instruct"
 
 [runtime]
 max_concurrent_turns = 4   # turns of different agents at once
