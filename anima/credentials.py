@@ -62,7 +62,9 @@ def known_secrets(home: Home) -> dict[str, str]:
 
     names = {n for n in os.environ if any(w in n.upper() for w in _SECRET_WORDS)}
     with contextlib.suppress(BadConfig):
-        names.add(home.config().providers.anthropic_api_key_env)
+        from anima.llm.registry import secret_envs
+
+        names.update(secret_envs(home.config().providers))
         for kind in channels.channel_tables(home):
             with contextlib.suppress(BadConfig):
                 names.update(channels.load(home, kind).secret_envs())
