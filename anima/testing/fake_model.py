@@ -1,7 +1,9 @@
-"""A fake model server on 127.0.0.1 speaking the Anthropic Messages API (JSON and SSE) and Ollama's
-/api/chat (JSON and NDJSON streaming), driven by a script of replies with injectable faults.
+"""A fake model server on 127.0.0.1 speaking the Anthropic Messages API (JSON and SSE), Ollama's
+/api/chat (JSON and NDJSON streaming) and OpenAI's Chat Completions (JSON and SSE), driven by a
+script of replies with injectable faults. Like a real server it refuses a request whose tool-call
+history is malformed (a result with no call, a call with no result, a bad id).
 
-Tests point the real `anthropic` and `ollama` SDKs at it. Run standalone for subprocess tests:
+Tests point the real `anthropic`, `ollama` and `openai` SDKs at it. Run standalone for subprocess tests:
 `python -m anima.testing.fake_model --script replies.json` prints its URL on the first line.
 """
 
@@ -32,13 +34,16 @@ class Fault:
     """Stream part of the reply, then drop the connection."""
     message: str = "injected"
     """The error message (e.g. the provider's "prompt is too long" for a context overflow)."""
+    code: str = ""
+    """Chat Completions only: the error's `code` (e.g. "context_length_exceeded")."""
 
 
 @dataclass(frozen=True)
 class Reply:
     text: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    """[{"name": ..., "input": {...}}]"""
+    """[{"name": ..., "input": {...}}]; for Chat Completions a call may also give its "id"
+    (even an empty or odd one, as some servers do) and raw "arguments" (e.g. broken JSON)."""
     fault: Fault | None = None
     chunk: int = 6
     """Characters per streamed text delta."""
@@ -84,6 +89,80 @@ def echo_responder(api: str, body: dict[str, Any]) -> Reply:
     text = last_user_text(api, body)
     bodies = re.findall(r"<(?:message|untrusted)\b[^>]*>\n(.*?)\n</", text, re.S)
     return Reply(f"echo: {bodies[-1] if bodies else text}")
+
+
+ANTHROPIC_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+OPENAI_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def anthropic_problem(body: dict[str, Any]) -> str | None:
+    """Why the Messages API would refuse this request's tool history, or None: every tool_use id
+    matches its pattern and is answered in the next message, every tool_result answers one."""
+    open_ids: set[str] = set()
+    for i, m in enumerate(body.get("messages", [])):
+        content = m.get("content")
+        blocks = content if isinstance(content, list) else []
+        results = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+        if results - open_ids:
+            return (
+                f"messages.{i}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                f"{', '.join(map(str, sorted(results - open_ids, key=str)))}. Each `tool_result` "
+                "block must have a corresponding `tool_use` block in the previous message."
+            )
+        if open_ids - results:
+            return (
+                f"messages.{i - 1}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(sorted(open_ids - results))}"
+            )
+        open_ids = set()
+        for b in blocks:
+            if b.get("type") != "tool_use":
+                continue
+            if not ANTHROPIC_TOOL_ID.match(str(b.get("id", ""))):
+                return (
+                    f"messages.{i}.content: tool_use.id: String should match pattern "
+                    f"'^[a-zA-Z0-9_-]+$', got {b.get('id')!r}"
+                )
+            open_ids.add(b["id"])
+    return None
+
+
+def openai_problem(body: dict[str, Any]) -> str | None:
+    """Why Chat Completions would refuse this request, or None: every tool message answers a
+    call of the assistant message before it, every call is answered, arguments are strings."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "you must provide a model parameter"
+    for t in body.get("tools") or []:
+        name = t.get("function", {}).get("name", "")
+        if t.get("type") != "function" or not OPENAI_TOOL_NAME.match(str(name)):
+            return f"Invalid 'tools': {t!r}"
+    pending: set[str] = set()
+    for i, m in enumerate(body.get("messages", [])):
+        role = m.get("role")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            return f"Invalid value for 'messages[{i}].role': {role!r}"
+        if role == "tool":
+            if m.get("tool_call_id") not in pending:
+                return (
+                    f"Invalid parameter: messages with role 'tool' must be a response to a "
+                    f"preceding message with 'tool_calls' (messages[{i}])"
+                )
+            pending.discard(m["tool_call_id"])
+            continue
+        if pending:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(sorted(pending))}"
+            )
+        for j, call in enumerate(m.get("tool_calls") or [] if role == "assistant" else []):
+            fn = call.get("function") or {}
+            if not call.get("id") or call.get("type") != "function" or not fn.get("name"):
+                return f"Invalid 'messages[{i}].tool_calls[{j}]': {call!r}"
+            if not isinstance(fn.get("arguments"), str):
+                return f"Invalid type for 'messages[{i}].tool_calls[{j}].function.arguments'"
+            pending.add(call["id"])
+    return None
 
 
 class FakeModelServer:
@@ -202,8 +281,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def do_GET(self) -> None:  # noqa: N802
-        if self.path.rstrip("/") == "/api/tags":
+        path = self.path.split("?")[0].rstrip("/")
+        if path == "/api/tags":
             self._json(200, {"models": [{"name": "fake:latest", "model": "fake:latest"}]})
+        elif path in ("/v1/models", "/models"):
+            model = {"id": "fake", "object": "model", "created": 0, "owned_by": "anima"}
+            self._json(200, {"object": "list", "data": [model]})
         else:
             self._json(404, {"error": "not found"})
 
@@ -232,6 +315,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._anthropic(body)
         elif path == "/api/chat":
             self._ollama(body)
+        elif path in ("/v1/chat/completions", "/chat/completions"):
+            if not headers.get("authorization", "").startswith("Bearer "):
+                self._fault(Reply(fault=Fault(status=401, message="no API key")), "openai")
+                return
+            self._openai(body)
         else:
             self._json(404, {"error": f"no route {path}"})
 
@@ -251,6 +339,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(
                 f.status, {"type": "error", "error": {"type": kind, "message": f.message}}, headers
             )
+        elif api == "openai":
+            kind = {429: "rate_limit_exceeded", 400: "invalid_request_error"}.get(
+                f.status, "server_error"
+            )
+            error = {"message": f.message, "type": kind, "param": None, "code": f.code or None}
+            self._json(f.status, {"error": error}, headers)
         else:
             self._json(f.status, {"error": f.message}, headers)
         return True
@@ -263,15 +357,28 @@ class _Handler(BaseHTTPRequestHandler):
         size = len(json.dumps([body.get("system"), body.get("messages"), body.get("tools")]))
         if size <= limit:
             return False
+        code = ""
         if api == "anthropic":
             msg = f"prompt is too long: {size // 4} tokens > {limit // 4} maximum"
+        elif api == "openai":
+            msg = (
+                f"This model's maximum context length is {limit // 4} tokens. However, your "
+                f"messages resulted in {size // 4} tokens. Please reduce the length of the messages."
+            )
+            code = "context_length_exceeded"
         else:
             msg = "the input length exceeds the context length"
-        return self._fault(Reply(fault=Fault(status=400, message=msg)), api)
+        return self._fault(Reply(fault=Fault(status=400, message=msg, code=code)), api)
+
+    def _refuse(self, api: str, problem: str | None) -> bool:
+        """Answer 400 when the request is malformed, as the real API would."""
+        if problem is None:
+            return False
+        return self._fault(Reply(fault=Fault(status=400, message=problem)), api)
 
     # -- Anthropic -----------------------------------------------------------------------------
     def _anthropic(self, body: dict[str, Any]) -> None:
-        if self._overflow(body, "anthropic"):
+        if self._refuse("anthropic", anthropic_problem(body)) or self._overflow(body, "anthropic"):
             return
         reply = self.fake.next_reply("anthropic", body)
         if self._fault(reply, "anthropic"):
@@ -377,6 +484,88 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
         sse("message_stop", {"type": "message_stop"})
+        self._end_stream()
+
+    # -- OpenAI Chat Completions ---------------------------------------------------------------
+    def _openai(self, body: dict[str, Any]) -> None:
+        if self._refuse("openai", openai_problem(body)) or self._overflow(body, "openai"):
+            return
+        reply = self.fake.next_reply("openai", body)
+        if self._fault(reply, "openai"):
+            return
+        calls = [
+            {
+                "id": c["id"] if "id" in c else f"call_{secrets.token_hex(8)}",
+                "type": "function",
+                "function": {
+                    "name": c["name"],
+                    "arguments": c.get("arguments", json.dumps(c.get("input", {}))),
+                },
+            }
+            for c in reply.tool_calls
+        ]
+        usage = {"prompt_tokens": len(json.dumps(body)) // 4}
+        usage["completion_tokens"] = max(1, (len(reply.text) + len(json.dumps(calls))) // 4)
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        head = {"id": f"chatcmpl-{secrets.token_hex(8)}", "created": int(time.time())}
+        head["model"] = body["model"]
+        finish = "tool_calls" if calls else "stop"
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+            if calls:
+                message["tool_calls"] = calls
+            choice = {"index": 0, "message": message, "finish_reason": finish}
+            self._json(
+                200, {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+            )
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self._openai_stream(reply, head, calls, usage if include_usage else None)
+
+    def _openai_stream(
+        self,
+        reply: Reply,
+        head: dict[str, Any],
+        calls: list[dict[str, Any]],
+        usage: dict[str, int] | None,
+    ) -> None:
+        """`data:` chunks: text deltas, then each call's name and its arguments in fragments,
+        the finish reason, usage in a last chunk with no choices if asked for, `[DONE]`."""
+        self._start_stream("text/event-stream")
+
+        def sse(delta: dict[str, Any], finish_reason: str | None = None) -> None:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            chunk = {**head, "object": "chat.completion.chunk", "choices": [choice]}
+            self._chunk(f"data: {json.dumps(chunk)}\n\n")
+
+        cut = reply.fault is not None and reply.fault.cut
+        sse({"role": "assistant", "content": ""})
+        for n, piece in enumerate(_pieces(reply.text, reply.chunk)):
+            if cut and n >= 1:
+                self._cut()
+                return
+            sse({"content": piece})
+            if reply.delay_per_chunk:
+                time.sleep(reply.delay_per_chunk)
+        for i, call in enumerate(calls):
+            fn = call["function"]
+            sse(
+                {
+                    "tool_calls": [
+                        {"index": i, **call, "function": {"name": fn["name"], "arguments": ""}}
+                    ]
+                }
+            )
+            for piece in _pieces(fn["arguments"], 10):
+                sse({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+        if cut:
+            self._cut()
+            return
+        sse({}, "tool_calls" if calls else "stop")
+        if usage is not None:
+            chunk = {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            self._chunk(f"data: {json.dumps(chunk)}\n\n")
+        self._chunk("data: [DONE]\n\n")
         self._end_stream()
 
     # -- Ollama --------------------------------------------------------------------------------

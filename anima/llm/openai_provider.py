@@ -1,0 +1,316 @@
+"""OpenAI-compatible Chat Completions through the official `openai` SDK: streaming, tool calls.
+
+One provider kind, many named endpoints: OpenAI itself, OpenRouter, Groq, vLLM, llama.cpp's
+server, LM Studio and anything else that speaks Chat Completions, each a `[providers.NAME]`
+table with `kind = "openai"`, its `base_url` and the variable holding its key.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from anima.errors import ProviderError, provider_error
+from anima.llm.base import (
+    Block,
+    ChatRequest,
+    Completed,
+    Event,
+    TextDelta,
+    ToolCall,
+    is_transport_error,
+    parse_retry_after,
+)
+from anima.llm.registry import register
+
+INVALID_ARGUMENTS = "invalid_json_arguments"
+"""The one key of a tool call's input when the model's arguments were not a JSON object: the
+raw text is kept (in history, and for the model to see what it sent) and the tool refuses the
+unknown argument, so the model is told and tries again."""
+
+SAFE_ID = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
+"""Tool-call ids both APIs accept: Anthropic wants ^[a-zA-Z0-9_-]+$, OpenAI at most 40 chars."""
+
+NO_KEY = "anima-no-key"
+"""Sent when `api_key_env` is empty: local servers need no key, but the SDK insists on one."""
+
+STOP_REASONS = {"tool_calls": "tool_use", "function_call": "tool_use", "stop": "end_turn"}
+STOP_REASONS |= {"length": "max_tokens"}
+"""Chat Completions finish reasons → the neutral (Anthropic) stop reasons history records."""
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    """A `[providers.NAME]` table of kind "openai" (the registry takes `kind` and `model`)."""
+
+    base_url: str = ""
+    """Empty: the SDK's default (api.openai.com, or $OPENAI_BASE_URL). A local server's is
+    e.g. http://127.0.0.1:8080/v1 (llama.cpp), :1234/v1 (LM Studio), :8000/v1 (vLLM)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the key; empty for servers that need none."""
+
+
+def wire_id(raw: str) -> str:
+    """A tool-call id as sent to a Chat Completions server: ids from elsewhere that it might
+    refuse are replaced by a stable stand-in, the same for a call and its result."""
+    if SAFE_ID.match(raw):
+        return raw
+    return "call_" + hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _result_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return str(content)
+
+
+def to_openai_messages(req: ChatRequest) -> list[dict[str, Any]]:
+    """Neutral blocks → Chat Completions messages: the system segments as one system message;
+    an assistant's text and tool_use blocks as one message with `tool_calls`; tool_result
+    blocks as role=tool messages, in order, before the user text of the same message."""
+    out: list[dict[str, Any]] = []
+    if any(req.system):
+        out.append({"role": "system", "content": "\n\n".join(s for s in req.system if s)})
+    for m in req.messages:
+        texts = [b["text"] for b in m["content"] if b["type"] == "text"]
+        if m["role"] == "assistant":
+            calls = [b for b in m["content"] if b["type"] == "tool_use"]
+            msg: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts)}
+            if calls:
+                msg["content"] = msg["content"] or None
+                msg["tool_calls"] = [
+                    {
+                        "id": wire_id(c["id"]),
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": json.dumps(c["input"])},
+                    }
+                    for c in calls
+                ]
+            out.append(msg)
+            continue
+        for b in m["content"]:
+            if b["type"] == "tool_result":
+                error = "ERROR: " if b.get("is_error") else ""
+                out.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": wire_id(b["tool_use_id"]),
+                        "content": error + _result_text(b["content"]),
+                    }
+                )
+        if texts:
+            out.append({"role": "user", "content": "\n\n".join(texts)})
+    return out
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """A call's streamed arguments as its input: {} for none, else a JSON object; anything
+    else is kept under INVALID_ARGUMENTS rather than dropped or allowed to break history."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {INVALID_ARGUMENTS: raw}
+
+
+@dataclass
+class _PartialCall:
+    """One tool call being assembled from streamed deltas."""
+
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+def _used_ids(req: ChatRequest) -> set[str]:
+    return {b["id"] for m in req.messages for b in m["content"] if b.get("type") == "tool_use"}
+
+
+def finish_calls(partials: list[_PartialCall], used: set[str]) -> list[ToolCall]:
+    """The assembled calls, each with an id that is valid for both APIs and unique in the
+    conversation (some servers send none, odd ones, or the same one every time)."""
+    calls = []
+    for p in partials:
+        call_id = p.id
+        if not SAFE_ID.match(call_id) or call_id in used:
+            call_id = f"call_{secrets.token_hex(12)}"
+        used.add(call_id)
+        calls.append(ToolCall(call_id, p.name, parse_arguments("".join(p.arguments))))
+    return calls
+
+
+class OpenAIProvider:
+    default_model = "gpt-5-mini"
+
+    def __init__(self, name: str, settings: OpenAISettings, timeout: float):
+        import openai  # lazy: ~0.7 s of imports
+
+        self.name = name
+        self._sdk = openai
+        self._settings = settings
+        key = NO_KEY
+        if settings.api_key_env:
+            key = os.environ.get(settings.api_key_env, "")
+            if not key:
+                raise ProviderError(
+                    f"no API key for provider {name!r}: set {settings.api_key_env} in the "
+                    'environment (or api_key_env = "" for a server that needs no key)'
+                )
+        self._client = openai.OpenAI(
+            api_key=key,
+            base_url=settings.base_url or None,
+            max_retries=0,  # Anima retries itself, uniformly across providers
+            timeout=timeout,
+        )
+
+    def _params(self, req: ChatRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": req.model or self.default_model,
+            "messages": to_openai_messages(req),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        # OpenAI's newer models refuse max_tokens; other servers may know only max_tokens.
+        limit = "max_tokens" if self._settings.base_url else "max_completion_tokens"
+        params[limit] = req.max_tokens
+        if req.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.schema,
+                    },
+                }
+                for t in req.tools
+            ]
+        if req.temperature is not None:
+            params["temperature"] = req.temperature
+        return params
+
+    def _error(self, exc: Exception) -> Exception:
+        """SDK and transport errors → ProviderError (ContextOverflow when the prompt was too
+        long); anything else is a bug and is returned unchanged, to be re-raised."""
+        sdk = self._sdk
+        if isinstance(exc, sdk.APIStatusError):
+            status = exc.status_code
+            body = exc.body if isinstance(exc.body, dict) else {}
+            detail = str(body.get("message") or exc.message)
+            if exc.code:
+                detail += f" ({exc.code})"
+            if status in (401, 403) and self._settings.api_key_env:
+                detail += f"; check {self._settings.api_key_env}"
+            return provider_error(
+                f"{self.name}: API error {status}: {detail}",
+                retryable=status in (408, 409, 429) or status >= 500,
+                retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
+            )
+        if isinstance(exc, sdk.APIError):  # connection errors, timeouts, an error mid-stream
+            return provider_error(f"{self.name}: API unreachable: {exc}", retryable=True)
+        if is_transport_error(exc):
+            return ProviderError(f"{self.name}: stream broke off: {exc}", retryable=True)
+        return exc
+
+    def stream(self, request: ChatRequest) -> Iterator[Event]:
+        text: list[str] = []
+        partials: dict[int, _PartialCall] = {}
+        usage = None
+        finish = None
+        model = ""
+        try:
+            with self._client.chat.completions.create(**self._params(request)) as chunks:
+                for chunk in chunks:
+                    model = chunk.model or model
+                    usage = chunk.usage or usage
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        if delta.content:
+                            text.append(delta.content)
+                            yield TextDelta(delta.content)
+                        for tc in delta.tool_calls or ():
+                            index = tc.index if tc.index is not None else len(partials)
+                            part = partials.setdefault(index, _PartialCall())
+                            part.id = tc.id or part.id
+                            if tc.function is not None:
+                                part.name += tc.function.name or ""
+                                part.arguments.append(tc.function.arguments or "")
+                        finish = choice.finish_reason or finish
+        except Exception as exc:
+            err = self._error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        if finish is None:
+            raise ProviderError(f"{self.name}: stream ended before it finished", retryable=True)
+        calls = finish_calls([partials[i] for i in sorted(partials)], _used_ids(request))
+        content: list[Block] = [{"type": "text", "text": "".join(text)}] if text else []
+        for call in calls:
+            content.append(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}
+            )
+            yield call
+        yield Completed(
+            content=content,
+            stop_reason="tool_use" if calls else STOP_REASONS.get(finish, finish),
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
+            model=model or request.model,
+        )
+
+    def warm(self) -> None:
+        """Run one canned stream through the SDK, no network, so the first real call does not
+        pay for building the SDK's response types."""
+        mro = type(self._client._client).__mro__  # the SDK's client subclasses httpx's
+        lib = next(c.__module__.split(".")[0] for c in mro if c.__module__.startswith("httpx"))
+        http: Any = importlib.import_module(lib)
+        twin = copy.copy(self)
+        twin._client = self._sdk.OpenAI(
+            api_key="warm-up",
+            base_url="http://warm-up.invalid/v1",
+            max_retries=0,
+            http_client=http.Client(transport=_warm_stream(http)),
+        )
+        text = [{"type": "text", "text": "hi"}]
+        request = ChatRequest("warm-up", ["warm-up"], [{"role": "user", "content": text}], [], 8)
+        for _ in twin.stream(request):
+            pass
+
+
+def _warm_stream(http: Any) -> Any:
+    """A canned Chat Completions stream (text, a tool call, usage) for OpenAIProvider.warm, as
+    a transport of the SDK's own HTTP library."""
+    head = {"id": "chatcmpl-warm", "object": "chat.completion.chunk", "created": 0}
+    head |= {"model": "warm-up"}
+    call = {"index": 0, "id": "call_warm", "type": "function"}
+    call |= {"function": {"name": "warm", "arguments": "{}"}}
+    deltas: list[tuple[dict[str, Any], str | None]] = [
+        ({"role": "assistant", "content": "ok"}, None),
+        ({"tool_calls": [call]}, None),
+        ({}, "tool_calls"),
+    ]
+    chunks = [
+        {**head, "choices": [{"index": 0, "delta": d, "finish_reason": f}]} for d, f in deltas
+    ]
+    chunks.append({**head, "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    headers = {"content-type": "text/event-stream"}
+    return http.MockTransport(lambda _request: http.Response(200, headers=headers, content=body))
+
+
+def _key_is_set(settings: OpenAISettings) -> bool:
+    """`auto` picks OpenAI when its key is set (a keyless endpoint is never guessed)."""
+    return bool(settings.api_key_env and os.environ.get(settings.api_key_env))
+
+
+register("openai", OpenAISettings, detect=_key_is_set, rank=20)(OpenAIProvider)

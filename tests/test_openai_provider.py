@@ -1,0 +1,271 @@
+"""The OpenAI-compatible provider through the real `openai` SDK against the fake model server."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from anima.errors import ContextOverflow, ProviderError
+from anima.llm.base import ChatRequest, Completed, TextDelta, ToolCall, ToolSpec
+from anima.llm.openai_provider import (
+    INVALID_ARGUMENTS,
+    OpenAIProvider,
+    OpenAISettings,
+    to_openai_messages,
+    wire_id,
+)
+from anima.testing import FakeModelServer, Fault, Reply
+from anima.testing.fake_model import anthropic_problem, openai_problem
+
+ANTHROPIC_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+TOOL = ToolSpec("write_file", "Write a file.", {"type": "object", "properties": {}})
+
+
+def provider(fake: FakeModelServer, **settings: str) -> OpenAIProvider:
+    values = {"base_url": f"{fake.url}/v1", "api_key_env": "", **settings}
+    return OpenAIProvider("local", OpenAISettings(**values), timeout=10.0)
+
+
+def ask(text: str, history: list[dict[str, Any]] | None = None) -> ChatRequest:
+    user = {"role": "user", "content": [{"type": "text", "text": text}]}
+    return ChatRequest("fake-model", ["persona", "memory"], [*(history or []), user], [TOOL])
+
+
+def run(p: OpenAIProvider, request: ChatRequest) -> list[Any]:
+    return list(p.stream(request))
+
+
+def test_history_translates_to_chat_completions_exactly() -> None:
+    use = {"type": "tool_use", "id": "toolu_1", "name": "write_file", "input": {"path": "a"}}
+    bad = {"type": "tool_use", "id": "toolu_2", "name": "read_file", "input": {}}
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Writing."}, use, bad]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "written"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": "no",
+                    "is_error": True,
+                },
+                {"type": "text", "text": "and then?"},
+            ],
+        },
+    ]
+    out = to_openai_messages(ChatRequest("m", ["persona", "", "memory"], messages))
+    assert out == [
+        {"role": "system", "content": "persona\n\nmemory"},
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": "Writing.",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "write_file", "arguments": '{"path": "a"}'},
+                },
+                {
+                    "id": "toolu_2",
+                    "type": "function",
+                    "function": {"name": "read_file", "arguments": "{}"},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "written"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "ERROR: no"},
+        {"role": "user", "content": "and then?"},
+    ]
+
+
+def test_ids_from_elsewhere_that_openai_would_refuse_are_mapped_the_same_for_call_and_result() -> (
+    None
+):
+    odd = "call:1/" + "x" * 50
+    messages = [
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": odd, "name": "t", "input": {}}],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": odd, "content": "ok"}]},
+    ]
+    call, result = to_openai_messages(ChatRequest("m", [], messages))
+    assert call["tool_calls"][0]["id"] == result["tool_call_id"] == wire_id(odd)
+    assert re.match(r"^[a-zA-Z0-9_-]{1,40}$", result["tool_call_id"])
+    assert wire_id("toolu_01AbC") == "toolu_01AbC"
+
+
+def test_text_streams_and_usage_reaches_completed(fake: FakeModelServer) -> None:
+    fake.add(Reply("streamed in small pieces", chunk=4))
+    events = run(provider(fake), ask("hello"))
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert len(deltas) >= 5 and "".join(deltas) == "streamed in small pieces"
+    done = events[-1]
+    assert isinstance(done, Completed)
+    assert done.content == [{"type": "text", "text": "streamed in small pieces"}]
+    assert done.stop_reason == "end_turn" and done.model == "fake-model"
+    assert done.tokens_in > 0 and done.tokens_out > 0
+    body = fake.requests[0].body
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 1024 and "max_completion_tokens" not in body
+    assert body["tools"][0]["function"]["name"] == "write_file"
+    assert fake.requests[0].path == "/v1/chat/completions"
+
+
+def test_tool_call_is_assembled_from_argument_fragments(fake: FakeModelServer) -> None:
+    args = {"path": "notes/a long file name.txt", "content": "alpha " * 10}
+    fake.add(Reply("Writing.", tool_calls=[{"name": "write_file", "input": args}]))
+    events = run(provider(fake), ask("write"))
+    (call,) = [e for e in events if isinstance(e, ToolCall)]
+    assert call.name == "write_file" and call.input == args
+    done = events[-1]
+    assert done.stop_reason == "tool_use"
+    assert done.content[1] == {
+        "type": "tool_use",
+        "id": call.id,
+        "name": "write_file",
+        "input": args,
+    }
+
+
+def test_invalid_json_arguments_are_kept_and_the_history_stays_valid(
+    fake: FakeModelServer,
+) -> None:
+    raw = '{"path": "a.txt", "content": "cut off'
+    fake.add(Reply(tool_calls=[{"name": "write_file", "arguments": raw}]), Reply("retrying"))
+    p = provider(fake)
+    first = run(p, ask("write"))
+    (call,) = [e for e in first if isinstance(e, ToolCall)]
+    assert call.input == {INVALID_ARGUMENTS: raw}
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": "bad", "is_error": True}
+    history = [
+        {"role": "assistant", "content": first[-1].content},
+        {"role": "user", "content": [result]},
+    ]
+    request = ask("go on", history)
+    assert anthropic_problem({"messages": request.messages}) is None
+    second = run(p, request)  # the fake refuses a malformed history, as OpenAI would
+    assert second[-1].content == [{"type": "text", "text": "retrying"}]
+    replayed = fake.requests[1].body["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(replayed) == {INVALID_ARGUMENTS: raw}
+
+
+@pytest.mark.parametrize("server_id", ["", "call 1/2", "x" * 80, "toolu_seen"])
+def test_missing_odd_or_reused_ids_are_replaced_by_ids_both_apis_accept(
+    fake: FakeModelServer, server_id: str
+) -> None:
+    seen = {"type": "tool_use", "id": "toolu_seen", "name": "write_file", "input": {}}
+    answer = {"type": "tool_result", "tool_use_id": "toolu_seen", "content": "ok"}
+    history = [{"role": "assistant", "content": [seen]}, {"role": "user", "content": [answer]}]
+    calls = [{"name": "write_file", "input": {}, "id": server_id}] * 2
+    fake.add(Reply(tool_calls=calls))
+    events = run(provider(fake), ask("again", history))
+    ids = [e.id for e in events if isinstance(e, ToolCall)]
+    assert len(set(ids)) == 2 and "toolu_seen" not in ids
+    assert all(ANTHROPIC_ID.match(i) for i in ids)
+
+
+def test_a_good_server_id_is_kept(fake: FakeModelServer) -> None:
+    fake.add(Reply(tool_calls=[{"name": "write_file", "input": {}, "id": "call_abc123"}]))
+    (call,) = [e for e in run(provider(fake), ask("x")) if isinstance(e, ToolCall)]
+    assert call.id == "call_abc123"
+
+
+def test_unset_key_variable_is_named_and_empty_means_no_key(
+    fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANIMA_TEST_OPENAI_KEY", raising=False)
+    with pytest.raises(ProviderError, match="set ANIMA_TEST_OPENAI_KEY"):
+        provider(fake, api_key_env="ANIMA_TEST_OPENAI_KEY")
+    monkeypatch.setenv("ANIMA_TEST_OPENAI_KEY", "sk-test")
+    run(provider(fake, api_key_env="ANIMA_TEST_OPENAI_KEY"), ask("hi"))
+    run(provider(fake), ask("hi"))
+    keyed, keyless = (r.headers["authorization"] for r in fake.requests)
+    assert keyed == "Bearer sk-test" and keyless.startswith("Bearer ")
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(429, True), (408, True), (503, True), (400, False), (404, False)]
+)
+def test_status_errors_are_retryable_or_not_with_retry_after(
+    fake: FakeModelServer, status: int, retryable: bool
+) -> None:
+    fake.add(Reply(fault=Fault(status=status, retry_after=1.5, message="nope")))
+    with pytest.raises(ProviderError) as info:
+        run(provider(fake), ask("hi"))
+    err = info.value
+    assert not isinstance(err, ContextOverflow)
+    assert err.retryable is retryable and err.retry_after == 1.5
+    assert f"local: API error {status}: nope" in str(err)
+
+
+def test_context_overflow_is_recognised(fake: FakeModelServer) -> None:
+    fake.context_chars = 200
+    with pytest.raises(ContextOverflow, match="context_length_exceeded"):
+        run(provider(fake), ask("x" * 400))
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("Request too large for this model", "context_length_exceeded"),
+        ("the request exceeds the available context size, try increasing it", ""),
+        ("request rejected", "exceed_context_size_error"),
+    ],
+)
+def test_context_overflow_is_recognised_by_code_or_local_server_wording(
+    fake: FakeModelServer, message: str, code: str
+) -> None:
+    fake.add(Reply(fault=Fault(status=400, message=message, code=code)))
+    with pytest.raises(ContextOverflow):
+        run(provider(fake), ask("hi"))
+
+
+def test_cut_stream_is_a_retryable_error(fake: FakeModelServer) -> None:
+    fake.add(Reply("partial text that is cut", fault=Fault(cut=True)))
+    with pytest.raises(ProviderError) as info:
+        run(provider(fake), ask("hi"))
+    assert info.value.retryable
+
+
+def test_unreachable_server_is_a_retryable_error(fake: FakeModelServer) -> None:
+    url = fake.url
+    fake.stop()
+    p = OpenAIProvider("local", OpenAISettings(base_url=f"{url}/v1", api_key_env=""), 2.0)
+    with pytest.raises(ProviderError, match="local: API unreachable") as info:
+        run(p, ask("hi"))
+    assert info.value.retryable
+
+
+def test_warm_runs_a_canned_stream_without_the_network(fake: FakeModelServer) -> None:
+    provider(fake).warm()
+    assert fake.requests == []
+
+
+def test_fake_server_refuses_tool_histories_a_real_server_would() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "t", "arguments": "{}"}}
+    assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
+    orphan = [
+        {"role": "user", "content": "hi"},
+        {"role": "tool", "tool_call_id": "c1", "content": ""},
+    ]
+    unanswered = [assistant, {"role": "user", "content": "hi"}]
+    assert "must be a response" in str(openai_problem({"model": "m", "messages": orphan}))
+    assert "did not have response" in str(openai_problem({"model": "m", "messages": unanswered}))
+    good = [assistant, {"role": "tool", "tool_call_id": "c1", "content": ""}]
+    assert openai_problem({"model": "m", "messages": good}) is None
+    use = {"type": "tool_use", "id": "call:1", "name": "t", "input": {}}
+    assert "pattern" in str(
+        anthropic_problem({"messages": [{"role": "assistant", "content": [use]}]})
+    )
+
+
+def test_fake_server_lists_models(fake: FakeModelServer) -> None:
+    p = provider(fake)
+    assert [m.id for m in p._client.models.list()] == ["fake"]
