@@ -50,6 +50,9 @@ OVERFLOW_HINTS = (
     "context window",
     "maximum context",
     "too many tokens",
+    "context_length_exceeded",  # OpenAI's error code (Groq and others send it too)
+    "exceed_context_size",  # llama.cpp server's error type
+    "exceeds the available context size",  # llama.cpp server's message
 )
 
 
