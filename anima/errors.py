@@ -85,3 +85,7 @@ class BadFrontMatter(AnimaError):
 class UnfinishedMessage(BadMessage):
     """A message file whose front matter is opened but never closed: still being written in
     place (left for a later scan while it is young), else broken (rejected)."""
+
+
+class BadSkill(AnimaError):
+    """No skill by that name, or one that is invalid (the reason says why)."""

@@ -17,8 +17,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROBE_TIMEOUT = 10.0
@@ -78,9 +79,18 @@ def refusal(unsafe: bool) -> str | None:
     )
 
 
-def command(argv: list[str], *, workspace: Path, hidden: list[Path], network: bool) -> list[str]:
+def command(
+    argv: list[str],
+    *,
+    workspace: Path,
+    hidden: list[Path],
+    network: bool,
+    read_only: Sequence[tuple[Path, PurePosixPath]] = (),
+) -> list[str]:
     """`argv` wrapped in bwrap: / read-only, `hidden` folders replaced by empty ones (parents
-    first, so a nested one is hidden too), `workspace` read-write at its own path."""
+    first, so a nested one is hidden too), each `read_only` (folder, where) shown read-only at
+    `where` (inside a hidden folder, as only those can take new mount points), `workspace`
+    read-write at its own path."""
     out = [bwrap() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
     if network:
         out.append("--share-net")
@@ -90,6 +100,8 @@ def command(argv: list[str], *, workspace: Path, hidden: list[Path], network: bo
     resolv = Path("/etc/resolv.conf").resolve()
     if network and any(resolv.is_relative_to(p.resolve()) for p in hidden):
         out += ["--ro-bind-try", str(resolv), str(resolv)]  # e.g. systemd-resolved's, in /run
+    for folder, where in read_only:
+        out += ["--ro-bind-try", str(folder), str(where)]
     ws = str(workspace.resolve())
     out += ["--bind", ws, ws, "--chdir", ws, "--clearenv"]
     for key, value in minimal_env(workspace.resolve()).items():

@@ -47,8 +47,15 @@ def shell(ctx: ToolContext, command: str) -> str:
         raise ToolError("your workspace/ folder is missing or a symlink; shell runs only inside it")
     argv = ["bash", "-c", command]
     if sandbox.unavailable() is None:
-        hidden = _hidden(ctx)
-        argv = sandbox.command(argv, workspace=ctx.workspace, hidden=hidden, network=policy.network)
+        from anima.skills import sandbox_binds
+
+        argv = sandbox.command(
+            argv,
+            workspace=ctx.workspace,
+            hidden=_hidden(ctx),
+            network=policy.network,
+            read_only=sandbox_binds(ctx.agent_dir),
+        )
     max_bytes = policy.output_chars * 4  # UTF-8: at most 4 bytes a character
     ctx.touched.add("workspace")  # before it runs: the turn record keeps what it was like
     done = sandbox.run(
