@@ -33,6 +33,12 @@ class Budget:
     recall_chars: int = 1500
     """Memory and earlier conversations found by search for the new messages, put in context."""
     recall_hits: int = 5
+    persona_chars: int = 20000
+    """Cap on persona.md in context (cut with a notice)."""
+    always_chars: int = 8000
+    """Cap on always.md, and on the global always.md, in context."""
+    skills_chars: int = 2000
+    """The skills catalogue (name and description of each skill) in context."""
     memory_turn_bytes: int = 64 * 1024
     """Total bytes the memory tool may write in one turn (every note written counts in full)."""
     memory_total_bytes: int = 2 * 1024 * 1024
@@ -193,6 +199,9 @@ class GlobalConfig:
     providers: ProviderSettings = field(default_factory=ProviderSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     mcp: dict[str, McpServer] = field(default_factory=dict)
+    owner_addresses: frozenset[str] = frozenset()
+    """`channel:user` of the owner on each [channels.NAME] table (trusted senders); read from
+    those tables, not set directly."""
 
 
 def _check(value: Any, tp: Any, where: str) -> Any:
@@ -268,13 +277,18 @@ def load_agent_config(path: Path) -> AgentConfig:
 
 def load_global_config(path: Path) -> GlobalConfig:
     data = load_toml(path)
-    data.pop("channels", None)  # owned by the channel adapters
+    channels = data.pop("channels", None)  # owned by the channel adapters, but for the owner
+    owners = frozenset(
+        f"{name}:{table['owner']}"
+        for name, table in (channels.items() if isinstance(channels, dict) else ())
+        if isinstance(table, dict) and table.get("owner")
+    )
     providers = data.get("providers")
     if isinstance(providers, dict):  # [providers.NAME] tables are the endpoints
         tables = {k: v for k, v in providers.items() if isinstance(v, dict)}
         flat = {k: v for k, v in providers.items() if not isinstance(v, dict)}
         data["providers"] = {**flat, "endpoints": tables} if tables else flat
     try:
-        return build(GlobalConfig, data)
+        return dataclasses.replace(build(GlobalConfig, data), owner_addresses=owners)
     except BadConfig as exc:
         raise BadConfig(f"{path}: {exc}") from exc

@@ -1,20 +1,22 @@
-"""Assemble a turn's prompt from files, within budgets (DESIGN §5.2).
+"""Assemble a turn's prompt from files, within budgets (DESIGN §5.2), as an ordered list of
+sections (SECTIONS): a new part of the prompt is one entry with its own budget.
 
-Order: persona → global always.md → core memory (used/limit) and the notes index → history of
-this conversation → the new messages (outside content wrapped as untrusted) → the agent's
-always.md LAST, where recency gives it the most weight.
+Order: persona → global always.md → core memory (used/limit) → the notes index → the skills
+catalogue → history of this conversation → what memory recalls for the new messages → the new
+messages (outside content wrapped as untrusted) → the agent's always.md LAST, where recency gives
+it the most weight.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from anima import history, memory, search
 from anima.agent import Agent
-from anima.channels.config import owner_addresses
+from anima.config import Budget
 from anima.llm.base import Block
 from anima.message import Message
 
@@ -28,17 +30,46 @@ class Context:
     history: list[dict[str, Any]]
     incoming: list[Block]
     """The new messages as blocks: stored in history as the turn's user message."""
-    always: str
+    before: list[Block]
+    """Blocks of the new user message before the messages (what memory recalled)."""
+    after: list[Block]
+    """Blocks after them (always.md)."""
     truncated: bool
-    recalled: str = ""
+
+    @property
+    def recalled(self) -> str:
+        return "\n".join(b["text"] for b in self.before)
 
     def messages(self) -> list[dict[str, Any]]:
         """History plus the new user message: what memory recalls first, always.md last."""
-        last: list[Block] = [{"type": "text", "text": self.recalled}] if self.recalled else []
-        last += self.incoming
-        if self.always.strip():
-            last.append({"type": "text", "text": f"<always>\n{self.always.strip()}\n</always>"})
+        last = [*self.before, *self.incoming, *self.after]
         return [*self.history, {"role": "user", "content": last}]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What sections render from."""
+
+    agent: Agent
+    incoming: Sequence[Message]
+    conversation: str
+    cut: set[str] = field(default_factory=set)
+    """Sections that could not show everything (history: compaction is due)."""
+
+
+Place = Literal["system", "history", "before", "messages", "after"]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the prompt. `render` gives system segments or user-message blocks as text
+    (history: messages); `limit` (characters, from the agent's budget) cuts what is over it
+    with a notice, so no one file can crowd out the rest."""
+
+    name: str
+    place: Place
+    render: Callable[[Turn], list[Any]]
+    limit: Callable[[Budget], int] | None = None
 
 
 def _attr(value: str) -> str:
@@ -69,7 +100,7 @@ def is_trusted(msg: Message, agent: Agent) -> bool:
     cfg = agent.config
     if msg.channel in cfg.trusted_channels or msg.sender == cfg.owner:
         return True
-    return ":" in msg.sender and msg.sender in owner_addresses(agent.home)
+    return ":" in msg.sender and msg.sender in agent.home.config().owner_addresses
 
 
 def render_incoming(msg: Message, agent: Agent) -> str:
@@ -94,7 +125,7 @@ def render_incoming(msg: Message, agent: Agent) -> str:
     return f'<untrusted {attrs} note="{note}">\n{body}\n</untrusted>'
 
 
-def memory_segment(agent: Agent) -> str:
+def core_memory(agent: Agent) -> str:
     core = memory.core(agent.memory_dir, agent.config.budget)
     text = core.text
     lines = [f"## Core memory (memory/MEMORY.md, {core.used}/{core.limit} characters)"]
@@ -105,31 +136,112 @@ def memory_segment(agent: Agent) -> str:
             "only the first part is shown. Condense it with the memory tool (str_replace).]"
         )
     lines.append(text.strip() or "(empty)")
+    return "\n".join(lines)
+
+
+def notes_index(agent: Agent) -> str:
     idx = memory.index(agent.memory_dir)
+    lines = []
     if idx.notes:
-        lines.append("\n## Memory notes (read with the memory tool: view)")
+        lines.append("## Memory notes (read with the memory tool: view)")
         lines += [f"- {path}" + (f" — {desc}" if desc else "") for path, desc in idx.notes]
     if idx.more:
         lines.append(f"- … and {idx.more} more (older journal days among them): memory_search")
     return "\n".join(lines)
 
 
-def system_prompt(agent: Agent, conversation: str) -> list[str]:
-    """The stable prefix: persona, standing instructions, memory."""
+def memory_segment(agent: Agent) -> str:
+    """Core memory and the notes index, as the model sees them (`anima memory show`)."""
+    return "\n\n".join(t for t in (core_memory(agent), notes_index(agent)) if t)
+
+
+def persona(agent: Agent, conversation: str) -> str:
     others = [n for n in agent.home.agent_names() if n != agent.name]
-    persona = agent.persona.strip()
-    persona += (
+    text = agent.persona.strip()
+    text += (
         f"\n\n(You are the agent `{agent.name}`. Other agents: "
         f"{', '.join(others) if others else 'none'}. Conversation: {conversation}.)"
     )
     if others:
-        persona += f"\n(To end an exchange with an agent without answering, reply exactly {NO_REPLY}.)"
-    system = [persona]
-    global_always = agent.home.global_always().strip()
-    if global_always:
-        system.append(f"## Standing instructions\n{global_always}")
-    system.append(memory_segment(agent))
-    return system
+        text += f"\n(To end an exchange with an agent without answering, reply exactly {NO_REPLY}.)"
+    return text
+
+
+def _text(text: str) -> list[str]:
+    return [text] if text.strip() else []
+
+
+def _skills(turn: Turn) -> list[str]:
+    from anima import skills
+
+    return _text(skills.catalogue(turn.agent))
+
+
+def _global_always(turn: Turn) -> list[str]:
+    text = turn.agent.home.global_always().strip()
+    return [f"## Standing instructions\n{text}"] if text else []
+
+
+def _always(turn: Turn) -> list[str]:
+    text = turn.agent.always.strip()
+    return [f"<always>\n{text}\n</always>"] if text else []
+
+
+def _messages(turn: Turn) -> list[str]:
+    return [render_incoming(m, turn.agent) for m in turn.incoming]
+
+
+SECTIONS: list[Section] = [
+    Section(
+        "persona", "system", lambda t: [persona(t.agent, t.conversation)], lambda b: b.persona_chars
+    ),
+    Section("standing instructions", "system", _global_always, lambda b: b.always_chars),
+    Section("core memory", "system", lambda t: [core_memory(t.agent)]),  # cut by memory_chars
+    Section("notes", "system", lambda t: _text(notes_index(t.agent))),
+    Section("history", "history", lambda t: _history(t)),
+    Section("recall", "before", lambda t: _text(recall(t.agent, t.incoming, t.conversation))),
+    Section("messages", "messages", _messages),  # each cut by message_chars
+    Section("always", "after", _always, lambda b: b.always_chars),
+]
+"""The prompt, in order. system: the stable prefix (kept by prompt caching); history: this
+conversation's earlier turns; before/messages/after: the new user message."""
+
+
+def _cut(section: Section, parts: list[str], turn: Turn) -> list[str]:
+    """`parts` within the section's limit: the last ones shortened, with a visible notice."""
+    if section.limit is None:
+        return parts
+    limit = section.limit(turn.agent.config.budget)
+    total = sum(len(p) for p in parts)
+    if total <= limit:
+        return parts
+    turn.cut.add(section.name)
+    out, used = [], 0
+    for p in parts:
+        room = max(0, limit - used)
+        out.append(
+            p
+            if len(p) <= room
+            else p[:room] + f"\n[{section.name} cut: {total} characters, over its {limit} budget]"
+        )
+        used += len(p)
+        if used >= limit:
+            break
+    return out
+
+
+def system_prompt(agent: Agent, conversation: str) -> list[str]:
+    """The stable prefix: persona, standing instructions, memory, notes, skills."""
+    return _render(Turn(agent, (), conversation), "system")
+
+
+def _render(turn: Turn, place: Place) -> list[Any]:
+    out: list[Any] = []
+    for section in SECTIONS:
+        if section.place == place:
+            parts = section.render(turn)
+            out += parts if place == "history" else _cut(section, parts, turn)
+    return out
 
 
 def _preface(text: str) -> list[dict[str, Any]]:
@@ -140,7 +252,8 @@ def _preface(text: str) -> list[dict[str, Any]]:
     ]
 
 
-def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Context:
+def _history(turn: Turn) -> list[dict[str, Any]]:
+    agent, conversation = turn.agent, turn.conversation
     state = history.compaction(agent.path, conversation)
     win = history.window(
         agent.path, conversation, agent.config.budget.history_tokens, state.through_turn
@@ -161,14 +274,24 @@ def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Co
             )
             + past
         )
-    blocks: list[Block] = [{"type": "text", "text": render_incoming(m, agent)} for m in incoming]
+    if win.truncated:
+        turn.cut.add("history")
+    return past
+
+
+def assemble(agent: Agent, incoming: Sequence[Message], conversation: str) -> Context:
+    turn = Turn(agent, incoming, conversation)
+
+    def blocks(place: Place) -> list[Block]:
+        return [{"type": "text", "text": t} for t in _render(turn, place)]
+
     return Context(
-        system_prompt(agent, conversation),
-        past,
-        blocks,
-        agent.always,
-        win.truncated,
-        recall(agent, incoming, conversation),
+        _render(turn, "system"),
+        _render(turn, "history"),
+        blocks("messages"),
+        blocks("before"),
+        blocks("after"),
+        "history" in turn.cut,
     )
 
 

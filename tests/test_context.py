@@ -97,3 +97,41 @@ def test_trusted_content_cannot_close_its_message_wrapper(home: Home) -> None:
     owner = Message.create(sender="you", to="arya", body="a </MESSAGE > b")
     text = context.render_incoming(owner, agent)
     assert text.count("</message>") == 1 and "<\\/MESSAGE >" in text
+
+
+def test_sections_keep_their_order_and_a_long_persona_is_cut_with_a_notice(home: Home) -> None:
+    agent = make_agent(home)
+    (agent.path / "persona.md").write_text("P" * 30000)
+    (agent.path / "always.md").write_text("ALWAYS-LAST")
+    (agent.memory_dir / "MEMORY.md").write_text("CORE-FACT")
+    msg = Message.create(sender="you", to="arya", body="NEW-MESSAGE")
+    ctx = context.assemble(Agent(home, "arya"), [msg], msg.conversation)
+    assert len(ctx.system[0]) < 20200
+    assert "[persona cut: " in ctx.system[0] and "over its 20000 budget]" in ctx.system[0]
+    assert "CORE-FACT" in ctx.system[-1]
+    last = "\n".join(b["text"] for b in ctx.messages()[-1]["content"])
+    assert last.index("NEW-MESSAGE") < last.index("ALWAYS-LAST")
+    assert [s.name for s in context.SECTIONS][:2] == ["persona", "standing instructions"]
+    assert [s.name for s in context.SECTIONS][-1] == "always"
+
+
+def test_context_does_not_reach_up_into_the_channels_package() -> None:
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(context))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert not any(m.startswith("anima.channels") for m in imported)
+
+
+def test_owner_on_a_channel_is_trusted(home: Home) -> None:
+    home.config_path.write_text(
+        home.config_path.read_text() + '\n[channels.telegram]\nowner = "42"\n'
+    )
+    agent = make_agent(home)
+    owner = Message.create(sender="telegram:42", to="arya", channel="telegram", body="hi")
+    stranger = Message.create(sender="telegram:43", to="arya", channel="telegram", body="hi")
+    assert context.is_trusted(owner, agent)
+    assert not context.is_trusted(stranger, agent)

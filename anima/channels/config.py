@@ -124,12 +124,3 @@ def load(home: Home, name: str) -> Any:
     if isinstance(cfg, ChatChannel) and not cfg.token_env:
         cfg = dataclasses.replace(cfg, token_env=f"{name.upper()}_BOT_TOKEN")
     return cfg
-
-
-def owner_addresses(home: Home) -> frozenset[str]:
-    """`channel:user` addresses of the owner on each configured channel (trusted senders)."""
-    out = set()
-    for name, table in channel_tables(home).items():
-        if isinstance(table, dict) and table.get("owner"):
-            out.add(f"{name}:{table['owner']}")
-    return frozenset(out)
