@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from anima import gitstore
+from anima.agent import Agent
 from anima.errors import ContextOverflow, ProviderError
-from anima.llm.base import ChatRequest, Completed, TextDelta, ToolCall, ToolSpec
+from anima.home import Home
+from anima.llm.base import ChatRequest, Completed, Retrying, TextDelta, ToolCall, ToolSpec
 from anima.llm.openai_provider import (
     INVALID_ARGUMENTS,
     OpenAIProvider,
@@ -17,8 +20,11 @@ from anima.llm.openai_provider import (
     to_openai_messages,
     wire_id,
 )
+from anima.runtime import run_once
 from anima.testing import FakeModelServer, Fault, Reply
 from anima.testing.fake_model import anthropic_problem, openai_problem
+from tests.conftest import make_agent, send, set_toml
+from tests.test_compaction import scripted_model
 
 ANTHROPIC_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 TOOL = ToolSpec("write_file", "Write a file.", {"type": "object", "properties": {}})
@@ -269,3 +275,125 @@ def test_fake_server_refuses_tool_histories_a_real_server_would() -> None:
 def test_fake_server_lists_models(fake: FakeModelServer) -> None:
     p = provider(fake)
     assert [m.id for m in p._client.models.list()] == ["fake"]
+
+
+# -- whole turns: an agent on a named OpenAI-compatible endpoint ---------------------------------
+
+
+def add_endpoint(home: Home, name: str, url: str, **values: str) -> None:
+    """Append a `[providers.NAME]` table of kind "openai" to anima.toml, as a person would."""
+    table = {"kind": "openai", "base_url": f"{url}/v1", "api_key_env": "", **values}
+    lines = [f"[providers.{name}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
+    with open(home.config_path, "a") as fh:
+        fh.write("\n" + "\n".join(lines) + "\n")
+
+
+def trailers(agent: Agent) -> dict[str, str]:
+    return gitstore.log(agent.path, limit=1)[0].trailers
+
+
+def test_agent_on_a_named_endpoint_calls_a_tool_and_answers(
+    home: Home, fake: FakeModelServer
+) -> None:
+    add_endpoint(home, "local", fake.url, model="local-model")
+    agent = make_agent(home, provider="local")
+    write = {"name": "write_file", "input": {"path": "notes/a.txt", "content": "alpha"}}
+    fake.add(Reply("Writing.", tool_calls=[write]), Reply("Done: alpha is saved."))
+    send(agent, "save alpha")
+    (r,) = run_once(home)
+    assert r.error is None and r.reply and r.reply.body == "Writing.\n\nDone: alpha is saved."
+    assert (agent.workspace / "notes/a.txt").read_text() == "alpha"
+    t = trailers(agent)
+    assert t["Anima-Model"] == "local/local-model" and t["Anima-Tool-Calls"] == "1"
+    assert int(t["Anima-Tokens-In"]) > 0 and int(t["Anima-Tokens-Out"]) > 0
+    first, second = fake.requests
+    assert first.path == second.path == "/v1/chat/completions"
+    call = second.body["messages"][-2]["tool_calls"][0]
+    assert second.body["messages"][-1]["tool_call_id"] == call["id"]
+    assert second.body["messages"][0]["role"] == "system"
+
+
+def test_rate_limit_waits_for_retry_after_then_answers(home: Home, fake: FakeModelServer) -> None:
+    add_endpoint(home, "local", fake.url)
+    agent = make_agent(home, provider="local")
+    fake.add(Reply(fault=Fault(status=429, retry_after=0.3)), Reply("after the wait"))
+    send(agent, "hi")
+    waits: list[float] = []
+    (r,) = run_once(
+        home, on_event=lambda _m, ev: waits.append(ev.delay) if isinstance(ev, Retrying) else None
+    )
+    assert r.error is None and r.reply and r.reply.body == "after the wait"
+    assert len(waits) == 1 and waits[0] >= 0.3
+
+
+def test_cut_stream_is_retried_and_partial_text_discarded(
+    home: Home, fake: FakeModelServer
+) -> None:
+    add_endpoint(home, "local", fake.url)
+    agent = make_agent(home, provider="local")
+    fake.add(Reply("partial text that is cut", fault=Fault(cut=True)), Reply("whole reply"))
+    send(agent, "hi")
+    (r,) = run_once(home)
+    assert r.error is None and r.reply and r.reply.body == "whole reply"
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("failure", ["500", "unset key"])
+def test_a_failing_endpoint_falls_back_to_another(
+    home: Home, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    monkeypatch.delenv("ANIMA_TEST_UNSET_KEY", raising=False)
+    key_env = "ANIMA_TEST_UNSET_KEY" if failure == "unset key" else ""
+    add_endpoint(home, "cloud", fake.url, model="model-a", api_key_env=key_env)
+    add_endpoint(home, "backup", fake.url, model="model-b")
+    agent = make_agent(home, provider="cloud", fallback=["backup"])
+    if failure == "500":
+        fake.add(*[Reply(fault=Fault(status=500))] * 3)  # the first try and its 2 retries
+    fake.add(Reply("from the backup"))
+    send(agent, "hi")
+    (r,) = run_once(home)
+    assert r.error is None and r.reply and r.reply.body == "from the backup"
+    assert trailers(agent)["Anima-Model"] == "backup/model-b"
+    assert [q.body["model"] for q in fake.requests][-1] == "model-b"
+
+
+def test_conversation_switches_provider_and_back_keeping_a_valid_tool_history(
+    home: Home, fake: FakeModelServer
+) -> None:
+    """Anthropic → an OpenAI-compatible endpoint (whose server sends no call ids) → Anthropic:
+    the fake refuses, as the real APIs do, any history whose calls and results do not pair."""
+    add_endpoint(home, "local", fake.url)
+    agent = make_agent(home, provider="anthropic")
+    listing = {"name": "list_files", "input": {}}
+    turns = [("anthropic", "first"), ("local", "second"), ("anthropic", "third")]
+    for provider_name, word in turns:
+        set_toml(agent, provider=provider_name)
+        fake.add(Reply("", tool_calls=[{**listing, "id": ""}]), Reply(f"{word} answer"))
+        send(agent, f"{word}: list your files")
+        (r,) = run_once(home)
+        assert r.error is None and r.reply and r.reply.body == f"{word} answer", r.error
+    apis = ["/v1/messages", "/v1/chat/completions", "/v1/messages"]
+    assert [q.path for q in fake.requests[::2]] == apis
+    last = fake.requests[-1].body["messages"]
+    uses = [b["id"] for m in last for b in m["content"] if b["type"] == "tool_use"]
+    results = [b["tool_use_id"] for m in last for b in m["content"] if b["type"] == "tool_result"]
+    assert len(uses) == 3 and uses == results and len(set(uses)) == 3
+    assert all(ANTHROPIC_ID.match(u) for u in uses)
+    on_openai = fake.requests[3].body["messages"]
+    replayed = [c["id"] for m in on_openai for c in m.get("tool_calls") or []]
+    assert replayed[0] == uses[0] and len(replayed) == 2
+
+
+def test_context_overflow_on_an_endpoint_compacts_and_retries(
+    home: Home, fake: FakeModelServer
+) -> None:
+    add_endpoint(home, "local", fake.url)
+    fake.responder = scripted_model()
+    fake.context_chars = 14000
+    agent = make_agent(home, provider="local")
+    for i in range(8):
+        send(agent, f"message number {i} " + "long words here " * 60)
+        assert not any(r.error for r in run_once(home))
+    assert any(len(json.dumps(r.body)) > 14000 for r in fake.requests), "window never hit"
+    subjects = gitstore.log(agent.path, limit=None)
+    assert any(c.subject.startswith("compact(arya)") for c in subjects)
