@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,21 +63,38 @@ _CLOSE = re.compile(rb"\n-{3,}[ \t\r]*(?:\n|$)")
 
 
 @dataclass(frozen=True)
+class Fields:
+    """What a SKILL.md head says, validated (the cached part of a Skill); `problem` says why a
+    skill is invalid, and then the other fields are empty."""
+
+    description: str = ""
+    problem: str | None = None
+    license: str = ""
+    compatibility: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+    allowed_tools: tuple[str, ...] = ()
+    """Informational (the spec calls it experimental): the agent's tool policy decides."""
+
+
+@dataclass(frozen=True)
 class Skill:
-    """One skill folder as found: its fields when valid, else `problem` says why it is skipped."""
+    """One skill folder as found, valid or not."""
 
     name: str
     """The folder's name (equal to the front matter's `name` when valid)."""
     scope: Scope
     folder: Path
-    description: str = ""
-    problem: str | None = None
-    license: str = ""
-    compatibility: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    allowed_tools: tuple[str, ...] = ()
+    fields: Fields
     shadowed: bool = False
     """A shared skill hidden by the agent's own skill of the same name."""
+
+    @property
+    def description(self) -> str:
+        return self.fields.description
+
+    @property
+    def problem(self) -> str | None:
+        return self.fields.problem
 
     @property
     def valid(self) -> bool:
@@ -92,16 +109,8 @@ class Skill:
         return self.folder / SKILL_FILE
 
 
-@dataclass(frozen=True)
-class Fields:
-    """What a SKILL.md head says, validated: the cached part of a Skill."""
-
-    description: str = ""
-    problem: str | None = None
-    license: str = ""
-    compatibility: str = ""
-    metadata: tuple[tuple[str, str], ...] = ()
-    allowed_tools: tuple[str, ...] = ()
+def _invalid(scope: Scope, folder: Path, why: str) -> Skill:
+    return Skill(folder.name, scope, folder, Fields(problem=why))
 
 
 def roots(home: Home, agent: str | None) -> list[tuple[Scope, Path]]:
@@ -146,98 +155,66 @@ def find(home: Home, agent: str | None, name: str) -> Skill:
 
 
 def _scan(scope: Scope, root: Path) -> list[Skill]:
-    """The skill folders in one root. The root and each folder must be real folders inside it:
-    a symlink could lead the sandbox and the tool to anything the runtime can read."""
+    """The skill folders in one root. The root and each folder must be real folders: a symlink
+    could lead the sandbox and the tool to anything the runtime can read."""
     if root.is_symlink():
-        return [
-            Skill(
-                f"{root.name}/",
-                scope,
-                root,
-                problem=f"{root} is a symlink; skills/ must be a real folder",
-            )
-        ]
+        return [_invalid(scope, root, f"{root} is a symlink; skills/ must be a real folder")]
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
-        return [Skill(f"{root.name}/", scope, root, problem=f"cannot read {root}: {exc.strerror}")]
+        return [_invalid(scope, root, f"cannot read {root}: {exc.strerror}")]
     out = []
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        folder = Path(entry.path)
         if entry.is_symlink():
-            out.append(
-                Skill(
-                    entry.name, scope, folder, problem="the folder is a symlink; copy the skill in"
-                )
-            )
+            why = "the folder is a symlink; copy the skill in"
+            out.append(_invalid(scope, Path(entry.path), why))
         elif entry.is_dir():
-            out.append(_inspect(scope, folder))
+            out.append(_inspect(scope, entry.path))
     return out
 
 
-def _inspect(scope: Scope, folder: Path) -> Skill:
-    path = folder / SKILL_FILE
+def _inspect(scope: Scope, folder: str) -> Skill:
+    """The skill in `folder`. Strings, not Paths, on this path: it runs for every skill on
+    every turn, and a cached skill costs one lstat."""
+    path = os.path.join(folder, SKILL_FILE)
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return Skill(folder.name, scope, folder, problem=f"no {SKILL_FILE} in the folder")
-    except OSError as exc:
-        return Skill(
-            folder.name, scope, folder, problem=f"cannot read {SKILL_FILE}: {exc.strerror}"
-        )
-    if stat.S_ISLNK(st.st_mode):
-        target = path.resolve()
-        if not target.is_relative_to(folder.resolve()):
-            return Skill(
-                folder.name,
-                scope,
-                folder,
-                problem=f"{SKILL_FILE} is a symlink leading outside the skill's folder",
-            )
-        try:
+        if stat.S_ISLNK(st.st_mode):
+            if not Path(path).resolve().is_relative_to(Path(folder).resolve()):
+                why = f"{SKILL_FILE} is a symlink leading outside the skill's folder"
+                return _invalid(scope, Path(folder), why)
             st = os.stat(path)
-        except OSError as exc:
-            return Skill(
-                folder.name, scope, folder, problem=f"cannot read {SKILL_FILE}: {exc.strerror}"
-            )
-    fields = _fields(
-        str(path), folder.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode
-    )
-    return Skill(
-        folder.name,
-        scope,
-        folder,
-        fields.description,
-        fields.problem,
-        fields.license,
-        fields.compatibility,
-        dict(fields.metadata),
-        fields.allowed_tools,
-    )
+    except FileNotFoundError:
+        return _invalid(scope, Path(folder), f"no {SKILL_FILE} in the folder")
+    except OSError as exc:
+        return _invalid(scope, Path(folder), f"cannot read {SKILL_FILE}: {exc.strerror}")
+    return _load(scope, folder, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
 @functools.lru_cache(maxsize=4096)
-def _fields(
-    path: str, folder: str, ino: int, size: int, mtime_ns: int, ctime_ns: int, mode: int
-) -> Fields:
-    """A SKILL.md's validated front matter, read once per version of the file (the stat fields
-    are the cache key: any write changes mtime/ctime)."""
+def _load(
+    scope: Scope, folder: str, ino: int, size: int, mtime_ns: int, ctime_ns: int, mode: int
+) -> Skill:
+    """The skill in `folder`, read once per version of its SKILL.md (the stat fields are the
+    cache key: any write changes mtime and ctime). Only the front matter is read."""
+    name = os.path.basename(folder)
     if not stat.S_ISREG(mode):
-        return Fields(problem=f"{SKILL_FILE} is not a regular file")
-    if size > SKILL_MAX_BYTES:
-        return Fields(problem=f"{SKILL_FILE} is {size} bytes; the limit is {SKILL_MAX_BYTES}")
-    try:
-        head = _read_head(Path(path))
-    except OSError as exc:
-        return Fields(problem=f"cannot read {SKILL_FILE}: {exc.strerror or exc}")
-    return inspect_text(head, folder)
+        fields = Fields(problem=f"{SKILL_FILE} is not a regular file")
+    elif size > SKILL_MAX_BYTES:
+        fields = Fields(problem=f"{SKILL_FILE} is {size} bytes; the limit is {SKILL_MAX_BYTES}")
+    else:
+        try:
+            fields = inspect_text(_read_head(os.path.join(folder, SKILL_FILE)), name)
+        except OSError as exc:
+            fields = Fields(problem=f"cannot read {SKILL_FILE}: {exc.strerror or exc}")
+    return Skill(name, scope, Path(folder), fields)
 
 
-def _read_head(path: Path) -> bytes:
+def _read_head(path: str) -> bytes:
     """The start of a file up to the line closing its front matter (or HEAD_MAX_BYTES + 1)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     try:

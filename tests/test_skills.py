@@ -320,7 +320,8 @@ def test_symlinked_skills_folder_is_not_shown_to_the_sandbox(home: Home) -> None
 
 
 def test_cli_list_and_show(home: Home, agent: Agent) -> None:
-    write_skill(agent.path / "skills", "pdf-forms", files={"references/forms.md": "x"})
+    head = "name: pdf-forms\ndescription: Fill forms.\nlicense: MIT\nmetadata: {version: 1.0}"
+    write_skill(agent.path / "skills", "pdf-forms", head=head, files={"references/forms.md": "x"})
     write_skill(home.root / "skills", "pdf-forms", "shared copy")
     write_skill(home.root / "skills", "Nope")
     runner = CliRunner()
@@ -333,6 +334,7 @@ def test_cli_list_and_show(home: Home, agent: Agent) -> None:
     assert (
         shown.exit_code == 0 and PDF_BODY in shown.output and "references/forms.md" in shown.output
     )
+    assert "license: MIT\nmetadata.version: 1.0\n" in shown.output
     missing = runner.invoke(skills_cli, ["show", "nope"], obj=home)
     assert missing.exit_code == 1 and "no skill named 'nope'" in missing.output
     ok = runner.invoke(skills_cli, ["check", "pdf-forms", "--agent", "arya"], obj=home)

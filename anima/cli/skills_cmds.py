@@ -66,7 +66,15 @@ def show(home: Home, name: str, agent: str | None) -> None:
     shell: ShellMode = "sandboxed"  # as an agent allowed to run scripts sees it
     if agent is not None:
         shell = shell_mode(Agent.open(home, agent).config)
-    click.echo(load(find(home, agent, name), shell=shell))
+    skill = find(home, agent, name)
+    f = skill.fields
+    extra = [("license", f.license), ("compatibility", f.compatibility)]
+    extra += [("allowed-tools", " ".join(f.allowed_tools))]
+    extra += [(f"metadata.{k}", v) for k, v in f.metadata]
+    for key, value in extra:
+        if value:
+            click.echo(f"{key}: {value}")
+    click.echo(load(skill, shell=shell))
 
 
 @skills.command()
