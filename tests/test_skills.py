@@ -132,7 +132,6 @@ def test_catalogue_lists_name_and_description(agent: Agent) -> None:
 def test_no_skills_means_no_tool_and_no_catalogue(
     home: Home, agent: Agent, fake: FakeModelServer
 ) -> None:
-    (agent.path / "skills").mkdir()
     write_skill(agent.path / "skills", "Bad_Name")  # only an invalid one: still none usable
     fake.add(Reply("ok"))
     send(agent, "hi")
@@ -310,6 +309,7 @@ def test_skill_script_runs_read_only_in_the_shell_sandbox(
 def test_symlinked_skills_folder_is_not_shown_to_the_sandbox(home: Home) -> None:
     agent = configure(make_agent(home), "tools.shell", enabled=True, timeout=10.0)
     (home.root / "credentials.env").write_text("TOKEN=secret-value\n")
+    shutil.rmtree(agent.path / "skills")
     (agent.path / "skills").symlink_to(home.root)  # would show credentials.env
     ctx = ToolContext(agent.name, agent.path, agent.config, [], [], "cli")
     out, _ = run_tool(registry(), ctx, "shell", {"command": "ls -A /run/skills/*; true"})
@@ -339,3 +339,9 @@ def test_cli_list_and_show(home: Home, agent: Agent) -> None:
     assert missing.exit_code == 1 and "no skill named 'nope'" in missing.output
     ok = runner.invoke(skills_cli, ["check", "pdf-forms", "--agent", "arya"], obj=home)
     assert ok.exit_code == 0, ok.output
+
+
+def test_new_agent_has_a_skills_folder_that_explains_itself(agent: Agent) -> None:
+    readme = (agent.path / "skills" / "README.md").read_text()
+    assert "anima skills check --agent arya" in readme
+    assert skills.discover(agent.home, "arya") == [] and skills.catalogue(agent) == ""
