@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +108,10 @@ def test_skill_is_offered_loaded_on_demand_and_its_reference_read(
     assert PDF_BODY.splitlines()[-1] in loaded and "name:" not in loaded  # body, no head
     assert "- references/forms.md" in loaded and "- assets/blank.txt" in loaded
     assert tool_results(third.body)[-1] == "Field names are case-sensitive."
-    log = agent.path / ".git"
-    assert log.is_dir()
+    tracked = subprocess.run(
+        ["git", "ls-files", "skills/pdf-forms"], cwd=agent.path, capture_output=True, text=True
+    ).stdout.split()
+    assert "skills/pdf-forms/SKILL.md" in tracked  # versioned like the rest of the agent
 
 
 @pytest.mark.xfail(
@@ -182,7 +185,8 @@ INVALID = {
     "Bad_Name": ("name: Bad_Name\ndescription: x", "is not valid"),
     "double--hyphen": ("name: double--hyphen\ndescription: x", "is not valid"),
     "elsewhere": ("name: other-name\ndescription: x", "differs from its folder's name"),
-    "no-desc": ("name: no-desc", "no `description`"),
+    "no-desc": ("name: no-desc\nlicense:", "`description` is missing"),
+    "number-name": ("name: 12\ndescription: x", "`name` is missing or not text"),
     "long-desc": ("name: long-desc\ndescription: " + "x" * 1025, "1025 characters"),
     "hostile": ("name: hostile\ndescription: !!python/object/apply:os.system [id]", "tag"),
     "alias": ("name: &a alias\ndescription: *a", "alias"),
