@@ -5,13 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
-from anima import front_matter
 from anima.errors import BadFrontMatter, BadMessage, UnfinishedMessage
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -32,7 +28,7 @@ def utcnow() -> dt.datetime:
 def new_id(now: dt.datetime | None = None) -> str:
     """A sortable, unique id: UTC time to the millisecond plus 6 random hex digits."""
     now = now or utcnow()
-    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + os.urandom(3).hex()
 
 
 def iso(ts: dt.datetime) -> str:
@@ -120,9 +116,47 @@ def render(msg: Message) -> str:
         meta["in_reply_to"] = msg.in_reply_to
     meta["created"] = msg.created
     meta.update({k: v for k, v in msg.extra.items() if k not in _KNOWN})
-    head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    head = simple_head(meta)
+    if head is None:
+        import yaml
+
+        head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False)
     body = msg.body if msg.body.endswith("\n") else msg.body + "\n"
     return f"---\n{head}---\n{body}"
+
+
+_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,99}|[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}")
+"""Strings YAML reads back as the same string, written bare: a name or word of up to 100 characters
+(PyYAML writes a longer key, past ~120, as a complex key), and new_id()'s ids."""
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})
+"""...except these, which YAML reads as booleans or null, in any case."""
+_ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+
+
+def _simple_scalar(value: object) -> str | None:
+    """`value` written as PyYAML's safe_dump writes it, if it is one of the few simple forms."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        return None
+    if _ISO_TIME.fullmatch(value):  # iso(): YAML would read a timestamp, so it is quoted
+        return f"'{value}'"
+    if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
+        return value
+    return None
+
+
+def simple_head(meta: dict[str, Any]) -> str | None:
+    """The front matter PyYAML's safe_dump would write, when every key and value is simple (ids,
+    names, iso() times, counts: what tick, send and the runtime write); None for anything else,
+    which goes to PyYAML. Spares `anima send` and `anima tick` importing it."""
+    lines = []
+    for key, value in meta.items():
+        k, v = _simple_scalar(key), _simple_scalar(value)
+        if k is None or v is None or not isinstance(key, str):
+            return None
+        lines.append(f"{k}: {v}\n")
+    return "".join(lines) if lines else None
 
 
 MAX_FIELD_CHARS = 256
@@ -217,6 +251,8 @@ def parse(raw: bytes, *, fallback_id: str, default_to: str, mtime: float | None 
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadMessage(f"message is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    from anima import front_matter  # here: its YAML parser costs only the processes that read
+
     parts = front_matter.split(text)
     if not parts.closed:
         raise UnfinishedMessage(

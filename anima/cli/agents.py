@@ -10,11 +10,20 @@ from rich.markup import escape
 from rich.text import Text
 
 from anima.agent import EDITABLE
-from anima.cli.app import console, edit_file, err_console, main, pass_home, plain, tabulate
+from anima.cli.app import (
+    console,
+    edit_file,
+    err_console,
+    pass_home,
+    plain,
+    print_error,
+    tabulate,
+    warn_invalid_agents,
+)
 from anima.home import Home
 
 
-@main.command()
+@click.command()
 @pass_home
 def init(home: Home) -> None:
     """Create the Anima home (anima.toml, always.md, agents/)."""
@@ -22,7 +31,7 @@ def init(home: Home) -> None:
     console.print(f"{'created' if created else 'already there'}: {escape(str(home.root))}")
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @pass_home
 def new(home: Home, name: str) -> None:
@@ -35,15 +44,7 @@ def new(home: Home, name: str) -> None:
     console.print(f"edit {escape(str(agent.path / 'persona.md'))} to say who {name} is")
 
 
-def warn_invalid_agents(home: Home) -> list[str]:
-    """Say which directories under agents/ are ignored for their name (agents, status)."""
-    problems = [home.invalid_agent_problem(p) for p in home.invalid_agent_dirs()]
-    for problem in problems:
-        err_console.print(f"[yellow]warning:[/yellow] {escape(problem)}", soft_wrap=True)
-    return problems
-
-
-@main.command("agents")
+@click.command("agents")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_home
 def agents_cmd(home: Home, as_json: bool) -> None:
@@ -102,7 +103,7 @@ def agents_cmd(home: Home, as_json: bool) -> None:
     warn_invalid_agents(home)
 
 
-@main.command("rm")
+@click.command("rm")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_home
@@ -123,7 +124,7 @@ def rm_cmd(home: Home, name: str, yes: bool) -> None:
     console.print(f"(to restore it: mv {escape(str(target))} {escape(str(agent.path))})")
 
 
-@main.command("rename")
+@click.command("rename")
 @click.argument("old")
 @click.argument("new")
 @pass_home
@@ -140,7 +141,7 @@ def rename_cmd(home: Home, old: str, new: str) -> None:
         console.print(Text(note, style="dim"))
 
 
-@main.command("resume")
+@click.command("resume")
 @click.argument("name")
 @pass_home
 def resume_cmd(home: Home, name: str) -> None:
@@ -163,7 +164,7 @@ def resume_cmd(home: Home, name: str) -> None:
         console.print(Text("no runtime is live: held messages run at the next anima run", "dim"))
 
 
-@main.command("edit")
+@click.command("edit")
 @click.argument("name")
 @click.argument("what", type=click.Choice(list(EDITABLE)), default="persona")
 @pass_home
@@ -189,7 +190,7 @@ def edit_cmd(home: Home, name: str, what: str) -> None:
         try:
             sha = save_hand_edit(agent, what, draft.read_text(encoding="utf-8"))
         except BadConfig as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            print_error(str(exc))
             if click.confirm("Edit it again?", default=True):
                 continue
             raise AnimaError(f"{path.name} not changed; your edit is kept in {draft}") from None
@@ -198,7 +199,7 @@ def edit_cmd(home: Home, name: str, what: str) -> None:
     console.print(f"committed {sha[:8]}: {escape(path.name)}" if sha else "no change")
 
 
-@main.command("log")
+@click.command("log")
 @click.argument("name")
 @click.option("-n", "limit", default=20, show_default=True, help="How many commits.")
 @click.option("--grep", default=None, help="Only commits whose message matches.")

@@ -1,48 +1,155 @@
-"""Click group, shared options and the edge where AnimaError becomes one red line."""
+"""Click group, shared options and the edge where AnimaError becomes one red line.
+
+Start-up cost is part of the interface: `anima tick` runs from timers and cron, `anima send` from
+scripts. So a command's module is imported only when that command runs (LAZY_COMMANDS), and rich
+only when something is printed through it (`console`, `err_console`, made on first use).
+"""
 
 from __future__ import annotations
 
 import errno
+import functools
 import sys
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.text import Text
 
 from anima.errors import AnimaError
 from anima.home import Home
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-# soft_wrap: lines are never folded by rich (paths, ids and unit text stay whole and copyable;
-# the terminal wraps them); tables still fit the width and wrap inside their cells.
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console: Console
+    err_console: Console
+
+LAZY_COMMANDS: dict[str, str] = {
+    "init": "anima.cli.agents:init",
+    "new": "anima.cli.agents:new",
+    "agents": "anima.cli.agents:agents_cmd",
+    "rm": "anima.cli.agents:rm_cmd",
+    "rename": "anima.cli.agents:rename_cmd",
+    "resume": "anima.cli.agents:resume_cmd",
+    "edit": "anima.cli.agents:edit_cmd",
+    "log": "anima.cli.agents:log_cmd",
+    "channel": "anima.cli.channels:channel",
+    "channels": "anima.cli.channels:channels_cmd",
+    "pairing": "anima.cli.channels:pairing",
+    "chat": "anima.cli.chat:chat",
+    "demo": "anima.cli.demo:demo",
+    "memory": "anima.cli.memory_cmds:memory",
+    "send": "anima.cli.messages:send",
+    "tick": "anima.cli.messages:tick",
+    "show": "anima.cli.operator:show",
+    "undo": "anima.cli.operator:undo",
+    "stats": "anima.cli.operator:stats",
+    "doctor": "anima.cli.operator:doctor",
+    "run": "anima.cli.runtime_cmds:run",
+    "status": "anima.cli.runtime_cmds:status_cmd",
+    "units": "anima.cli.units:units",
+    "cron": "anima.cli.units:cron",
+    "model": "anima.cli.model_cmds:model",
+    "mcp": "anima.cli.mcp_cmds:mcp",
+    "skills": "anima.cli.skills_cmds:skills",
+}
+"""Every `anima` subcommand: name -> "module:attribute" of its click command, imported when run."""
+
+
+def load_command(target: str) -> click.Command | None:
+    """The click command at "module:attribute", or None if that module does not exist (yet: a
+    command may be listed here before its module is written). Any other failure is a bug: raised."""
+    module_name, _, attr = target.partition(":")
+    try:  # __import__, not importlib.import_module: `python -X importtime` shows it
+        module = __import__(module_name, fromlist=[attr])
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    command = getattr(module, attr)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{target} is a {type(command).__name__}, not a click command")
+    return command
+
+
+def command_exists(target: str) -> bool:
+    """Whether the module behind `target` exists, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec(target.partition(":")[0]) is not None
+
+
+@functools.cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    # soft_wrap: lines are never folded by rich (paths, ids and unit text stay whole and
+    # copyable; the terminal wraps them); tables still fit the width and wrap inside their cells.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def __getattr__(name: str) -> Any:
+    """`console` and `err_console`: rich's consoles, made when a command first asks for one."""
+    if name in ("console", "err_console"):
+        return _console(stderr=name == "err_console")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def print_error(text: str) -> None:
+    """One red `error:` line on stderr; `text` is shown as it is, never read as markup."""
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[red]error:[/red] {escape(text)}", soft_wrap=True)
+
+
+def warn_invalid_agents(home: Home) -> list[str]:
+    """Say which directories under agents/ are ignored for their name (agents, status)."""
+    problems = [home.invalid_agent_problem(p) for p in home.invalid_agent_dirs()]
+    if problems:
+        from rich.markup import escape
+
+        for problem in problems:
+            _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(problem)}")
+    return problems
 
 
 class AnimaGroup(click.Group):
+    """A group that turns AnimaError (and a full disk) into one red line and exit status 1."""
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AnimaError as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            print_error(str(exc))
             sys.exit(1)
         except OSError as exc:  # the machine, not a bug: a full disk, a read-only home
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                 raise
             where = f" ({exc.filename})" if exc.filename else ""
-            err_console.print(
-                f"[red]error:[/red] {escape(exc.strerror or str(exc))}{escape(where)}: free space "
-                "(or make the home writable) and run the command again; nothing was lost",
-                soft_wrap=True,
+            print_error(
+                f"{exc.strerror or exc}{where}: free space "
+                "(or make the home writable) and run the command again; nothing was lost"
             )
             sys.exit(1)
 
 
-@click.group(cls=AnimaGroup)
+class LazyGroup(AnimaGroup):
+    """The `anima` group: its commands are LAZY_COMMANDS, and only the invoked one is imported.
+    `anima --help` lists them all, so it imports them all (each module's click command carries its
+    own help: one place to write it)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = (name for name, target in LAZY_COMMANDS.items() if command_exists(target))
+        return sorted({*super().list_commands(ctx), *lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        command = load_command(target) if target else None
+        return command or super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.option(
     "--home",
     "home_path",
@@ -102,9 +209,9 @@ def edit_file(path: str) -> None:
             raise AnimaError(
                 f"no editor found to open {path}: set EDITOR (export EDITOR=nano) and try again"
             )
-        err_console.print(
-            f"no $EDITOR set: opening {escape(editor)} (choose another: export EDITOR=nano)",
-            soft_wrap=True,
+        _console(stderr=True).print(
+            f"no $EDITOR set: opening {editor} (choose another: export EDITOR=nano)",
+            markup=False,
         )
     click.edit(filename=path, editor=editor, require_save=False)
 
@@ -119,21 +226,6 @@ def tabulate(*headers: str, title: str | None = None) -> Table:
 
 def plain(*values: object) -> list[Text]:
     """Table cells shown as they are: names, paths, errors and ids are never read as markup."""
+    from rich.text import Text
+
     return [Text(str(v)) for v in values]
-
-
-def _register() -> None:
-    from anima.cli import (  # noqa: F401
-        agents,
-        channels,
-        chat,
-        demo,
-        memory_cmds,
-        messages,
-        operator,
-        runtime_cmds,
-        units,
-    )
-
-
-_register()

@@ -6,11 +6,11 @@ import json
 
 import click
 
-from anima.cli.app import console, log_to_stderr, main, pass_home, plain, tabulate
+from anima.cli.app import console, log_to_stderr, pass_home, plain, tabulate
 from anima.home import Home
 
 
-@main.command()
+@click.command()
 @click.argument("name", type=click.Choice(["telegram", "discord", "webhook"]))
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option(
@@ -32,7 +32,7 @@ def channel(home: Home, name: str, verbose: bool, exit_if_live: bool) -> None:
     channels.run(home.require(), name)
 
 
-@main.command("channels")
+@click.command("channels")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_home
 def channels_cmd(home: Home, as_json: bool) -> None:
@@ -55,7 +55,7 @@ def channels_cmd(home: Home, as_json: bool) -> None:
         )
 
 
-@main.group()
+@click.group()
 def pairing() -> None:
     """Admit people who asked to talk to your agents (they were sent a pairing code)."""
 

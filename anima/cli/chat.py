@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.text import Text
 
-from anima.cli.app import console, err_console, main, pass_home, quiet_libraries
+from anima.cli.app import console, err_console, pass_home, quiet_libraries
 from anima.home import Home
 
 if TYPE_CHECKING:
@@ -345,7 +345,7 @@ def _prompt_session(home: Home) -> Any:
     )
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @pass_home
 def chat(home: Home, name: str) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 from rich.text import Text
 
-from anima.cli.app import console, main
+from anima.cli.app import console
 
 
-@main.command()
+@click.command()
 @click.option(
     "--keep",
     type=click.Path(file_okay=False),

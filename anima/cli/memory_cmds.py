@@ -11,14 +11,14 @@ import click
 from rich.markup import escape
 from rich.text import Text
 
-from anima.cli.app import console, edit_file, err_console, main, pass_home
+from anima.cli.app import console, edit_file, err_console, pass_home
 from anima.home import Home
 
 if TYPE_CHECKING:
     from anima.agent import Agent
 
 
-@main.group()
+@click.group()
 def memory() -> None:
     """Inspect, search and edit an agent's memory."""
 

@@ -1,4 +1,5 @@
-"""send and run: put messages in, run turns."""
+"""send and tick: put a message or a heartbeat into an agent's inbox, and exit (fast: cron and
+scripts start these)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import sys
 
 import click
 
-from anima.cli.app import main, pass_home
+from anima.cli.app import pass_home
 from anima.home import Home
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("text")
 @click.option("--from", "sender", default="you", show_default=True, help="Sender name.")
@@ -22,21 +23,20 @@ def send(
 ) -> None:
     """Deliver a message to NAME's inbox (TEXT, or - to read standard input)."""
     from anima import mailbox
-    from anima.agent import Agent
     from anima.message import Message
 
-    agent = Agent.open(home, name)
+    agent_dir = home.agent_dir(name)  # AgentNotFound with the list of agents
     body = sys.stdin.read() if text == "-" else text
     if not body.strip():
         raise click.UsageError("the message is empty")
     msg = Message.create(
         sender=sender, to=name, body=body, channel=channel, conversation=conversation
     )
-    mailbox.deliver(agent.path, msg)
+    mailbox.deliver(agent_dir, msg)
     click.echo(msg.id)
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Deliver even outside the agent's active hours.")
 @pass_home

@@ -8,11 +8,11 @@ import sys
 import click
 from rich.markup import escape
 
-from anima.cli.app import console, main, pass_home, plain, tabulate
+from anima.cli.app import console, pass_home, plain, tabulate
 from anima.home import Home
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("turn", required=False)
 @pass_home
@@ -24,7 +24,7 @@ def show(home: Home, name: str, turn: str | None) -> None:
     click.echo(audit.show(Agent.open(home, name), turn))
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.argument("turn", required=False)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -42,7 +42,7 @@ def undo(home: Home, name: str, turn: str | None, yes: bool) -> None:
     console.print(f"reverted {target.short} with commit {sha[:8]}", markup=False)
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_home
@@ -66,7 +66,7 @@ def stats(home: Home, name: str, as_json: bool) -> None:
         console.print(f"  {model}: {n} turns", markup=False)
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_home
 def doctor(home: Home, as_json: bool) -> None:

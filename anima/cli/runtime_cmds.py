@@ -10,7 +10,15 @@ import click
 from rich.markup import escape
 from rich.text import Text
 
-from anima.cli.app import console, err_console, log_to_stderr, main, pass_home, plain, tabulate
+from anima.cli.app import (
+    console,
+    err_console,
+    log_to_stderr,
+    pass_home,
+    plain,
+    tabulate,
+    warn_invalid_agents,
+)
 from anima.home import Home
 
 if TYPE_CHECKING:
@@ -68,7 +76,7 @@ async def _serve(home: Home) -> bool:
     return await runtime.run(stop)
 
 
-@main.command()
+@click.command()
 @click.argument("names", nargs=-1)
 @click.option("--once", is_flag=True, help="Answer what is pending now and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -102,13 +110,12 @@ def run(home: Home, names: tuple[str, ...], once: bool, verbose: bool, exit_if_l
     logging.shutdown()
 
 
-@main.command("status")
+@click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_home
 def status_cmd(home: Home, as_json: bool) -> None:
     """Is the runtime live, and per agent: pending, last turn, last error, next heartbeat."""
     from anima import status
-    from anima.cli.agents import warn_invalid_agents
 
     data = status.collect(home.require())
     if as_json:

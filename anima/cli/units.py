@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from anima.cli.app import console, main, pass_home
+from anima.cli.app import console, pass_home
 from anima.home import Home
 
 
-@main.group()
+@click.group()
 def units() -> None:
     """systemd user units: the runtime, heartbeat timers, channel adapters."""
 
@@ -41,7 +41,7 @@ def units_install(home: Home, dry_run: bool, target: str | None, no_enable: bool
         console.print(line, markup=False)
 
 
-@main.command()
+@click.command()
 @pass_home
 def cron(home: Home) -> None:
     """Print crontab lines equivalent to the systemd units."""
