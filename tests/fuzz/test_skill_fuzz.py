@@ -128,3 +128,19 @@ def test_skill_paths_never_leave_the_folder(folder: Path, path: str) -> None:
     except ToolError:
         return
     assert target.is_relative_to(folder.resolve())
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    descriptions=st.lists(st.text(min_size=1, max_size=skills.DESCRIPTION_MAX), max_size=150),
+    budget=st.integers(min_value=400, max_value=20000),
+)
+def test_catalogue_never_exceeds_its_budget(descriptions: list[str], budget: int) -> None:
+    found = [
+        skills.Skill(f"s{i}", "agent", Path(f"s{i}"), skills.Fields(" ".join(d.split()) or "x"))
+        for i, d in enumerate(descriptions)
+    ]
+    text = skills.render_catalogue(found, budget)
+    assert len(text) <= budget
+    shown = text.count("\n- s")
+    assert (shown == len(found)) or f"… and {len(found) - shown} more" in text
