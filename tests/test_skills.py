@@ -122,7 +122,12 @@ def test_catalogue_is_in_the_request(home: Home, agent: Agent, fake: FakeModelSe
     fake.add(Reply("ok"))
     send(agent, "hi")
     turn(home)
-    assert skills.catalogue(agent) in json.dumps(fake.requests[0].body["system"])
+    body = fake.requests[0].body
+    system = body.get("system", [])
+    blocks = [system] if isinstance(system, str) else [b["text"] for b in system]
+    blocks += [b.get("text", "") for m in body["messages"] for b in m["content"]]
+    catalogue = skills.catalogue(agent)
+    assert catalogue.startswith("## Skills") and any(catalogue in text for text in blocks)
 
 
 def test_catalogue_lists_name_and_description(agent: Agent) -> None:
