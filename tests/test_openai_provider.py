@@ -12,6 +12,7 @@ from anima import gitstore
 from anima.agent import Agent
 from anima.errors import ContextOverflow, ProviderError
 from anima.home import Home
+from anima.llm import registry
 from anima.llm.base import ChatRequest, Completed, Retrying, TextDelta, ToolCall, ToolSpec
 from anima.llm.openai_provider import (
     INVALID_ARGUMENTS,
@@ -397,3 +398,15 @@ def test_context_overflow_on_an_endpoint_compacts_and_retries(
     assert any(len(json.dumps(r.body)) > 14000 for r in fake.requests), "window never hit"
     subjects = gitstore.log(agent.path, limit=None)
     assert any(c.subject.startswith("compact(arya)") for c in subjects)
+
+
+def test_auto_picks_openai_when_only_its_key_is_set(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert registry.detect(home.config().providers) != "openai"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert registry.detect(home.config().providers) == "openai"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    assert registry.detect(home.config().providers) == "anthropic"
