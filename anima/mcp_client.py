@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -63,6 +63,8 @@ START_TIMEOUT = 30.0
 take that long). A turn waits for a start only up to the server's `timeout`; meanwhile the
 start goes on, and the server's tools join the next turn."""
 GRACE = 5.0
+CANCEL_POLL = 0.1
+"""How often a waiting turn looks at its cancel event (the runtime shutting down)."""
 """Extra seconds the turn's thread waits beyond a server's timeout before giving up on the
 hub's event loop itself."""
 
@@ -147,7 +149,7 @@ class McpTool(Tool):
     def run(self, ctx: ToolContext, args: dict[str, Any]) -> str:
         if not isinstance(args, dict):
             raise ToolError("arguments must be a JSON object")
-        return str(self.fn(args))
+        return str(self.fn(args, ctx.cancel if ctx is not None else None))
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,61 @@ class ServerStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class _StderrLog:
+    """A stdio server's stderr, through a pipe into run/mcp/NAME.log (rotated once past its cap
+    when the server starts) with the secret values it was given redacted: servers log their
+    arguments and settings, and the log must not keep what the environment held."""
+
+    def __init__(self, path: Path, secrets: dict[str, str]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size > LOG_MAX_BYTES:
+                path.replace(path.with_suffix(".log.1"))
+        self.secrets = secrets
+        self._out = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        self._read = read
+        self.writer: TextIO = os.fdopen(write, "w")
+        """The pipe's write end, for the child; ours is closed once it has been spawned."""
+        self._pending = b""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(read, self._drain)
+
+    def spawned(self) -> None:
+        self.writer.close()  # the child holds its own copy: EOF comes when it exits
+
+    def _drain(self) -> None:
+        try:
+            data = os.read(self._read, 65536)
+        except BlockingIOError:
+            return
+        if not data:  # EOF: the server (and whatever it started) is gone
+            self._loop.remove_reader(self._read)
+        self._pending += data
+        self._write(final=not data or len(self._pending) > 65536)
+
+    def _write(self, final: bool) -> None:
+        """Write the complete lines (all of it when `final`), redacted."""
+        lines = self._pending.split(b"\n")
+        self._pending = b"" if final else lines.pop()
+        if final and not lines[-1]:
+            lines.pop()
+        for line in lines:
+            self._out.write(redact(line.decode("utf-8", errors="replace"), self.secrets) + "\n")
+        self._out.flush()
+
+    async def close(self) -> None:
+        self._loop.remove_reader(self._read)
+        with contextlib.suppress(OSError):  # BlockingIOError: nothing more is written now
+            while data := os.read(self._read, 65536):
+                self._pending += data
+        self._write(final=True)
+        self.writer.close()
+        os.close(self._read)
+        self._out.close()
 
 
 def _describe(exc: BaseException) -> str:
@@ -332,8 +389,11 @@ class _Session:
             params = StdioServerParameters(
                 command=cfg.command, args=cfg.args, env={**env, **cfg.env, **passed}
             )
-            errlog = stack.enter_context(self._stderr_log())
-            return await stack.enter_async_context(stdio_client(params, errlog=errlog))
+            stderr = _StderrLog(self.log_path, passed)
+            stack.push_async_callback(stderr.close)
+            streams = await stack.enter_async_context(stdio_client(params, errlog=stderr.writer))
+            stderr.spawned()
+            return streams
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
@@ -346,17 +406,6 @@ class _Session:
             httpx2.AsyncClient(headers=headers, timeout=timeout)
         )
         return await stack.enter_async_context(streamable_http_client(cfg.url, http_client=client))
-
-    @contextlib.contextmanager
-    def _stderr_log(self) -> Iterator[TextIO]:
-        """The server's stderr, appended to run/mcp/NAME.log (rotated once past its cap)."""
-        path = self.log_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size > LOG_MAX_BYTES:
-                path.replace(path.with_suffix(".log.1"))
-        with open(path, "a", encoding="utf-8") as fh:
-            yield fh
 
     @staticmethod
     async def _relay(source: Any, sink: Any, gone: asyncio.Event) -> None:
@@ -448,7 +497,8 @@ class _Session:
                 asyncio.get_running_loop().call_later(delay, self._restart)
         if why != self._logged:
             self._logged = why
-            log.warning("MCP server %s: %s (its stderr: %s)", self.name, why, self.log_path)
+            where = f" (its stderr: {self.log_path})" if self.config.command else ""
+            log.warning("MCP server %s: %s%s", self.name, why, where)
 
     async def stop(self) -> None:
         """Stop every run of this server and wait for them to end (each ends within seconds:
@@ -513,18 +563,28 @@ class McpHub:
             out += self._offer(session, remote or [])
         return out
 
-    def call(self, name: str, server: McpServer, remote: str, args: dict[str, Any]) -> str:
-        """Call one tool; any failure is a ToolError for the model."""
+    def call(
+        self,
+        name: str,
+        server: McpServer,
+        remote: str,
+        args: dict[str, Any],
+        cancel: threading.Event | None = None,
+    ) -> str:
+        """Call one tool; any failure is a ToolError for the model. `cancel` (the runtime shutting
+        down) stops the wait at once."""
         session = self._session(name, server)
         try:
             # up to `timeout` for a (re)start still under way, then `timeout` for the call
-            result = self._submit(session.call(remote, args), 2 * server.timeout + GRACE)
-        except ServerDown as exc:
-            raise ToolError(str(exc)) from None
+            result = self._submit(session.call(remote, args), 2 * server.timeout + GRACE, cancel)
+        except (ServerDown, ToolError) as exc:  # the server's words may hold what it was given
+            raise ToolError(redact(str(exc), session.secrets)) from None
         except TimeoutError:
             raise ToolError(
                 f"MCP server {name} did not answer within {server.timeout:g}s"
             ) from None
+        except concurrent.futures.CancelledError:
+            raise ToolError(f"the call to {name} was stopped: Anima is shutting down") from None
         text = redact(render_result(result), session.secrets)
         if result.is_error:
             raise ToolError(text)
@@ -607,7 +667,9 @@ class McpHub:
                 log.debug("MCP server %s: tool %r left out: %s", session.name, rt.name, why)
                 continue
             description = (rt.description or rt.title or rt.name)[:MAX_DESCRIPTION_CHARS]
-            fn: Callable[[dict[str, Any]], str] = partial(self.call, session.name, cfg, rt.name)
+            fn: Callable[[dict[str, Any], threading.Event | None], str] = partial(
+                self.call, session.name, cfg, rt.name
+            )
             out[exposed] = McpTool(exposed, description, schema, fn)
         return list(out.values())
 
@@ -624,14 +686,25 @@ class McpHub:
 
         return list(await asyncio.gather(*(one(s) for s in sessions)))
 
-    def _submit(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    def _submit(
+        self, coro: Coroutine[Any, Any, T], timeout: float, cancel: threading.Event | None = None
+    ) -> T:
+        """Run `coro` on the hub's loop and wait for it: TimeoutError past `timeout`,
+        CancelledError once `cancel` is set (the coroutine is cancelled either way)."""
         loop = self._ensure_loop()
         future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError from None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            step = left if cancel is None else min(left, CANCEL_POLL)
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                return future.result(max(step, 0))
+            if cancel is not None and cancel.is_set():
+                future.cancel()
+                raise concurrent.futures.CancelledError
+            if time.monotonic() >= deadline:
+                future.cancel()
+                raise TimeoutError
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:

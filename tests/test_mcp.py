@@ -18,10 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from anima.agent import Agent
-from anima.errors import BadConfig
+from anima.errors import BadConfig, ToolError
 from anima.home import Home
 from anima.mcp_client import McpHub, doctor_checks, tool_name
 from anima.testing import FakeModelServer, Reply
+from anima.tools import ToolContext
 from anima.toolset import BuiltinTools
 from anima.turn import AgentRun, process_agent
 from tests.conftest import make_agent, send, wait_for
@@ -155,6 +156,26 @@ def test_server_exiting_mid_call_is_an_error_and_the_next_call_restarts_it(
     assert again == {**again, "content": "alive again", "is_error": False}
 
 
+def test_http_server_exiting_mid_call_is_an_error_result(
+    home: Home, agent: Agent, hub: McpHub, fake: FakeModelServer, http_url: str
+) -> None:
+    add_server(home.config_path, "web", url=http_url)
+    run = turn(home, agent, hub, call("web__exit_now"), Reply("It died."), fake=fake)
+    assert run.results[0].error is None and run.results[0].commit
+    (died,) = tool_results(agent)
+    assert died["is_error"] is True and "went away during exit_now" in died["content"]
+
+
+def test_shutdown_stops_a_waiting_call(home: Home, agent: Agent, hub: McpHub) -> None:
+    add_server(home.config_path, "srv", **stdio())
+    hang = {t.name: t for t in hub.tools(agent)}["srv__hang"]
+    ctx = ToolContext(agent.name, agent.path, agent.config, [], [], "cli", cancel=threading.Event())
+    threading.Timer(0.2, ctx.cancel.set).start()  # type: ignore[union-attr]
+    with pytest.raises(ToolError, match="shutting down"):
+        hang.run(ctx, {})
+    assert hang.run(ctx, {"seconds": 0}) == "woke up"  # the session is still good
+
+
 def test_hung_server_does_not_block_another_server(home: Home, agent: Agent, hub: McpHub) -> None:
     add_server(home.config_path, "slow", **stdio(timeout=30.0))
     add_server(home.config_path, "fast", **stdio())
@@ -260,8 +281,6 @@ def test_results_errors_content_and_names_as_the_model_sees_them(
     assert tools["srv__bad_name_"].run(None, {}) == "renamed ok"  # type: ignore[arg-type]
     picture = tools["srv__picture"].run(None, {})  # type: ignore[arg-type]
     assert picture.startswith("[image: image/png, ") and "not shown" in picture
-    from anima.errors import ToolError
-
     with pytest.raises(ToolError, match="nope"):
         tools["srv__fail"].run(None, {"why": "nope"})  # type: ignore[arg-type]
     with pytest.raises(ToolError, match="JSON object"):
@@ -299,11 +318,15 @@ def test_stdio_server_gets_a_minimal_environment_its_own_session_and_a_log(
     assert env("MCP_TEST_OTHER") == "<unset>"
     assert env("MCP_TEST_PASS") == "[redacted: MCP_TEST_PASS]"  # it arrived, and is not shown
     assert env("PATH") == os.environ["PATH"]
+    with pytest.raises(ToolError, match=r"\[redacted: MCP_TEST_PASS\]") as raised:
+        tools["srv__fail"].run(None, {"why": f"bad token {token}"})  # type: ignore[arg-type]
+    assert token not in str(raised.value)
     sid = int(tools["srv__session_id"].run(None, {}))  # type: ignore[arg-type]
     assert sid != os.getsid(0), "a Ctrl-C to the runtime's terminal must not reach the server"
     hub.close()
     log = home.run_dir / "mcp" / "srv.log"
     assert "echo server starting (stdio)" in log.read_text()
+    assert "bad token [redacted: MCP_TEST_PASS]" in log.read_text()  # the server logged it
     for path in home.root.rglob("*"):
         if path.is_file():
             assert token not in path.read_text(errors="replace"), path
