@@ -17,18 +17,12 @@ from anima.home import Home
 from anima.runtime import run_once
 from anima.testing import FakeModelServer, Reply
 from tests.conftest import send
+from tests.test_openai_provider import add_endpoint
 
 
 def anima(home: Home, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, ["--home", str(home.root), *args])
     return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
-
-
-def add_endpoint(home: Home, name: str, **values: str) -> None:
-    lines = [f"[providers.{name}]", 'kind = "openai"']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    with open(home.config_path, "a") as fh:
-        fh.write("\n" + "\n".join(lines) + "\n")
 
 
 def toml(agent: Agent) -> dict[str, object]:
@@ -50,12 +44,7 @@ def test_sets_endpoint_and_model_with_slashes_keeping_comments_and_commits(
     home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
-    add_endpoint(
-        home,
-        "openrouter",
-        base_url="https://openrouter.ai/api/v1",
-        api_key_env="OPENROUTER_API_KEY",
-    )
+    add_endpoint(home, "openrouter", "https://openrouter.ai/api", api_key_env="OPENROUTER_API_KEY")
     agent = create_agent(home, "arya")
     before = (agent.path / "agent.toml").read_text()
     code, out = anima(home, "model", "arya", "openrouter/meta-llama/llama-3.3-70b-instruct")
@@ -104,7 +93,7 @@ def test_unknown_endpoint_is_refused_naming_the_choices_and_nothing_changes(home
 
 
 def test_next_turn_uses_the_model_set(home: Home, fake: FakeModelServer) -> None:
-    add_endpoint(home, "local", base_url=f"{fake.url}/v1", api_key_env="")
+    add_endpoint(home, "local", fake.url)
     agent = create_agent(home, "arya")
     assert anima(home, "model", "arya", "local/qwen/qwen3-8b")[0] == 0
     fake.add(Reply("hello from the local model"))
