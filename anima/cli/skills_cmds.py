@@ -89,8 +89,14 @@ def check(home: Home, name: str | None, agent: str | None) -> None:
 
         raise BadSkill(f"no skill named {name!r}")
     for s in found:
-        mark = "[red]invalid[/red]" if s.problem else "[green]ok[/green]"
-        console.print(mark, *plain(f"{s.name} ({_origin(s)}, {s.folder})", _state(s)))
+        where = f"{s.name} ({_origin(s)}, {s.folder})"
+        if s.problem:
+            console.print("[red]invalid[/red]", *plain(f"{where}: {s.problem}"))
+        else:
+            console.print(
+                "[green]ok[/green]",
+                *plain(where + (": shadowed by the agent's own" if s.shadowed else "")),
+            )
     bad = sum(1 for s in found if s.problem)
     console.print(f"{len(found)} checked, {bad} invalid")
     if bad:
