@@ -40,8 +40,6 @@ SKILL_MAX_BYTES = 128 * 1024
 """A larger SKILL.md is invalid: the spec asks for a body under ~5,000 tokens."""
 HEAD_MAX_BYTES = 16 * 1024
 """Front matter is read in pieces until it closes; one that runs on past this is invalid."""
-CATALOGUE_CHARS = 2000
-"""The catalogue's default budget (Budget.skills_chars overrides it once config has it)."""
 DESCRIPTION_MIN_SHOWN = 80
 """A description is never cut shorter than this to fit more skills: fewer are listed instead."""
 BODY_CHARS = 24000
@@ -312,15 +310,11 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _budget(agent: Agent) -> int:
-    return int(getattr(agent.config.budget, "skills_chars", CATALOGUE_CHARS))
-
-
 def catalogue(agent: Agent) -> str:
     """The skills section of the context: each usable skill's name and description, within the
     agent's budget (descriptions cut, then skills left out with a line saying how many and how to
     list them). Empty when the agent has no usable skill: zero bytes in the request."""
-    return render_catalogue(usable(agent), _budget(agent))
+    return render_catalogue(usable(agent), agent.config.budget.skills_chars)
 
 
 def render_catalogue(skills: list[Skill], budget: int) -> str:

@@ -153,7 +153,7 @@ def test_catalogue_stays_within_budget_and_says_how_many_more(agent: Agent) -> N
     for i in range(100):
         write_skill(agent.path / "skills", f"skill-{i:03d}", "A long description. " * 50)
     text = skills.catalogue(agent)
-    assert len(text) <= skills.CATALOGUE_CHARS
+    assert len(text) <= agent.config.budget.skills_chars == 2000
     shown = [line for line in text.splitlines() if line.startswith("- skill-")]
     assert 0 < len(shown) < 100
     assert f"… and {100 - len(shown)} more: call skill() with no name" in text
@@ -354,3 +354,11 @@ def test_new_agent_has_a_skills_folder_that_explains_itself(agent: Agent) -> Non
     readme = (agent.path / "skills" / "README.md").read_text()
     assert "anima skills check --agent arya" in readme
     assert skills.discover(agent.home, "arya") == [] and skills.catalogue(agent) == ""
+
+
+def test_catalogue_budget_comes_from_agent_toml(home: Home) -> None:
+    agent = configure(make_agent(home), "budget", skills_chars=600)
+    for i in range(10):
+        write_skill(agent.path / "skills", f"s-{i}", "Does a thing. " * 20)
+    text = skills.catalogue(Agent(home, "arya"))
+    assert len(text) <= 600 and "more: call skill()" in text
