@@ -48,6 +48,8 @@ FILE_CHARS = 24000
 FILE_MAX_BYTES = 1024 * 1024
 """A skill's file the tool reads: at most this big on disk, and this much shown."""
 LIST_FILES = 100
+INTERPRETERS = {".py": "python3", ".sh": "bash", ".js": "node", ".rb": "ruby", ".pl": "perl"}
+"""How the `skill` tool suggests running a script (a script may not be executable)."""
 LISTING_CHARS = 24000
 """`skill()` without a name: the whole list of skills, within one tool result."""
 SANDBOX_ROOT = PurePosixPath("/run/skills")
@@ -456,20 +458,23 @@ def load(skill: Skill, *, shell: ShellMode) -> str:
         lines += [f"- {f}" for f in listed]
         if more:
             lines.append(f"- … and {more} more")
-    if any(f.startswith("scripts/") for f in listed):
+    scripts = [f for f in listed if f.startswith("scripts/")]
+    if scripts and shell == "off":
+        lines += [
+            "",
+            "This skill's scripts cannot run: shell is disabled for you "
+            "([tools.shell] enabled = false in agent.toml).",
+        ]
+    elif scripts:
         folder = sandbox_path(skill) if shell == "sandboxed" else skill.folder
-        lines.append("")
-        if shell == "off":
-            lines.append(
-                "This skill's scripts cannot run: shell is disabled for you "
-                "([tools.shell] enabled = false in agent.toml)."
-            )
-        else:
-            lines.append(
-                f"Run its scripts with the shell tool from {folder}/ (read-only), e.g. "
-                f"`bash {folder}/scripts/NAME.sh` or `python3 {folder}/scripts/NAME.py`; "
-                "they run in your workspace, which is the only place they can write."
-            )
+        example = f"{folder}/{scripts[0]}"
+        runner = INTERPRETERS.get(PurePosixPath(example).suffix)
+        lines += [
+            "",
+            f"Run its scripts with the shell tool from {folder}/ (read-only), e.g. "
+            f"`{runner + ' ' if runner else ''}{example}`; they run in your workspace, the only "
+            "place they can write.",
+        ]
     return "\n".join(lines)
 
 

@@ -307,7 +307,7 @@ def test_skill_script_runs_read_only_in_the_shell_sandbox(
     send(agent, "greet me")
     turn(home)
     loaded = tool_results(fake.requests[1].body)[-1]
-    assert "bash /run/skills/agent/greet/scripts/NAME.sh" in loaded, loaded
+    assert "`bash /run/skills/agent/greet/scripts/hello.sh`" in loaded, loaded
     out = (agent.workspace / "out.txt").read_text()
     assert "hello from greet" in out and "Read-only file system" in out, out
     assert "shared ok" in out
