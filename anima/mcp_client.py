@@ -48,7 +48,7 @@ SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 """What every provider accepts as a tool name (Anthropic's and OpenAI's rule)."""
 MAX_TOOLS = 128
-"""Tools offered per server; a server listing more is cut (and says so in its status)."""
+"""Tools offered per server; the rest of a longer list is left out."""
 MAX_DESCRIPTION_CHARS = 2000
 MAX_SCHEMA_CHARS = 16000
 """A larger input schema is not cut (a cut schema is wrong) but the tool is left out."""
@@ -63,10 +63,10 @@ START_TIMEOUT = 30.0
 take that long). A turn waits for a start only up to the server's `timeout`; meanwhile the
 start goes on, and the server's tools join the next turn."""
 GRACE = 5.0
-CANCEL_POLL = 0.1
-"""How often a waiting turn looks at its cancel event (the runtime shutting down)."""
 """Extra seconds the turn's thread waits beyond a server's timeout before giving up on the
 hub's event loop itself."""
+CANCEL_POLL = 0.1
+"""How often a waiting turn looks at its cancel event (the runtime shutting down)."""
 
 
 class ServerDown(AnimaError):
@@ -241,6 +241,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
+def _redactable(values: dict[str, str]) -> dict[str, str]:
+    """The values worth redacting: short ones would garble ordinary text (credentials' rule)."""
+    from anima.credentials import MIN_SECRET_CHARS
+
+    return {k: v for k, v in values.items() if len(v.strip()) >= MIN_SECRET_CHARS}
+
+
 def _key(name: str, server: McpServer) -> str:
     return name + " " + json.dumps(dataclasses.asdict(server), sort_keys=True)
 
@@ -356,8 +363,8 @@ class _Session:
                     w.cancel()
                 if not run.stop.is_set():
                     why = "the server closed its connection (it exited?)"
-        except asyncio.CancelledError:
-            why = why or "stopped while starting"
+        except asyncio.CancelledError:  # the hub closing: not a failure of the server
+            why = ""
             raise
         except Exception as exc:
             late = "timed out" if _is_timeout(exc) else _describe(exc)
@@ -371,7 +378,8 @@ class _Session:
             elif self.current is run:
                 self.current, self.state = None, "idle"
             if not run.ready.done():
-                run.ready.set_exception(ServerDown(f"MCP server {self.name}: {self.error}"))
+                said = self.error or "stopped"
+                run.ready.set_exception(ServerDown(f"MCP server {self.name}: {said}"))
                 run.ready.exception()  # retrieved: its waiter may have given up already
             self.runs.discard(run)
 
@@ -384,12 +392,12 @@ class _Session:
             from mcp import StdioServerParameters, stdio_client
 
             passed = {v: secret(self.home, v, f"{where} pass_env") for v in cfg.pass_env}
-            self.secrets = passed
+            self.secrets = _redactable(passed)
             env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
             params = StdioServerParameters(
                 command=cfg.command, args=cfg.args, env={**env, **cfg.env, **passed}
             )
-            stderr = _StderrLog(self.log_path, passed)
+            stderr = _StderrLog(self.log_path, self.secrets)
             stack.push_async_callback(stderr.close)
             streams = await stack.enter_async_context(stdio_client(params, errlog=stderr.writer))
             stderr.spawned()
@@ -400,7 +408,7 @@ class _Session:
         headers = {
             h: secret(self.home, v, f"{where} headers_env") for h, v in cfg.headers_env.items()
         }
-        self.secrets = {cfg.headers_env[h]: value for h, value in headers.items()}
+        self.secrets = _redactable({cfg.headers_env[h]: v for h, v in headers.items()})
         timeout = httpx2.Timeout(cfg.timeout, read=max(cfg.timeout, 300))
         client = await stack.enter_async_context(
             httpx2.AsyncClient(headers=headers, timeout=timeout)
@@ -508,6 +516,8 @@ class _Session:
         runs = list(self.runs)
         for run in runs:
             run.stop.set()
+            if not run.ready.done() and run.task is not None:
+                run.task.cancel()  # a hung start: the SDK still stops its process, shielded
         tasks = [r.task for r in runs if r.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=10)
@@ -655,7 +665,9 @@ class McpHub:
             exposed = tool_name(session.name, rt.name)
             schema = rt.input_schema
             why = ""
-            if exposed in out:
+            if not TOOL_NAME.match(exposed):
+                why = f"no safe name can be made of it ({exposed!r})"
+            elif exposed in out:
                 why = f"its name clashes with another tool's as {exposed}"
             elif not isinstance(schema, dict) or schema.get("type") != "object":
                 why = "its input schema is not an object schema"

@@ -272,6 +272,18 @@ def test_server_that_never_answers_its_start_costs_a_turn_at_most_its_timeout(
         assert hub.status()[0].state == "failed"
 
 
+def test_close_stops_a_server_still_starting(home: Home, agent: Agent, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    add_server(home.config_path, "mute", command=sys.executable, args=["-c", code], timeout=0.5)
+    hub = McpHub(home)
+    assert hub.tools(agent) == []
+    pid = int(str(wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="the pid")))
+    hub.close()
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z", "the server outlived close()"
+
+
 def test_results_errors_content_and_names_as_the_model_sees_them(
     home: Home, agent: Agent, hub: McpHub
 ) -> None:
