@@ -28,6 +28,10 @@ backoff = 1.0
 api_key_env = "ANTHROPIC_API_KEY"   # the key is read from the environment, never stored
 base_url = ""                       # empty: the SDK default
 
+[providers.openai]                  # also OpenRouter, vLLM, llama.cpp, LM Studio, Groq, ...
+api_key_env = "OPENAI_API_KEY"      # "" for a local server that needs no key
+base_url = ""                       # e.g. "http://127.0.0.1:8080/v1"; empty: api.openai.com
+
 [providers.ollama]
 host = ""                           # empty: http://127.0.0.1:11434
 
