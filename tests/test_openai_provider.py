@@ -410,3 +410,22 @@ def test_auto_picks_openai_when_only_its_key_is_set(
     assert registry.detect(home.config().providers) == "openai"
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     assert registry.detect(home.config().providers) == "anthropic"
+
+
+@pytest.mark.parametrize(("code", "overflow"), [("", False), ("context_length_exceeded", True)])
+def test_an_error_event_mid_stream_is_retryable_or_an_overflow(
+    fake: FakeModelServer, code: str, overflow: bool
+) -> None:
+    fault = Fault(in_stream=True, message="upstream failed", code=code)
+    fake.add(Reply("some text before it fails", fault=fault))
+    with pytest.raises(ProviderError, match="local: error mid-stream: upstream failed") as info:
+        run(provider(fake), ask("hi"))
+    assert isinstance(info.value, ContextOverflow) is overflow
+    assert info.value.retryable or overflow
+
+
+def test_a_huge_error_body_is_cut_short_in_the_error(fake: FakeModelServer) -> None:
+    fake.add(Reply(fault=Fault(status=502, message="<html>" + "x" * 100_000)))
+    with pytest.raises(ProviderError) as info:
+        run(provider(fake), ask("hi"))
+    assert len(str(info.value)) < 700 and "100006 characters" in str(info.value)

@@ -42,6 +42,9 @@ SAFE_ID = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 NO_KEY = "anima-no-key"
 """Sent when `api_key_env` is empty: local servers need no key, but the SDK insists on one."""
 
+MAX_DETAIL = 500
+"""Characters of a server's error message kept in the error (and the turn's record)."""
+
 STOP_REASONS = {"tool_calls": "tool_use", "function_call": "tool_use", "stop": "end_turn"}
 STOP_REASONS |= {"length": "max_tokens"}
 """Chat Completions finish reasons → the neutral (Anthropic) stop reasons history records."""
@@ -205,10 +208,7 @@ class OpenAIProvider:
         sdk = self._sdk
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
-            body = exc.body if isinstance(exc.body, dict) else {}
-            detail = str(body.get("message") or exc.message)
-            if exc.code:
-                detail += f" ({exc.code})"
+            detail = _detail(exc)
             if status in (401, 403) and self._settings.api_key_env:
                 detail += f"; check {self._settings.api_key_env}"
             return provider_error(
@@ -216,8 +216,10 @@ class OpenAIProvider:
                 retryable=status in (408, 409, 429) or status >= 500,
                 retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
             )
-        if isinstance(exc, sdk.APIError):  # connection errors, timeouts, an error mid-stream
-            return provider_error(f"{self.name}: API unreachable: {exc}", retryable=True)
+        if isinstance(exc, sdk.APIConnectionError):  # timeouts too
+            return ProviderError(f"{self.name}: API unreachable: {exc}", retryable=True)
+        if isinstance(exc, sdk.APIError):  # an error event mid-stream (a failed upstream)
+            return provider_error(f"{self.name}: error mid-stream: {_detail(exc)}", retryable=True)
         if is_transport_error(exc):
             return ProviderError(f"{self.name}: stream broke off: {exc}", retryable=True)
         return exc
@@ -285,6 +287,15 @@ class OpenAIProvider:
         request = ChatRequest("warm-up", ["warm-up"], [{"role": "user", "content": text}], [], 8)
         for _ in twin.stream(request):
             pass
+
+
+def _detail(exc: Any) -> str:
+    """An SDK error's message and code, cut short: a proxy may answer with a whole HTML page."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    detail = str(body.get("message") or exc.message)
+    if len(detail) > MAX_DETAIL:
+        detail = detail[:MAX_DETAIL] + f"… [{len(detail)} characters]"
+    return detail + (f" ({exc.code})" if exc.code else "")
 
 
 def _warm_stream(http: Any) -> Any:

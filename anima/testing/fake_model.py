@@ -36,6 +36,9 @@ class Fault:
     """The error message (e.g. the provider's "prompt is too long" for a context overflow)."""
     code: str = ""
     """Chat Completions only: the error's `code` (e.g. "context_length_exceeded")."""
+    in_stream: bool = False
+    """Chat Completions only: answer 200, stream the first text delta, then the error as a
+    `data: {"error": ...}` event, as OpenRouter does when the model behind it fails."""
 
 
 @dataclass(frozen=True)
@@ -329,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if f.delay:
             time.sleep(f.delay)
-        if f.status is None:
+        if f.status is None or f.in_stream:
             return False
         headers = {"retry-after": f"{f.retry_after:g}"} if f.retry_after is not None else {}
         if api == "anthropic":
@@ -538,11 +541,16 @@ class _Handler(BaseHTTPRequestHandler):
             chunk = {**head, "object": "chat.completion.chunk", "choices": [choice]}
             self._chunk(f"data: {json.dumps(chunk)}\n\n")
 
-        cut = reply.fault is not None and reply.fault.cut
+        fault = reply.fault or Fault()
         sse({"role": "assistant", "content": ""})
         for n, piece in enumerate(_pieces(reply.text, reply.chunk)):
-            if cut and n >= 1:
+            if fault.cut and n >= 1:
                 self._cut()
+                return
+            if fault.in_stream and n >= 1:
+                error = {"message": fault.message, "type": "server_error", "code": fault.code}
+                self._chunk(f"data: {json.dumps({'error': error})}\n\n")
+                self._end_stream()
                 return
             sse({"content": piece})
             if reply.delay_per_chunk:
@@ -558,7 +566,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             for piece in _pieces(fn["arguments"], 10):
                 sse({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
-        if cut:
+        if fault.cut:
             self._cut()
             return
         sse({}, "tool_calls" if calls else "stop")
