@@ -15,6 +15,7 @@ mtime, ctime). An invalid skill is skipped everywhere and explained by `anima sk
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import stat
@@ -48,6 +49,7 @@ FILE_CHARS = 24000
 FILE_MAX_BYTES = 1024 * 1024
 """A skill's file the tool reads: at most this big on disk, and this much shown."""
 LIST_FILES = 100
+WALK_MAX = 5000
 INTERPRETERS = {".py": "python3", ".sh": "bash", ".js": "node", ".rb": "ruby", ".pl": "perl"}
 """How the `skill` tool suggests running a script (a script may not be executable)."""
 LISTING_CHARS = 24000
@@ -405,17 +407,10 @@ def read_text(path: Path, shown_as: str, limit: int, max_bytes: int) -> str:
 
 def files(skill: Skill) -> tuple[list[str], int]:
     """A skill's files other than SKILL.md, relative to its folder (hidden ones left out, symlinked
-    folders not entered), at most LIST_FILES; and how many more there were."""
-    out: list[str] = []
-    more = 0
-    for rel in _walk(skill.folder):
-        if rel == SKILL_FILE:
-            continue
-        if len(out) < LIST_FILES:
-            out.append(rel)
-        else:
-            more += 1
-    return out, more
+    folders not entered), at most LIST_FILES; and how many more there were (counted up to
+    WALK_MAX: a folder of a million files costs no more than one of WALK_MAX)."""
+    found = [rel for rel in itertools.islice(_walk(skill.folder), WALK_MAX) if rel != SKILL_FILE]
+    return found[:LIST_FILES], len(found) - len(found[:LIST_FILES])
 
 
 def _walk(folder: Path) -> Iterator[str]:

@@ -362,3 +362,11 @@ def test_catalogue_budget_comes_from_agent_toml(home: Home) -> None:
         write_skill(agent.path / "skills", f"s-{i}", "Does a thing. " * 20)
     text = skills.catalogue(Agent(home, "arya"))
     assert len(text) <= 600 and "more: call skill()" in text
+
+
+def test_skill_file_list_is_bounded(agent: Agent) -> None:
+    names = {f"references/r{i:03d}.md": "x" for i in range(150)}
+    write_skill(agent.path / "skills", "big", files={**names, ".hidden/x": "", "scripts/.x": ""})
+    out, _ = call_skill(agent, name="big")
+    assert out.count("\n- references/") == skills.LIST_FILES and "- … and 50 more" in out
+    assert ".hidden" not in out and "scripts/.x" not in out
