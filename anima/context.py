@@ -198,6 +198,7 @@ SECTIONS: list[Section] = [
     Section("standing instructions", "system", _global_always, lambda b: b.always_chars),
     Section("core memory", "system", lambda t: [core_memory(t.agent)]),  # cut by memory_chars
     Section("notes", "system", lambda t: _text(notes_index(t.agent))),
+    Section("skills", "system", _skills),  # bounded by skills_chars itself, saying what it left out
     Section("history", "history", lambda t: _history(t)),
     Section("recall", "before", lambda t: _text(recall(t.agent, t.incoming, t.conversation))),
     Section("messages", "messages", _messages),  # each cut by message_chars

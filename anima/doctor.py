@@ -12,7 +12,7 @@ from pathlib import Path
 
 from anima import budget, gitstore, status, turnlog
 from anima.config import load_agent_config
-from anima.errors import AnimaError
+from anima.errors import AnimaError, BadConfig
 from anima.home import Home
 
 STUCK_AFTER = 600.0
@@ -254,9 +254,46 @@ def _channels(home: Home) -> list[Check]:
     return [_channel(home, name, c["failed"]) for name, c in counts.items() if c["configured"]]
 
 
+def _skills(home: Home) -> list[Check]:
+    """Invalid skills are skipped by every turn; say which, once, with the reason."""
+    from anima import skills
+
+    seen: set[Path] = set()
+    bad = []
+    for agent in [None, *home.agent_names()]:
+        for s in skills.discover(home, agent):
+            if not s.valid and s.folder not in seen:
+                seen.add(s.folder)
+                bad.append(f"{s.folder}: {s.problem}")
+    if not bad:
+        return []
+    return [
+        Check(
+            "skills",
+            False,
+            f"{len(bad)} invalid, skipped: " + "; ".join(bad[:3]) + (" …" if len(bad) > 3 else ""),
+            "anima skills check [--agent NAME]",
+            level="warn",
+        )
+    ]
+
+
+def _mcp(home: Home) -> list[Check]:
+    try:
+        if not home.config().mcp and not any(
+            load_agent_config(home.agent_dir(n) / "agent.toml").mcp for n in home.agent_names()
+        ):
+            return []  # no servers: nothing to start, and no SDK to import
+    except BadConfig:
+        pass  # mcp_client names the file to fix
+    from anima.mcp_client import doctor_checks
+
+    return doctor_checks(home)
+
+
 def run_checks(home: Home) -> list[Check]:
     checks = [_git(), _home(home)]
     if home.exists():
         checks += _secrets(home) + _providers(home) + _runtime(home) + _agents(home)
-        checks += _channels(home)
+        checks += _channels(home) + _skills(home) + _mcp(home)
     return checks

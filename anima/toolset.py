@@ -7,14 +7,17 @@ to list its tools costs the turn those tools only (logged), never the turn.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from anima.skills import SkillSource
 from anima.tools.base import Tool, available
 
 if TYPE_CHECKING:
     from anima.agent import Agent
+    from anima.home import Home
 
 log = logging.getLogger(__name__)
 
@@ -63,4 +66,18 @@ def compose(agent: Agent, sources: Sequence[ToolSource]) -> dict[str, Tool]:
     return out
 
 
-DEFAULT_SOURCES: tuple[ToolSource, ...] = (BuiltinTools(),)
+DEFAULT_SOURCES: tuple[ToolSource, ...] = (BuiltinTools(), SkillSource())
+"""The sources that need no process of their own: built-ins and the agent's skills."""
+
+
+@contextlib.contextmanager
+def open_sources(home: Home) -> Iterator[list[ToolSource]]:
+    """Every source, MCP servers included, for as long as the caller runs turns (the runtime's
+    whole life, or one `run --once`); the servers it started are stopped at the end."""
+    from anima.mcp_client import McpHub
+
+    hub = McpHub(home)
+    try:
+        yield [*DEFAULT_SOURCES, hub]
+    finally:
+        hub.close()
