@@ -1,10 +1,9 @@
 """Agent Skills in the request (issue #14): the characters of the JSON body the model receives
 for a trivial message with 0, 20 and 100 skills installed, and what the catalogue costs a turn.
 
-The turn runs with the built-in tools and the SkillSource, so the `skill` tool's spec is in the
-request; the catalogue (skills.catalogue) is printed beside it, and counted in "with catalogue",
-until context.py places it in the request itself. Per-turn cost: catalogue + the source's tool
-list with 100 skills, warm (metadata cached by file identity) and cold (cache emptied).
+The turn runs with the built-in tools and the SkillSource, so the request holds the `skill`
+tool's spec and the catalogue (context's skills section). Per-turn cost: the catalogue and the
+source's tool list with 100 skills, warm (cached by SKILL.md's identity) and cold (cache emptied).
 """
 
 from __future__ import annotations
@@ -43,11 +42,11 @@ def install(agent: Agent, n: int) -> None:
         (folder / "references" / "details.md").write_text("More detail.\n" * 200)
 
 
-def request_chars(fake: FakeModelServer, home: Home, name: str) -> int:
+def request(fake: FakeModelServer, home: Home, name: str) -> str:
     before = len(fake.requests)
     mailbox.deliver(home.agents_dir / name, Message.create(sender="you", to=name, body="hi"))
     process_agent(home, name, sources=[BuiltinTools(), skills.SkillSource()])
-    return len(json.dumps(fake.requests[before].body))
+    return json.dumps(fake.requests[before].body, ensure_ascii=False)
 
 
 def per_turn_ms(agent: Agent, runs: int, cold: bool) -> list[float]:
@@ -70,11 +69,12 @@ if __name__ == "__main__":
         for name, n in (("a000", 0), ("a001", 20), ("a002", 100)):
             agent = Agent(home, name)
             install(agent, n)
-            size = request_chars(fake, home, name)
-            cat = len(skills.catalogue(agent))
+            body = request(fake, home, name)
+            catalogue = skills.catalogue(agent)
+            inside = json.dumps(catalogue, ensure_ascii=False)[1:-1] in body
             print(
-                f"{n:3d} skills: request {size:,} characters, catalogue {cat:,}, "
-                f"with catalogue {size + cat:,}"
+                f"{n:3d} skills: request {len(body):,} characters; catalogue {len(catalogue):,}"
+                + ("" if inside or not catalogue else " (not in the request: add it)")
             )
         agent = Agent(home, "a002")
         for label, cold in (("warm", False), ("cold", True)):
