@@ -756,15 +756,29 @@ class McpHub:
         self.close()
 
 
+def survey(home: Home, names: Iterable[str] = ()) -> list[ServerStatus]:
+    """Start every configured server (or `names`), list its tools and stop it again, for a
+    person asking (`anima mcp list`, `anima doctor`). Failures are in the rows, so they are not
+    logged as well."""
+    quiet = [logging.getLogger(n) for n in (__name__, "mcp")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    try:
+        with McpHub(home) as hub:
+            return hub.status(names, connect=True)
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+
+
 def doctor_checks(home: Home) -> list[Check]:
     """`anima doctor`: each configured server starts and lists its tools (within its timeout);
     a config that cannot work is named with the file to fix."""
     from anima.doctor import Check
 
-    with McpHub(home) as hub:
-        rows = hub.status(connect=True)
     checks = []
-    for row in rows:
+    for row in survey(home):
         what = f"mcp {row.name}"
         if row.transport == "-":
             checks.append(Check(what, False, row.error, "fix the [mcp.NAME] table it names"))

@@ -23,11 +23,10 @@ def list_cmd(home: Home, names: tuple[str, ...], as_json: bool) -> None:
     """Show each configured server (or only NAMES): transport, state, tools. Servers are started
     to list their tools (each within its timeout) and stopped again."""
     from anima.errors import BadName
-    from anima.mcp_client import McpHub
+    from anima.mcp_client import survey
 
     home.require()
-    with McpHub(home) as hub:
-        rows = hub.status(names, connect=True)
+    rows = survey(home, names)
     unknown = sorted(set(names) - {r.name for r in rows})
     if unknown:
         raise BadName(f"no MCP server named {', '.join(unknown)} in anima.toml or any agent.toml")
