@@ -429,3 +429,31 @@ def test_a_huge_error_body_is_cut_short_in_the_error(fake: FakeModelServer) -> N
     with pytest.raises(ProviderError) as info:
         run(provider(fake), ask("hi"))
     assert len(str(info.value)) < 700 and "100006 characters" in str(info.value)
+
+
+@pytest.mark.parametrize("index", [None, 0], ids=["no index", "same index"])
+def test_calls_without_an_index_or_sharing_one_are_told_apart(
+    fake: FakeModelServer, index: int | None
+) -> None:
+    args = {"path": "a long enough path to arrive in fragments.txt"}
+    calls = [
+        {"name": "write_file", "input": args, "id": f"call_{n}", "index": index} for n in range(2)
+    ]
+    fake.add(Reply(tool_calls=calls))
+    got = [e for e in run(provider(fake), ask("x")) if isinstance(e, ToolCall)]
+    assert [(c.id, c.input) for c in got] == [("call_0", args), ("call_1", args)]
+
+
+def test_a_call_without_a_name_is_answered_as_an_unknown_tool_and_history_stays_valid(
+    home: Home, fake: FakeModelServer
+) -> None:
+    add_endpoint(home, "local", fake.url)
+    agent = make_agent(home, provider="local")
+    fake.add(Reply(tool_calls=[{"name": "", "input": {}}]), Reply("sorry"))
+    send(agent, "hi")
+    (r,) = run_once(home)
+    assert r.error is None and r.reply and r.reply.body == "sorry"
+    tool_message = fake.requests[1].body["messages"][-1]
+    assert (
+        tool_message["role"] == "tool" and "unknown tool 'unnamed_tool'" in tool_message["content"]
+    )

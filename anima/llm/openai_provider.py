@@ -39,6 +39,10 @@ unknown argument, so the model is told and tries again."""
 SAFE_ID = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 """Tool-call ids both APIs accept: Anthropic wants ^[a-zA-Z0-9_-]+$, OpenAI at most 40 chars."""
 
+NO_NAME = "unnamed_tool"
+"""A call that arrived without a name gets this one: no tool has it, so the model is told,
+and history stays valid (both APIs refuse a call with no name)."""
+
 NO_KEY = "anima-no-key"
 """Sent when `api_key_env` is empty: local servers need no key, but the SDK insists on one."""
 
@@ -135,20 +139,46 @@ class _PartialCall:
     arguments: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Assembly:
+    """Tool calls being assembled from streamed deltas. A delta names its call by `index`, as
+    the API says; servers differ, so a delta with a new id starts a new call even at an index in
+    use, and one with no index continues the last call unless its id is new."""
+
+    calls: list[_PartialCall] = field(default_factory=list)
+    feeding: dict[int, int] = field(default_factory=dict)
+    """A delta index → the position of the call it currently feeds."""
+
+    def add(self, delta: Any) -> None:
+        index = delta.index
+        at = self.feeding.get(index) if index is not None else len(self.calls) - 1
+        known = self.calls[at] if at is not None and at >= 0 else None
+        if known is None or (delta.id and known.id and delta.id != known.id):
+            known = _PartialCall()
+            self.calls.append(known)
+            if index is not None:
+                self.feeding[index] = len(self.calls) - 1
+        known.id = delta.id or known.id
+        if delta.function is not None:
+            known.name += delta.function.name or ""
+            known.arguments.append(delta.function.arguments or "")
+
+
 def _used_ids(req: ChatRequest) -> set[str]:
     return {b["id"] for m in req.messages for b in m["content"] if b.get("type") == "tool_use"}
 
 
 def finish_calls(partials: list[_PartialCall], used: set[str]) -> list[ToolCall]:
     """The assembled calls, each with an id that is valid for both APIs and unique in the
-    conversation (some servers send none, odd ones, or the same one every time)."""
+    conversation (some servers send none, odd ones, or the same one every time), and a name."""
     calls = []
     for p in partials:
         call_id = p.id
         if not SAFE_ID.match(call_id) or call_id in used:
             call_id = f"call_{secrets.token_hex(12)}"
         used.add(call_id)
-        calls.append(ToolCall(call_id, p.name, parse_arguments("".join(p.arguments))))
+        name = p.name or NO_NAME
+        calls.append(ToolCall(call_id, name, parse_arguments("".join(p.arguments))))
     return calls
 
 
@@ -226,7 +256,7 @@ class OpenAIProvider:
 
     def stream(self, request: ChatRequest) -> Iterator[Event]:
         text: list[str] = []
-        partials: dict[int, _PartialCall] = {}
+        assembly = _Assembly()
         usage = None
         finish = None
         model = ""
@@ -241,12 +271,7 @@ class OpenAIProvider:
                             text.append(delta.content)
                             yield TextDelta(delta.content)
                         for tc in delta.tool_calls or ():
-                            index = tc.index if tc.index is not None else len(partials)
-                            part = partials.setdefault(index, _PartialCall())
-                            part.id = tc.id or part.id
-                            if tc.function is not None:
-                                part.name += tc.function.name or ""
-                                part.arguments.append(tc.function.arguments or "")
+                            assembly.add(tc)
                         finish = choice.finish_reason or finish
         except Exception as exc:
             err = self._error(exc)
@@ -255,7 +280,7 @@ class OpenAIProvider:
             raise err from exc
         if finish is None:
             raise ProviderError(f"{self.name}: stream ended before it finished", retryable=True)
-        calls = finish_calls([partials[i] for i in sorted(partials)], _used_ids(request))
+        calls = finish_calls(assembly.calls, _used_ids(request))
         content: list[Block] = [{"type": "text", "text": "".join(text)}] if text else []
         for call in calls:
             content.append(

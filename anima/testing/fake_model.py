@@ -46,7 +46,8 @@ class Reply:
     text: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     """[{"name": ..., "input": {...}}]; for Chat Completions a call may also give its "id"
-    (even an empty or odd one, as some servers do) and raw "arguments" (e.g. broken JSON)."""
+    (even an empty or odd one, as some servers do), raw "arguments" (e.g. broken JSON) and the
+    "index" its deltas carry (None: none at all, as some servers send)."""
     fault: Fault | None = None
     chunk: int = 6
     """Characters per streamed text delta."""
@@ -557,15 +558,11 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(reply.delay_per_chunk)
         for i, call in enumerate(calls):
             fn = call["function"]
-            sse(
-                {
-                    "tool_calls": [
-                        {"index": i, **call, "function": {"name": fn["name"], "arguments": ""}}
-                    ]
-                }
-            )
+            index = reply.tool_calls[i].get("index", i)
+            at = {} if index is None else {"index": index}
+            sse({"tool_calls": [{**at, **call, "function": {"name": fn["name"], "arguments": ""}}]})
             for piece in _pieces(fn["arguments"], 10):
-                sse({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+                sse({"tool_calls": [{**at, "function": {"arguments": piece}}]})
         if fault.cut:
             self._cut()
             return
