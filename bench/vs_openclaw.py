@@ -617,6 +617,15 @@ def fmt(v: float | None) -> str:
     return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
 
 
+def ratio(a: float | None, o: float | None) -> str:
+    """Anima / OpenClaw; below 0.1 as 1/N, OpenClaw's figure being N times Anima's."""
+    if a is None or not o:
+        return "—"
+    if a / o >= 0.1:
+        return f"{a / o:.2f}x"
+    return f"1/{o / a:,.0f}" if a else "0"
+
+
 def report(args: argparse.Namespace, started: str, claw_info: str) -> None:
     print()
     print(f"Anima vs OpenClaw, {started}; {args.turns} turns each; medians; {claw_info}")
@@ -627,15 +636,15 @@ def report(args: argparse.Namespace, started: str, claw_info: str) -> None:
         for figure, by_tool in samples[section].items():
             med = {t: statistics.median(v) for t, v in by_tool.items() if v}
             a, o = med.get("anima"), med.get("openclaw")
-            ratio = f"{a / o:.3g}x" if a is not None and o else "—"
             n = "/".join(str(len(by_tool.get(t, []))) for t in TOOLS)
-            print(f"  {figure:<40} {fmt(a):>10} {fmt(o):>10} {ratio:>8}  {n}")
+            print(f"  {figure:<40} {fmt(a):>10} {fmt(o):>10} {ratio(a, o):>8}  {n}")
     print()
     for phase, whys in missing.items():
         for tool, why in whys.items():
             print(f"NOT MEASURED ({tool}, {phase}): {why}")
     print(
-        "ratio = Anima / OpenClaw. Request characters: the JSON body the fake server received. "
+        "ratio = Anima / OpenClaw (1/N: OpenClaw's figure is N times Anima's). CPU is counted in "
+        "10 ms clock ticks. Request characters: the JSON body the fake server received. "
         "Bytes written: the kernel's write_bytes for the process tree (pages dirtied, with "
         "children it reaped, e.g. git); directory growth: apparent size of the tool's own "
         "throwaway home/state directory (OpenClaw also logs to /tmp/openclaw/)."
@@ -646,6 +655,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=5, help="turns per tool and measurement")
     parser.add_argument("--idle", type=float, default=30.0, help="idle window, seconds")
+    parser.add_argument("--json", type=Path, help="also write every sample to this file")
     args = parser.parse_args()
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load0 = os.getloadavg()[0]
@@ -689,6 +699,9 @@ def main() -> None:
                 shutil.rmtree(c.root, ignore_errors=True)
     claw_info += f"; {os.cpu_count()} cores, load {load0:.1f} → {os.getloadavg()[0]:.1f}"
     report(args, started, claw_info)
+    if args.json:
+        raw = {"started": started, "openclaw": claw_info, "samples": samples, "missing": missing}
+        args.json.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
