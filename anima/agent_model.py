@@ -4,6 +4,7 @@ edited in place so a person's comments and layout survive, and committed as a ha
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -27,8 +28,6 @@ def set_model(agent: Agent, entry: str) -> ModelChange:
     """Point `agent` at `entry`: an endpoint name (a built-in kind, a `[providers.NAME]` table,
     or auto), optionally `/MODEL`; MODEL may hold slashes. An endpoint alone clears the model.
     Raises BadConfig, changing nothing, for an unknown endpoint or an agent.toml it cannot edit."""
-    import os
-
     from anima.llm import registry
 
     provider, model = registry.split(entry.strip())

@@ -457,3 +457,21 @@ def test_a_call_without_a_name_is_answered_as_an_unknown_tool_and_history_stays_
     assert (
         tool_message["role"] == "tool" and "unknown tool 'unnamed_tool'" in tool_message["content"]
     )
+
+
+def test_broken_arguments_reach_the_model_as_a_tool_error_and_run_nothing(
+    home: Home, fake: FakeModelServer
+) -> None:
+    add_endpoint(home, "local", fake.url)
+    agent = make_agent(home, provider="local")
+    raw = '{"path": "a.txt", "content": "cut'
+    fake.add(Reply(tool_calls=[{"name": "write_file", "arguments": raw}]), Reply("I will retry."))
+    send(agent, "write a.txt")
+    (r,) = run_once(home)
+    assert r.error is None and r.reply and r.reply.body == "I will retry."
+    assert not (agent.workspace / "a.txt").exists()
+    tool_message = fake.requests[1].body["messages"][-1]
+    assert (
+        tool_message["content"].startswith("ERROR: ")
+        and INVALID_ARGUMENTS in tool_message["content"]
+    )
