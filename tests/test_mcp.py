@@ -17,6 +17,7 @@ import git
 import pytest
 from click.testing import CliRunner
 
+from anima import history
 from anima.agent import Agent
 from anima.errors import BadConfig, ToolError
 from anima.home import Home
@@ -88,8 +89,11 @@ def call(name: str, **args: object) -> Reply:
 
 
 def tool_results(agent: Agent) -> list[dict[str, Any]]:
-    (hist,) = (agent.path / "history" / "cli").glob("*.jsonl")
-    lines = [json.loads(x) for x in hist.read_text().splitlines()]
+    lines = [
+        json.loads(x)
+        for day in history.day_files(agent.path, "cli")
+        for x in day.read_text().splitlines()
+    ]
     return [b for m in lines for b in m["content"] if b["type"] == "tool_result"]
 
 
