@@ -1,4 +1,6 @@
-"""Conversation threads: history/<conversation>/YYYY-MM-DD.jsonl of provider-neutral messages.
+"""Conversation threads: history/<conversation>/YYYY-MM/YYYY-MM-DD.jsonl of provider-neutral
+messages. Sharded by month like archive/ and outbox/, so a turn's commit rewrites a small tree;
+day files of the older flat layout (history/<conversation>/YYYY-MM-DD.jsonl) are read as well.
 
 Each line is one message {"role", "content": [blocks], "turn", "ts"}. A turn always starts with a
 user message and ends with an assistant message, and every tool_use is answered by its
@@ -30,7 +32,29 @@ def thread_dir(agent_dir: Path, conversation: str) -> Path:
 
 
 def day_file(agent_dir: Path, conversation: str, day: str) -> Path:
-    return thread_dir(agent_dir, conversation) / f"{day}.jsonl"
+    """Where turns of `day` (YYYY-MM-DD) are written: in the month's directory."""
+    return thread_dir(agent_dir, conversation) / day[:7] / f"{day}.jsonl"
+
+
+_MONTH = re.compile(r"\d{4}-\d{2}")
+
+
+def day_files(agent_dir: Path, conversation: str) -> list[Path]:
+    """A thread's day files, oldest first, in both layouts: month directories and the flat
+    files older versions wrote. On the day of an upgrade both may hold that day: the flat file
+    (written first) comes first."""
+    d = thread_dir(agent_dir, conversation)
+    try:
+        top = list(os.scandir(d))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found: list[tuple[str, int, Path]] = []
+    for e in top:
+        if e.name.endswith(".jsonl") and e.is_file():
+            found.append((e.name, 0, Path(e.path)))
+        elif _MONTH.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
+            found += [(n, 1, d / e.name / n) for n in os.listdir(e.path) if n.endswith(".jsonl")]
+    return [p for _, _, p in sorted(found)]
 
 
 COMPACTION = "compaction.json"
@@ -110,12 +134,7 @@ def _day_turns(path: Path) -> list[list[dict[str, Any]]]:
 def _newest_turns(agent_dir: Path, conversation: str, after_turn: str = "") -> Iterator[Turn]:
     """Turns newest first, reading day files only as far back as the caller iterates, and
     stopping at `after_turn` (the last turn compaction summarised)."""
-    d = thread_dir(agent_dir, conversation)
-    if not d.is_dir():
-        return
-    names = sorted((n for n in os.listdir(d) if n.endswith(".jsonl")), reverse=True)
-    for name in names:
-        f = d / name
+    for f in reversed(day_files(agent_dir, conversation)):
         st = f.stat()
         for turn in reversed(_day_turns_cached(f, st.st_mtime_ns, st.st_size)):
             if after_turn and turn[0][0].get("turn") == after_turn:

@@ -32,7 +32,7 @@ def test_fact_from_day_one_is_recalled_on_day_three_in_a_new_conversation(
     send(agent, "The boiler service is due in March.", conversation="house")
     fake.add(Reply("Noted."), Reply("Noted too."))
     run_once(home)
-    assert (agent.path / "history/c1/2026-11-01.jsonl").exists()
+    assert (agent.path / "history/c1/2026-11/2026-11-01.jsonl").exists()
 
     day(monkeypatch, "2026-11-03T18:30:00+00:00")
     send(agent, "Where did my sister move to?", conversation="c2")
@@ -44,7 +44,7 @@ def test_fact_from_day_one_is_recalled_on_day_three_in_a_new_conversation(
     assert "[sister]" in recalled and "Utrecht" in recalled
     assert "boiler" not in recalled  # ranked: only what matches the question
     # The new conversation's own history holds no day-1 turn: it came from recall alone.
-    c2 = (agent.path / "history/c2/2026-11-03.jsonl").read_text()
+    c2 = (agent.path / "history/c2/2026-11/2026-11-03.jsonl").read_text()
     assert "Ilse just moved" not in c2.split("Where did my sister")[0]
 
 
@@ -68,7 +68,7 @@ def test_memory_search_tool_and_cli_find_notes_and_history_with_dates(
     run_once(home)
     result = fake.requests[-1].body["messages"][-1]["content"][0]
     assert result["type"] == "tool_result"
-    assert "history/plans/2026-10-20.jsonl (2026-10-20)" in result["content"]
+    assert "history/plans/2026-10/2026-10-20.jsonl (2026-10-20)" in result["content"]
     assert "memory/projects.md" in result["content"]
 
     out = subprocess.run(
