@@ -475,3 +475,13 @@ def test_broken_arguments_reach_the_model_as_a_tool_error_and_run_nothing(
         tool_message["content"].startswith("ERROR: ")
         and INVALID_ARGUMENTS in tool_message["content"]
     )
+
+
+def test_fake_server_answers_json_when_not_streaming(fake: FakeModelServer) -> None:
+    fake.add(Reply("plain", tool_calls=[{"name": "write_file", "input": {"path": "a"}}]))
+    client = provider(fake)._client
+    answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    (choice,) = answer.choices
+    assert choice.message.content == "plain" and choice.finish_reason == "tool_calls"
+    assert json.loads(choice.message.tool_calls[0].function.arguments) == {"path": "a"}
+    assert answer.usage is not None and answer.usage.prompt_tokens > 0
