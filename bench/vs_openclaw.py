@@ -19,7 +19,8 @@ load on the machine hits both alike:
 - a turn through the long-running process: `anima run` with a message file renamed into
   `inbox/` until its reply lands in `outbox/`, vs `openclaw gateway run` with the message POSTed
   to its `/v1/chat/completions` until the reply comes back. The first turn after start is shown
-  apart from the steady ones;
+  apart from the steady ones. Then each one's CLI command against the running process: `anima
+  send` (until the reply lands in outbox/) vs `openclaw agent --agent main` through the Gateway;
 - start → ready of each long-running process (Anima: `warm`; OpenClaw: `[gateway] ready`);
 - idle RSS and CPU of each long-running process (the whole process tree), measured over the
   same window for both;
@@ -73,8 +74,9 @@ REQ = "the request for 'hi' to a new agent (first request of its first one-shot 
 START = "long-running process: `anima run` | `openclaw gateway run`"
 FIRST = "first turn after start: file renamed into inbox/ → reply in outbox/ | POST /v1/chat/completions → reply"
 LIVE = "later turns through the long-running process (same paths)"
+CLI = "CLI command to the running process: `anima send` until the reply lands | `openclaw agent` via the Gateway"
 IDLE = "idle long-running process (both over the same window, after the turns)"
-SECTIONS = (ONE, REQ, START, FIRST, LIVE, IDLE)
+SECTIONS = (ONE, REQ, START, FIRST, LIVE, CLI, IDLE)
 
 # section -> figure -> tool -> samples; and phase -> tool -> why it is missing
 samples: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
@@ -159,19 +161,18 @@ def tree_size(*roots: Path) -> int:
 
 
 class Meter:
-    """CPU, bytes written and directory growth across one turn, for a process tree (a live
-    process) or for this process's reaped children (a one-shot command)."""
+    """CPU, bytes written and directory growth across one turn: a long-running process's tree
+    (when `pid` is given) plus the commands this process ran and reaped meanwhile."""
 
     def __init__(self, pid: int | None, dirs: list[Path]):
         self.pid, self.dirs = pid, dirs
 
     def _read(self) -> tuple[float, float, int, int]:
-        if self.pid is None:
-            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu, wb = ru.ru_utime + ru.ru_stime, written([os.getpid()])
-        else:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu, wb = ru.ru_utime + ru.ru_stime, written([os.getpid()])
+        if self.pid is not None:
             pids = descendants(self.pid)
-            cpu, wb = cpu_seconds(pids), written(pids)
+            cpu, wb = cpu + cpu_seconds(pids), wb + written(pids)
         return time.perf_counter(), cpu, wb, tree_size(*self.dirs)
 
     def __enter__(self) -> Meter:
@@ -345,6 +346,13 @@ class Claw:
         return out.stdout
 
 
+def reply_text(out: str) -> str:
+    """The reply's text from `openclaw agent --json` output."""
+    doc = json.loads(out)
+    payloads = doc.get("payloads") or (doc.get("result") or {}).get("payloads") or []
+    return " ".join(p.get("text") or "" for p in payloads)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -356,6 +364,7 @@ class Gateway:
 
     def __init__(self, claw: Claw):
         self.claw, self.port = claw, free_port()
+        claw.env["OPENCLAW_GATEWAY_PORT"] = str(self.port)  # for `openclaw agent` too
         self.lines: list[str] = []
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -491,7 +500,7 @@ def one_shot(fake: FakeModelServer, claw: Claw | None, n: int) -> None:
         since = log.start()
         with Meter(None, [claw.root]) as m:
             out = claw.cli("agent", "--local", "--agent", "main", "--message", "hi", "--json")
-        text = " ".join(p.get("text") or "" for p in json.loads(out).get("payloads", []))
+        text = reply_text(out)
         if "ok" not in text:
             raise RuntimeError(f"`openclaw agent --local` replied {text!r}, not the fake's 'ok'")
         m.record("openclaw", prefix)
@@ -534,6 +543,8 @@ class Live:
             add(START, "start → ready (ms; Anima: `warm`)", "openclaw", self.gateway.ready_ms)
 
     def anima_turn(self, prefix: str) -> None:
+        if prefix == CLI:
+            return self.anima_cli_turn()
         self.count += 1
         since, before = self.log.start(), replies(self.agent)
         tmp = self.staging / f"m{self.count}.md"
@@ -548,18 +559,35 @@ class Live:
         m.record("anima", prefix)
         self.log.done("anima", since, prefix)
 
+    def anima_cli_turn(self) -> None:
+        since, before = self.log.start(), replies(self.agent)
+        with Meter(self.proc.pid, [self.home.root]) as m:
+            anima_cmd(self.home, "send", "a000", "hi")
+            deadline = time.monotonic() + 600
+            while replies(self.agent) == before:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("no reply in outbox/ within 600 s")
+                time.sleep(0.002)
+        m.record("anima", CLI)
+        self.log.done("anima", since, CLI)
+
     def claw_turn(self, prefix: str) -> None:
         assert self.gateway is not None and self.claw is not None
         since = self.log.start()
         with Meter(self.gateway.proc.pid, [self.claw.root]) as m:
-            text = self.gateway.send("hi")
+            if prefix == CLI:
+                text = reply_text(
+                    self.claw.cli("agent", "--agent", "main", "--message", "hi", "--json")
+                )
+            else:
+                text = self.gateway.send("hi")
         if "ok" not in text:
             raise RuntimeError(f"the gateway replied {text!r}, not the fake's 'ok'")
         m.record("openclaw", prefix)
         self.log.done("openclaw", since, prefix)
 
     def run(self, n: int, idle_s: float) -> None:
-        for prefix, rounds in ((FIRST, 1), (LIVE, n)):
+        for prefix, rounds in ((FIRST, 1), (LIVE, n), (CLI, n)):
             turns: dict[str, Callable[[], None]] = {"anima": lambda p=prefix: self.anima_turn(p)}
             if self.gateway is not None:
                 turns["openclaw"] = lambda p=prefix: self.claw_turn(p)
