@@ -485,3 +485,14 @@ def test_fake_server_answers_json_when_not_streaming(fake: FakeModelServer) -> N
     assert choice.message.content == "plain" and choice.finish_reason == "tool_calls"
     assert json.loads(choice.message.tool_calls[0].function.arguments) == {"path": "a"}
     assert answer.usage is not None and answer.usage.prompt_tokens > 0
+
+
+def test_openai_itself_gets_max_completion_tokens(
+    fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no base_url the SDK's default host is used (OPENAI_BASE_URL points it here), and
+    OpenAI's newer models refuse max_tokens."""
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{fake.url}/v1")
+    run(OpenAIProvider("openai", OpenAISettings(api_key_env=""), 10.0), ask("hi"))
+    body = fake.requests[0].body
+    assert body["max_completion_tokens"] == 1024 and "max_tokens" not in body
