@@ -114,9 +114,6 @@ def test_skill_is_offered_loaded_on_demand_and_its_reference_read(
     assert "skills/pdf-forms/SKILL.md" in tracked  # versioned like the rest of the agent
 
 
-@pytest.mark.xfail(
-    strict=True, reason="context.py does not yet add skills.catalogue(agent) (the lead wires it)"
-)
 def test_catalogue_is_in_the_request(home: Home, agent: Agent, fake: FakeModelServer) -> None:
     write_skill(agent.path / "skills", "pdf-forms")
     fake.add(Reply("ok"))
