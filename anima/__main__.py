@@ -1,3 +1,3 @@
-from anima.cli import main
+from anima.cli.short import main
 
 main()

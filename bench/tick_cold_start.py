@@ -4,13 +4,16 @@ systemd, cron or a shell starts them, against a bare `python -c pass` from the s
 Target (issue #13): each ≤ 4x bare python, median. The runs are interleaved (one of each per
 round), so a busy machine slows all of them alike and the ratios stay comparable. Bytecode is cached
 (in a temporary PYTHONPYCACHEPREFIX, even if PYTHONDONTWRITEBYTECODE is set) as an installed wheel
-has it: otherwise every run would compile every anima module from source.
+has it: otherwise every run would compile every anima module from source. Besides wall time, each
+line gives the median CPU time (user + system) of the process, which a shared machine inflates
+less, as a ratio to bare python's.
 
     .venv/bin/python bench/tick_cold_start.py [ROUNDS]
 """
 
 from __future__ import annotations
 
+import resource
 import shutil
 import statistics
 import subprocess
@@ -19,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import env_for, make_home, summary
+from _common import ROOT, env_for, make_home, summary
 
 TARGET_RATIO = 4.0
 
@@ -37,10 +40,15 @@ def commands() -> dict[str, list[str]]:
     }
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) milliseconds of one run of `cmd`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
-    return (time.perf_counter() - t0) * 1000
+    wall = (time.perf_counter() - t0) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+    return wall, cpu
 
 
 if __name__ == "__main__":
@@ -48,17 +56,23 @@ if __name__ == "__main__":
     env = env_for(make_home(1, "http://127.0.0.1:9"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="anima-bench-pycache-")
+    env["PYTHONPATH"] = str(ROOT)  # the tree this bench is in, even if another is installed
     cmds = commands()
-    times: dict[str, list[float]] = {label: [] for label in cmds}
+    walls: dict[str, list[float]] = {label: [] for label in cmds}
+    cpus: dict[str, list[float]] = {label: [] for label in cmds}
     for cmd in cmds.values():  # warm the page cache and the .pyc files once
         timed(cmd, env)
     for _ in range(rounds):
         for label, cmd in cmds.items():
-            times[label].append(timed(cmd, env))
-    bare = statistics.median(times["bare python -c pass"])
-    for label, ms in times.items():
+            wall, cpu = timed(cmd, env)
+            walls[label].append(wall)
+            cpus[label].append(cpu)
+    bare, bare_cpu = (statistics.median(v["bare python -c pass"]) for v in (walls, cpus))
+    for label, ms in walls.items():
         ratio = statistics.median(ms) / bare
-        verdict = (
-            "" if label.startswith("bare") else f" ({'ok' if ratio <= TARGET_RATIO else 'over'})"
+        cpu = statistics.median(cpus[label])
+        verdict = "" if label.startswith("bare") else (" ok" if ratio <= TARGET_RATIO else " over")
+        print(
+            f"{summary(label, ms)} = {ratio:.1f}x bare{verdict}; "
+            f"cpu p50={cpu:.1f} ms = {cpu / bare_cpu:.1f}x bare"
         )
-        print(f"{summary(label, ms)}  = {ratio:.1f}x bare{verdict}")

@@ -1,7 +1,22 @@
-"""The `anima` command: thin click commands over the library."""
+"""The `anima` command: thin click commands over the library.
+
+`main` is the click group, imported on first use: `python -m anima` and the console script start
+in anima.cli.short, which needs no click for a plain tick or send.
+"""
 
 from __future__ import annotations
 
-from anima.cli.app import main
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anima.cli.app import main
 
 __all__ = ["main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "main":
+        from anima.cli.app import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -114,24 +114,30 @@ def warn_invalid_agents(home: Home) -> list[str]:
     return problems
 
 
+def fail(exc: Exception) -> NoReturn:
+    """The CLI's edge: an error a person can act on (AnimaError, a full disk, a read-only home)
+    becomes one red line and exit status 1. Anything else is a bug, raised with its traceback."""
+    if isinstance(exc, AnimaError):
+        print_error(str(exc))
+        sys.exit(1)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        where = f" ({exc.filename})" if exc.filename else ""
+        print_error(
+            f"{exc.strerror or exc}{where}: free space "
+            "(or make the home writable) and run the command again; nothing was lost"
+        )
+        sys.exit(1)
+    raise exc
+
+
 class AnimaGroup(click.Group):
-    """A group that turns AnimaError (and a full disk) into one red line and exit status 1."""
+    """A group whose commands' errors go through fail(): one red line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except AnimaError as exc:
-            print_error(str(exc))
-            sys.exit(1)
-        except OSError as exc:  # the machine, not a bug: a full disk, a read-only home
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-                raise
-            where = f" ({exc.filename})" if exc.filename else ""
-            print_error(
-                f"{exc.strerror or exc}{where}: free space "
-                "(or make the home writable) and run the command again; nothing was lost"
-            )
-            sys.exit(1)
+        except (AnimaError, OSError) as exc:
+            fail(exc)
 
 
 class LazyGroup(AnimaGroup):

@@ -1,5 +1,5 @@
-"""send and tick: put a message or a heartbeat into an agent's inbox, and exit (fast: cron and
-scripts start these)."""
+"""send and tick for click: their options and help. What they do, and how a plain command line
+runs them without click, is in anima.cli.short."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from anima.cli import short
 from anima.cli.app import pass_home
 from anima.home import Home
 
@@ -22,18 +23,13 @@ def send(
     home: Home, name: str, text: str, sender: str, conversation: str | None, channel: str
 ) -> None:
     """Deliver a message to NAME's inbox (TEXT, or - to read standard input)."""
-    from anima import mailbox
-    from anima.message import Message
-
     agent_dir = home.agent_dir(name)  # AgentNotFound with the list of agents
     body = sys.stdin.read() if text == "-" else text
     if not body.strip():
         raise click.UsageError("the message is empty")
-    msg = Message.create(
-        sender=sender, to=name, body=body, channel=channel, conversation=conversation
+    click.echo(
+        short.send(agent_dir, name, body, sender=sender, conversation=conversation, channel=channel)
     )
-    mailbox.deliver(agent_dir, msg)
-    click.echo(msg.id)
 
 
 @click.command()
@@ -42,7 +38,4 @@ def send(
 @pass_home
 def tick(home: Home, name: str, force: bool) -> None:
     """Deliver a heartbeat to NAME (run by the anima-tick@ timer or cron; starts fast)."""
-    from anima.schedule import tick as deliver_tick
-
-    msg = deliver_tick(home.require(), name, force=force)
-    click.echo(msg.id if msg else f"{name}: outside active hours, no heartbeat")
+    click.echo(short.tick(home, name, force=force))
