@@ -367,3 +367,15 @@ def test_skill_file_list_is_bounded(agent: Agent) -> None:
     out, _ = call_skill(agent, name="big")
     assert out.count("\n- references/") == skills.LIST_FILES and "- … and 50 more" in out
     assert ".hidden" not in out and "scripts/.x" not in out
+
+
+def test_run_once_offers_skills_by_default(home: Home, agent: Agent, fake: FakeModelServer) -> None:
+    from anima.runtime import run_once
+
+    write_skill(home.root / "skills", "pdf-forms")
+    fake.add(Reply("", tool_calls=[{"name": "skill", "input": {"name": "pdf-forms"}}]), Reply("ok"))
+    send(agent, "fill this form")
+    (result,) = run_once(home)
+    assert result.error is None and result.tool_calls == 1
+    assert "skill" in tool_names(fake.requests[0].body)
+    assert PDF_BODY.splitlines()[0] in tool_results(fake.requests[1].body)[-1]
