@@ -650,10 +650,27 @@ class McpHub:
 
     def _session(self, name: str, server: McpServer) -> _Session:
         key = _key(name, server)
+        edited = False
         with self._lock:
-            if key not in self._sessions:
-                self._sessions[key] = _Session(self.home, name, server, self.start_timeout)
-            return self._sessions[key]
+            found = self._sessions.get(key)
+            if found is None:
+                found = self._sessions[key] = _Session(self.home, name, server, self.start_timeout)
+                edited = any(s.name == name and k != key for k, s in self._sessions.items())
+        if edited:
+            self._retire_unused()
+        return found
+
+    def _retire_unused(self) -> None:
+        """Stop the sessions whose table no agent uses any more: a person edited it, and the
+        old server must not run on beside the new one until the runtime stops."""
+        users, _ = self._configured()
+        with self._lock:
+            unused = [self._sessions.pop(k) for k in list(self._sessions) if k not in users]
+            loop = self._loop
+        for session in unused:
+            log.info("MCP server %s: its table changed; the old session is stopped", session.name)
+            if loop is not None:
+                asyncio.run_coroutine_threadsafe(session.stop(), loop)
 
     def _offer(self, session: _Session, remote: list[RemoteTool]) -> list[Tool]:
         """The model's view of a server's tools: allowed, safely named, bounded."""

@@ -216,6 +216,22 @@ def test_agent_table_replaces_or_turns_off_the_global_one(
     assert "srv__echo" in names and not any(n.startswith("other__") for n in names)
 
 
+def test_an_edited_table_stops_the_old_server(home: Home, agent: Agent, hub: McpHub) -> None:
+    add_server(home.config_path, "srv", **stdio())
+    old = {t.name: t for t in hub.tools(agent)}["srv__session_id"]
+    pid = int(old.run(None, {}))  # type: ignore[arg-type]  # a session leader: sid == pid
+    home.config_path.write_text(home.config_path.read_text() + 'allow = ["session_id"]\n')
+    (new,) = hub.tools(Agent(home, agent.name))
+    assert int(new.run(None, {})) != pid  # type: ignore[arg-type]
+
+    def gone() -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        return not stat.exists() or stat.read_text().split()[2] == "Z"
+
+    wait_for(gone, what="the old server to stop")
+    assert [r.tools for r in hub.status()] == [["srv__session_id"]]
+
+
 @pytest.mark.parametrize(
     ("table", "says"),
     [
