@@ -6,9 +6,12 @@ import datetime as dt
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from anima.errors import BadFrontMatter, BadMessage, UnfinishedMessage
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time (mypy knows)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 KINDS = ("message", "heartbeat", "reminder")

@@ -6,9 +6,10 @@ in anima.cli.short, which needs no click for a plain tick or send.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time (mypy knows)
 if TYPE_CHECKING:
+    from typing import Any
+
     from anima.cli.app import main
 
 __all__ = ["main"]

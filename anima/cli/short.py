@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at run time (mypy knows)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     from anima.home import Home
 
