@@ -425,11 +425,12 @@ class _Session:
             gone.set()
 
     async def _notice(self, gone: asyncio.Event, message: Any) -> None:
-        """Server notifications: a changed tool list is read again before the next turn; a
-        transport failure (an HTTP server gone) ends the session."""
+        """Server notifications: a changed tool list is read again before the next turn; an HTTP
+        transport failure (the server gone) ends the session."""
         if isinstance(message, Exception):
             log.debug("MCP server %s: transport error: %s", self.name, _describe(message))
-            gone.set()
+            if not self.config.command:  # on stdio it is a stray line; the end of stdout is seen
+                gone.set()
         elif getattr(message, "method", "") == "notifications/tools/list_changed":
             self.stale = True
 

@@ -323,6 +323,17 @@ def test_results_errors_content_and_names_as_the_model_sees_them(
     assert len(long) == 64 and long != tool_name("s", "x" * 99)
 
 
+def test_a_stray_line_on_stdout_does_not_cost_the_session(
+    home: Home, agent: Agent, hub: McpHub
+) -> None:
+    noisy = f"echo 'starting up, not JSON'; exec {sys.executable} {ECHO} stdio"
+    add_server(home.config_path, "srv", command="/bin/sh", args=["-c", noisy])
+    tools = {t.name: t for t in hub.tools(agent)}
+    sid = tools["srv__session_id"].run(None, {})  # type: ignore[arg-type]
+    assert tools["srv__session_id"].run(None, {}) == sid  # type: ignore[arg-type]
+    assert hub.status()[0].state == "running"
+
+
 def test_tool_list_changed_is_seen_by_the_next_listing(
     home: Home, agent: Agent, hub: McpHub
 ) -> None:
