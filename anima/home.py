@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from anima.config import GlobalConfig, load_global_config
@@ -66,6 +67,51 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _agent_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name)) and name not in RESERVED_NAMES
+
+
+RACY_SECONDS = 2.0
+"""A directory changed this recently may change again within its mtime's granularity (a
+second or two on some file systems) without the mtime moving: such a listing is not kept."""
+
+
+class AgentList:
+    """The agent names under agents/, kept while they cannot have changed: listing stats every
+    agent's agent.toml, and a turn asks several times. Making, removing or renaming an agent
+    (`anima new` renames a finished `.new-NAME` into place) moves agents/'s mtime; a folder
+    that had no agent.toml yet is looked at again each time. Deleting the agent.toml of an
+    agent left in place is not noticed until agents/ itself changes."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[int, list[str], list[Path]] | None = None
+        """(agents/'s mtime_ns, the names, folders with a valid name but no agent.toml)"""
+
+    def names(self, agents_dir: Path) -> list[str]:
+        try:
+            mtime = os.stat(agents_dir).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        kept = self._kept  # one read: worker threads share this list
+        if kept is not None and kept[0] == mtime and not any(_is_agent(p) for p in kept[2]):
+            return list(kept[1])
+        names: list[Path] = []
+        unfinished: list[Path] = []
+        with os.scandir(agents_dir) as entries:
+            for entry in entries:
+                if entry.is_dir() and _agent_name(entry.name):
+                    path = Path(entry.path)
+                    (names if _is_agent(path) else unfinished).append(path)
+        listed = sorted(p.name for p in names)
+        racy = time.time_ns() - mtime < RACY_SECONDS * 1e9
+        self._kept = None if racy else (mtime, listed, unfinished)
+        return list(listed)
+
+
+def _is_agent(path: Path) -> bool:
+    return (path / "agent.toml").is_file()
+
+
 def default_root() -> Path:
     env = os.environ.get("ANIMA_HOME")
     return Path(env).expanduser() if env else Path.home() / ".anima"
@@ -74,6 +120,9 @@ def default_root() -> Path:
 @dataclass(frozen=True)
 class Home:
     root: Path
+    _agents: AgentList = field(
+        default_factory=AgentList, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def locate(cls, root: str | Path | None = None) -> Home:
@@ -128,15 +177,9 @@ class Home:
             return ""
 
     def agent_names(self) -> list[str]:
-        if not self.agents_dir.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in self.agents_dir.iterdir()
-            if (p / "agent.toml").is_file()
-            and _NAME_RE.match(p.name)
-            and p.name not in RESERVED_NAMES
-        )
+        """The agents, sorted: folders under agents/ with a valid name and an agent.toml.
+        Cheap to call again (AgentList): one stat while nothing under agents/ changed."""
+        return self._agents.names(self.agents_dir)
 
     def invalid_agent_dirs(self) -> list[Path]:
         """Directories under agents/ that look like agents but whose name is not a valid agent
@@ -146,10 +189,10 @@ class Home:
         return sorted(
             p
             for p in self.agents_dir.iterdir()
-            if p.is_dir()
+            if not _agent_name(p.name)  # first: the one test that needs no system call
             and not p.name.startswith(".")  # .new-NAME: an agent being created
+            and p.is_dir()
             and ((p / "agent.toml").is_file() or (p / "inbox").is_dir())
-            and (not _NAME_RE.match(p.name) or p.name in RESERVED_NAMES)
         )
 
     def invalid_agent_problem(self, path: Path) -> str:
