@@ -7,6 +7,7 @@ records committed just before a crash are routed on the next start, exactly once
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,12 +117,32 @@ def route_turn(home: Home, name: str, parent: str, result: TurnResult) -> Routed
     return routed
 
 
+def behind(home: Home, name: str) -> bool:
+    """Has `name` commits whose outbox records are not routed yet? No git process: the cursor
+    against HEAD's ref file. An agent never routed has nothing to route until its outbox/
+    holds a record."""
+    agent_dir = home.agents_dir / name
+    cursor = _read_cursor(home, name)
+    if not cursor:
+        try:
+            with os.scandir(agent_dir / "outbox") as entries:
+                return any(not e.name.startswith(".") for e in entries)
+        except FileNotFoundError:
+            return False
+    try:
+        return cursor != gitstore.head(agent_dir)
+    except gitstore.GitFailed:
+        return True  # the pass says what is wrong
+
+
 def route_run(home: Home, run: AgentRun) -> Routed:
     """After a pass: route whatever is committed but not routed yet (a crash between a commit
     and its routing, a routing that failed, commits made by hand)."""
-    if _read_cursor(home, run.agent) == gitstore.head(home.agents_dir / run.agent):
-        return Routed()
-    return route_pending(home, run.agent)
+    if behind(home, run.agent):
+        return route_pending(home, run.agent)
+    if not _read_cursor(home, run.agent):  # never routed, nothing to route: start the cursor
+        mark_routed(home, run.agent, gitstore.head(home.agents_dir / run.agent))
+    return Routed()
 
 
 def route_pending(home: Home, name: str) -> Routed:

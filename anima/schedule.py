@@ -237,8 +237,11 @@ def parse_when(at: str) -> dt.datetime:
 
 
 def load_reminders(agent_dir: Path) -> list[Reminder]:
+    folder = agent_dir / "reminders"
+    if not folder.is_dir():  # most agents: one stat
+        return []
     out = []
-    for path in sorted((agent_dir / "reminders").glob("*.toml")):
+    for path in sorted(folder.glob("*.toml")):
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
             out.append(
@@ -308,9 +311,12 @@ def fire_due(home: Home, name: str, now: dt.datetime | None = None) -> list[Mess
 
 
 def next_due(home: Home, name: str, now: dt.datetime) -> dt.datetime | None:
+    reminders = load_reminders(home.agents_dir / name)
+    if not reminders:
+        return None
     state = _load_state(home, name)
     dues = []
-    for rem in load_reminders(home.agents_dir / name):
+    for rem in reminders:
         last = dt.datetime.fromisoformat(state[rem.id]) if rem.id in state else None
         if rem.at is not None and last is not None:
             continue
@@ -318,6 +324,16 @@ def next_due(home: Home, name: str, now: dt.datetime) -> dt.datetime | None:
         if d is not None:
             dues.append(d)
     return min(dues, default=None)
+
+
+def next_wake(home: Home, name: str, now: dt.datetime) -> dt.datetime | None:
+    """When the runtime must next call fire_due and fire_heartbeat for `name`, having just
+    called them at `now`: its next reminder or heartbeat slot (None: nothing scheduled)."""
+    from anima.config import load_agent_config
+
+    hb = load_agent_config(home.agents_dir / name / "agent.toml").heartbeat
+    times = [next_due(home, name, now), next_heartbeat(hb, now)]
+    return min((t for t in times if t is not None), default=None)
 
 
 def retire(agent_dir: Path, batch: list[Message]) -> list[str]:
