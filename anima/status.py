@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import json
 import os
+import time
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ from anima import attempts, budget, gitstore, schedule, systemd, turnlog
 from anima.config import Heartbeat, load_agent_config
 from anima.errors import AnimaError, Busy
 from anima.fsutil import write_atomic
-from anima.home import Home
+from anima.home import RACY_SECONDS, Home
 
 
 class ProcessLock:
@@ -101,13 +104,14 @@ def runtime_live(home: Home) -> bool:
     return held(home.run_dir / "anima.lock")
 
 
-def _heartbeat_plan(home: Home, name: str, hb: Heartbeat) -> tuple[str | None, str | None]:
+def _heartbeat_plan(
+    home: Home, name: str, hb: Heartbeat, live: bool
+) -> tuple[str | None, str | None]:
     """When the next heartbeat will really come, and what will deliver it: a promise only
     when something drives it (`anima run`, or an installed timer)."""
     if not (hb.every or hb.cron or hb.on_calendar):
         return None, None
     timer = systemd.timer_enabled(name)
-    live = runtime_live(home)
     nxt = schedule.next_heartbeat(hb, dt.datetime.now(dt.UTC))
     if timer and (nxt is None or not live):
         return (nxt.isoformat() if nxt else "at the timer's next firing"), "systemd timer"
@@ -120,37 +124,130 @@ def status_path(home: Home) -> Path:
     return home.run_dir / "status.json"
 
 
-def agent_status(home: Home, name: str) -> dict[str, Any]:
-    """What the files say about one agent, whether or not a runtime is live."""
+def last_turn(agent_dir: Path) -> dict[str, Any] | None:
+    """The agent's latest turn (an undo counts), from git."""
+    last = gitstore.log(agent_dir, limit=1, grep=["^turn(", '^Revert "turn('])
+    if not last:
+        return None
+    return {
+        "commit": last[0].short,
+        "subject": last[0].subject,
+        "at": last[0].date,
+        "undone": last[0].subject.startswith("Revert"),
+    }
+
+
+def _heartbeat(agent_dir: Path) -> Heartbeat | None:
+    """The agent's heartbeat settings; None when its agent.toml cannot be read."""
+    try:
+        return load_agent_config(agent_dir / "agent.toml").heartbeat
+    except AnimaError:
+        return None
+
+
+@dataclass(frozen=True)
+class Known:
+    """What status would otherwise ask git and parse agent.toml for, per agent (the bulk of
+    its cost): known_agents keeps it in run/status-cache.json while HEAD and agent.toml stand."""
+
+    last_turn: dict[str, Any] | None
+    heartbeat: Heartbeat | None
+    live: bool
+
+
+def _cache_path(home: Home) -> Path:
+    return home.run_dir / "status-cache.json"
+
+
+def _file_key(path: Path) -> list[int] | None:
+    """A file's identity and version; None if missing or changed too recently to trust."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if time.time_ns() - st.st_mtime_ns < RACY_SECONDS * 1e9:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def known_agents(home: Home, names: list[str], *, live: bool, workers: int = 4) -> dict[str, Known]:
+    """Known for each agent: from the cache where the agent's HEAD and agent.toml are as they
+    were, else from git (in a few threads) and agent.toml, updating the cache."""
+    try:
+        kept = json.loads(_cache_path(home).read_text())
+    except (OSError, ValueError):
+        kept = {}
+    kept = kept if isinstance(kept, dict) else {}
+    entries: dict[str, dict[str, Any]] = {}
+    heartbeats: dict[str, Heartbeat | None] = {}
+    stale: list[str] = []
+    for name in names:
+        agent_dir = home.agents_dir / name
+        old = kept.get(name)
+        old = old if isinstance(old, dict) else {}
+        entry: dict[str, Any] = {"config": _file_key(agent_dir / "agent.toml")}
+        heartbeats[name] = hb = _heartbeat_of(agent_dir, entry["config"], old)
+        entry["heartbeat"] = dataclasses.asdict(hb) if hb else None
+        with suppress(AnimaError, OSError):
+            entry["head"] = gitstore.head(agent_dir)
+        if "head" in entry and old.get("head") == entry["head"] and "last_turn" in old:
+            entry["last_turn"] = old["last_turn"]
+        else:
+            stale.append(name)
+        entries[name] = entry
+    if stale:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            for name, last in pool.map(lambda n: (n, last_turn(home.agents_dir / n)), stale):
+                entries[name]["last_turn"] = last
+    if entries != kept:
+        with suppress(OSError):  # a read-only home still answers, more slowly
+            write_atomic(_cache_path(home), json.dumps(entries), durable=False)
+    return {n: Known(e["last_turn"], heartbeats[n], live) for n, e in entries.items()}
+
+
+def _heartbeat_of(agent_dir: Path, key: list[int] | None, kept: dict[str, Any]) -> Heartbeat | None:
+    """The heartbeat settings: from the cache entry `kept` while agent.toml's `key` stands."""
+    if key is not None and key == kept.get("config") and "heartbeat" in kept:
+        with suppress(TypeError):  # a cache another version of Anima wrote
+            return Heartbeat(**kept["heartbeat"]) if kept["heartbeat"] else None
+    return _heartbeat(agent_dir)
+
+
+def agent_status(home: Home, name: str, known: Known | None = None) -> dict[str, Any]:
+    """What the files say about one agent, whether or not a runtime is live (`known`: what
+    known_agents found for it; by default asked of git and agent.toml now)."""
     agent_dir = home.agents_dir / name
+    if known is None:
+        known = Known(last_turn(agent_dir), _heartbeat(agent_dir), runtime_live(home))
     inbox = agent_dir / "inbox"
-    pending = sum(1 for p in inbox.glob("*.md")) if inbox.is_dir() else 0
-    rejected = sum(1 for p in (inbox / "rejected").glob("*.error.md")) if inbox.is_dir() else 0
-    last = gitstore.log(agent_dir, limit=1, grep=["^turn(", '^Revert "turn('])  # an undo counts
     info: dict[str, Any] = {
-        "pending": pending,
-        "rejected": rejected,
+        "pending": _count(inbox, ".md"),
+        "rejected": _count(inbox / "rejected", ".error.md"),
         "failing": attempts.failures(home, name),
-        "last_turn": {
-            "commit": last[0].short,
-            "subject": last[0].subject,
-            "at": last[0].date,
-            "undone": last[0].subject.startswith("Revert"),
-        }
-        if last
-        else None,
+        "last_turn": known.last_turn,
         "set_aside": len(turnlog.set_aside(agent_dir)),
         "git_busy": gitstore.operation_in_progress(agent_dir),
         "paused": budget.paused(home, name),
         "next_heartbeat": None,
         "next_reminder": None,
     }
-    with suppress(AnimaError):
-        hb = load_agent_config(agent_dir / "agent.toml").heartbeat
-        info["next_heartbeat"], info["heartbeat_driver"] = _heartbeat_plan(home, name, hb)
+    if known.heartbeat is not None:
+        plan = _heartbeat_plan(home, name, known.heartbeat, known.live)
+        info["next_heartbeat"], info["heartbeat_driver"] = plan
     nxt = schedule.next_due(home, name, dt.datetime.now(dt.UTC))
     info["next_reminder"] = nxt.isoformat() if nxt else None
     return info
+
+
+def _count(folder: Path, suffix: str) -> int:
+    """Files in `folder` named *`suffix` (not hidden); 0 when there is no such folder."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for e in entries if e.name.endswith(suffix) and e.name[0] != ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
 
 
 def collect(home: Home) -> dict[str, Any]:
@@ -164,8 +261,8 @@ def collect(home: Home) -> dict[str, Any]:
         runtime_agents = written.get("agents", {})
     except (FileNotFoundError, json.JSONDecodeError):
         pass
-    for name in home.agent_names():
-        info = agent_status(home, name)
+    for name, known in known_agents(home, home.agent_names(), live=data["live"]).items():
+        info = agent_status(home, name, known)
         info["last_error"] = runtime_agents.get(name, {}).get("last_error")
         data["agents"][name] = info
     return data
