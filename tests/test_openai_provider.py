@@ -27,7 +27,7 @@ from anima.testing.fake_model import anthropic_problem, openai_problem
 from tests.conftest import make_agent, send, set_toml
 from tests.test_compaction import scripted_model
 
-ANTHROPIC_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+ANTHROPIC_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # with fullmatch: "$" would allow a "\n"
 TOOL = ToolSpec("write_file", "Write a file.", {"type": "object", "properties": {}})
 
 
@@ -104,7 +104,7 @@ def test_ids_from_elsewhere_that_openai_would_refuse_are_mapped_the_same_for_cal
     ]
     call, result = to_openai_messages(ChatRequest("m", [], messages))
     assert call["tool_calls"][0]["id"] == result["tool_call_id"] == wire_id(odd)
-    assert re.match(r"^[a-zA-Z0-9_-]{1,40}$", result["tool_call_id"])
+    assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", result["tool_call_id"])
     assert wire_id("toolu_01AbC") == "toolu_01AbC"
 
 
@@ -163,7 +163,7 @@ def test_invalid_json_arguments_are_kept_and_the_history_stays_valid(
     assert json.loads(replayed) == {INVALID_ARGUMENTS: raw}
 
 
-@pytest.mark.parametrize("server_id", ["", "call 1/2", "x" * 80, "toolu_seen"])
+@pytest.mark.parametrize("server_id", ["", "call 1/2", "x" * 80, "toolu_seen", "call_1\n"])
 def test_missing_odd_or_reused_ids_are_replaced_by_ids_both_apis_accept(
     fake: FakeModelServer, server_id: str
 ) -> None:
@@ -175,7 +175,7 @@ def test_missing_odd_or_reused_ids_are_replaced_by_ids_both_apis_accept(
     events = run(provider(fake), ask("again", history))
     ids = [e.id for e in events if isinstance(e, ToolCall)]
     assert len(set(ids)) == 2 and "toolu_seen" not in ids
-    assert all(ANTHROPIC_ID.match(i) for i in ids)
+    assert all(ANTHROPIC_ID.fullmatch(i) for i in ids)
 
 
 def test_a_good_server_id_is_kept(fake: FakeModelServer) -> None:
@@ -379,7 +379,7 @@ def test_conversation_switches_provider_and_back_keeping_a_valid_tool_history(
     uses = [b["id"] for m in last for b in m["content"] if b["type"] == "tool_use"]
     results = [b["tool_use_id"] for m in last for b in m["content"] if b["type"] == "tool_result"]
     assert len(uses) == 3 and uses == results and len(set(uses)) == 3
-    assert all(ANTHROPIC_ID.match(u) for u in uses)
+    assert all(ANTHROPIC_ID.fullmatch(u) for u in uses)
     on_openai = fake.requests[3].body["messages"]
     replayed = [c["id"] for m in on_openai for c in m.get("tool_calls") or []]
     assert replayed[0] == uses[0] and len(replayed) == 2

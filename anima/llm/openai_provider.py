@@ -33,10 +33,10 @@ from anima.llm.registry import register
 
 INVALID_ARGUMENTS = "invalid_json_arguments"
 """The one key of a tool call's input when the model's arguments were not a JSON object: the
-raw text is kept (in history, and for the model to see what it sent) and the tool refuses the
-unknown argument, so the model is told and tries again."""
+raw text is kept (in history, and for the model to see what it sent) and a built-in tool
+refuses the unknown argument, so the model is told and tries again."""
 
-SAFE_ID = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
+SAFE_ID = re.compile(r"[a-zA-Z0-9_-]{1,40}")  # used with fullmatch
 """Tool-call ids both APIs accept: Anthropic wants ^[a-zA-Z0-9_-]+$, OpenAI at most 40 chars."""
 
 NO_NAME = "unnamed_tool"
@@ -49,8 +49,12 @@ NO_KEY = "anima-no-key"
 MAX_DETAIL = 500
 """Characters of a server's error message kept in the error (and the turn's record)."""
 
-STOP_REASONS = {"tool_calls": "tool_use", "function_call": "tool_use", "stop": "end_turn"}
-STOP_REASONS |= {"length": "max_tokens"}
+STOP_REASONS = {
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "stop": "end_turn",
+    "length": "max_tokens",
+}
 """Chat Completions finish reasons → the neutral (Anthropic) stop reasons history records."""
 
 
@@ -68,7 +72,7 @@ class OpenAISettings:
 def wire_id(raw: str) -> str:
     """A tool-call id as sent to a Chat Completions server: ids from elsewhere that it might
     refuse are replaced by a stable stand-in, the same for a call and its result."""
-    if SAFE_ID.match(raw):
+    if SAFE_ID.fullmatch(raw):
         return raw
     return "call_" + hashlib.sha256(raw.encode()).hexdigest()[:24]
 
@@ -174,7 +178,7 @@ def finish_calls(partials: list[_PartialCall], used: set[str]) -> list[ToolCall]
     calls = []
     for p in partials:
         call_id = p.id
-        if not SAFE_ID.match(call_id) or call_id in used:
+        if not SAFE_ID.fullmatch(call_id) or call_id in used:
             call_id = f"call_{secrets.token_hex(12)}"
         used.add(call_id)
         name = p.name or NO_NAME

@@ -95,8 +95,8 @@ def echo_responder(api: str, body: dict[str, Any]) -> Reply:
     return Reply(f"echo: {bodies[-1] if bodies else text}")
 
 
-ANTHROPIC_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
-OPENAI_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+ANTHROPIC_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")  # used with fullmatch, as "$" allows a "\n"
+OPENAI_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 def anthropic_problem(body: dict[str, Any]) -> str | None:
@@ -122,7 +122,7 @@ def anthropic_problem(body: dict[str, Any]) -> str | None:
         for b in blocks:
             if b.get("type") != "tool_use":
                 continue
-            if not ANTHROPIC_TOOL_ID.match(str(b.get("id", ""))):
+            if not ANTHROPIC_TOOL_ID.fullmatch(str(b.get("id", ""))):
                 return (
                     f"messages.{i}.content: tool_use.id: String should match pattern "
                     f"'^[a-zA-Z0-9_-]+$', got {b.get('id')!r}"
@@ -138,7 +138,7 @@ def openai_problem(body: dict[str, Any]) -> str | None:
         return "you must provide a model parameter"
     for t in body.get("tools") or []:
         name = t.get("function", {}).get("name", "")
-        if t.get("type") != "function" or not OPENAI_TOOL_NAME.match(str(name)):
+        if t.get("type") != "function" or not OPENAI_TOOL_NAME.fullmatch(str(name)):
             return f"Invalid 'tools': {t!r}"
     pending: set[str] = set()
     for i, m in enumerate(body.get("messages", [])):
