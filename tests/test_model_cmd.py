@@ -52,8 +52,10 @@ def test_sets_endpoint_and_model_with_slashes_keeping_comments_and_commits(
     assert "uses openrouter/meta-llama/llama-3.3-70b-instruct" in out
     assert "set OPENROUTER_API_KEY" in out
     after = (agent.path / "agent.toml").read_text()
-    assert 'provider = "openrouter"        # auto | anthropic | ollama | offline' in after
-    assert 'model = "meta-llama/llama-3.3-70b-instruct"               # empty:' in after
+    for key, value in (("provider", "openrouter"), ("model", "meta-llama/llama-3.3-70b-instruct")):
+        (old,) = [line for line in before.splitlines() if line.startswith(f"{key} = ")]
+        comment = old[old.index('"', old.index('"') + 1) + 1 :]  # the spacing and "# ..." after
+        assert "#" in comment and f'{key} = "{value}"{comment}' in after.splitlines()
     changed = [
         (a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b
     ]
