@@ -183,9 +183,10 @@ def editable_path(agent: Agent, what: str) -> Path:
     return agent.path / EDITABLE[what]
 
 
-def save_hand_edit(agent: Agent, what: str, text: str) -> str | None:
-    """Validate an edited file (agent.toml must load), write it and commit it as a hand edit.
-    Returns the commit sha, or None when nothing changed. Raises BadConfig, writing nothing."""
+def save_hand_edit(agent: Agent, what: str, text: str, *, subject: str = "") -> str | None:
+    """Validate an edited file (agent.toml must load), write it and commit it as a hand edit
+    (`subject`: the commit's, when not `anima edit`). Returns the commit sha, or None when
+    nothing changed. Raises BadConfig, writing nothing."""
     from anima import gitstore
     from anima.config import load_agent_config
     from anima.fsutil import write_atomic
@@ -205,7 +206,7 @@ def save_hand_edit(agent: Agent, what: str, text: str) -> str | None:
         write_atomic(path, text)
         return gitstore.commit(
             agent.path,
-            f"edit: {path.name} by hand (anima edit {agent.name} {what})",
+            subject or f"edit: {path.name} by hand (anima edit {agent.name} {what})",
             paths=[path.name],
         )
 

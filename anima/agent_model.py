@@ -40,7 +40,10 @@ def set_model(agent: Agent, entry: str) -> ModelChange:
     path = agent.path / "agent.toml"
     text = path.read_text(encoding="utf-8")
     sha = save_hand_edit(
-        agent, "config", set_top_level(text, {"provider": provider, "model": model})
+        agent,
+        "config",
+        set_top_level(text, {"provider": provider, "model": model}),
+        subject=f"edit: agent.toml: model {provider}/{model or 'default'} (anima model)",
     )
     missing = key_env if key_env and not os.environ.get(key_env) else ""
     return ModelChange(provider, model, sha, missing)

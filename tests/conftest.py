@@ -21,7 +21,10 @@ from anima.home import Home
 from anima.message import Message
 from anima.testing import FakeModelServer
 
-_ENV_TO_CLEAR = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OLLAMA_HOST", "ANIMA_HOME")
+_ENV_TO_CLEAR = (
+    *("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    *("OLLAMA_HOST", "ANIMA_HOME"),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -185,8 +188,11 @@ class ChannelProcess(AnimaProcess):
         self.ready = ready or ("listening on" if name == "webhook" else "serving")
 
 
-def add_channel(home: Home, name: str, delivery: dict[str, object] | None = None, **values: object) -> None:
+def add_channel(
+    home: Home, name: str, delivery: dict[str, object] | None = None, **values: object
+) -> None:
     """Append a [channels.NAME] table to anima.toml, as a person would."""
+
     def toml(v: object) -> str:
         if isinstance(v, bool):
             return str(v).lower()
@@ -196,6 +202,8 @@ def add_channel(home: Home, name: str, delivery: dict[str, object] | None = None
 
     lines = ["", f"[channels.{name}]"] + [f"{k} = {toml(v)}" for k, v in values.items()]
     if delivery:
-        lines += ["", f"[channels.{name}.delivery]"] + [f"{k} = {toml(v)}" for k, v in delivery.items()]
+        lines += ["", f"[channels.{name}.delivery]"] + [
+            f"{k} = {toml(v)}" for k, v in delivery.items()
+        ]
     with open(home.config_path, "a") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -61,7 +61,10 @@ def test_sets_endpoint_and_model_with_slashes_keeping_comments_and_commits(
     ]
     assert len(changed) == 2  # every other line, comments included, is as it was
     head = gitstore.log(agent.path, limit=1)[0]
-    assert head.subject.startswith("edit: agent.toml by hand")
+    assert (
+        head.subject
+        == "edit: agent.toml: model openrouter/meta-llama/llama-3.3-70b-instruct (anima model)"
+    )
     assert f"committed {head.sha[:8]}" in out
     code, out = anima(home, "model", "arya")
     assert (
