@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import signal
 import stat
 import time
@@ -189,7 +188,7 @@ def _clear_reserved(inbox: Path) -> None:
                 continue
         except FileNotFoundError:
             continue
-        aside = inbox / f".{reserved}.{secrets.token_hex(4)}.aside"  # hidden: no scan takes it
+        aside = inbox / f".{reserved}.{os.urandom(4).hex()}.aside"  # hidden: no scan takes it
         try:
             os.replace(path, aside)
         except FileNotFoundError:
