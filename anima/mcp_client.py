@@ -464,9 +464,12 @@ class _Session:
         from mcp import MCPError
         from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
-        session, run = await self.connected(asyncio.get_running_loop().time() + self.config.timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout  # one budget: a restart under way, the call
+        session, run = await self.connected(deadline)
         try:
-            result = await session.call_tool(remote, args, read_timeout_seconds=self.config.timeout)
+            left = max(deadline - loop.time(), 0.01)
+            result = await session.call_tool(remote, args, read_timeout_seconds=left)
         except MCPError as exc:
             if exc.code == REQUEST_TIMEOUT:
                 # A hung call may have wedged the server: the next use starts a fresh one.
@@ -586,8 +589,7 @@ class McpHub:
         down) stops the wait at once."""
         session = self._session(name, server)
         try:
-            # up to `timeout` for a (re)start still under way, then `timeout` for the call
-            result = self._submit(session.call(remote, args), 2 * server.timeout + GRACE, cancel)
+            result = self._submit(session.call(remote, args), server.timeout + GRACE, cancel)
         except (ServerDown, ToolError) as exc:  # the server's words may hold what it was given
             raise ToolError(redact(str(exc), session.secrets)) from None
         except TimeoutError:
