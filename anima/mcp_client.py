@@ -248,8 +248,20 @@ def _redactable(values: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in values.items() if len(v.strip()) >= MIN_SECRET_CHARS}
 
 
-def _key(name: str, server: McpServer) -> str:
-    return name + " " + json.dumps(dataclasses.asdict(server), sort_keys=True)
+def _key(owner: str, name: str, server: McpServer) -> str:
+    return f"{owner}/{name} " + json.dumps(dataclasses.asdict(server), sort_keys=True)
+
+
+def _owned(
+    home: Home, agent: str, tables: dict[str, McpServer]
+) -> list[tuple[str, str, McpServer]]:
+    """(owner, name, table) of each server `agent` uses: owner "" for an anima.toml table (one
+    session for every agent), the agent for its own agent.toml table (a session of its own, so
+    a server's state is never shared with another agent by accident)."""
+    return [
+        (agent if name in tables else "", name, server)
+        for name, server in effective_servers(home, tables).items()
+    ]
 
 
 @dataclass(eq=False)
@@ -267,8 +279,8 @@ class _Session:
     """One server's connection, restarted as needed. Lives on the hub's event loop: every
     method but `status` runs there, so no lock guards its state."""
 
-    def __init__(self, home: Home, name: str, config: McpServer, start_timeout: float):
-        self.home, self.name, self.config = home, name, config
+    def __init__(self, home: Home, owner: str, name: str, config: McpServer, start_timeout: float):
+        self.home, self.owner, self.name, self.config = home, owner, name, config
         self.start_timeout = start_timeout
         self.closed = False
         self.state = "idle"
@@ -293,13 +305,21 @@ class _Session:
 
     @property
     def log_path(self) -> Path:
-        return self.home.run_dir / "mcp" / f"{self.name}.log"
+        return (
+            self.home.run_dir
+            / "mcp"
+            / (f"{self.owner}.{self.name}.log" if self.owner else f"{self.name}.log")
+        )
 
     async def connected(self, deadline: float) -> tuple[ClientSession, _Run]:
         """The live session, started now if need be; ServerDown if it is not up by `deadline`
         (a start still under way goes on, for later turns)."""
         loop = asyncio.get_running_loop()
         run = self.current
+        if self.closed:
+            raise ServerDown(
+                f"MCP server {self.name} was stopped (its table changed, or Anima is stopping)"
+            )
         if run is None:
             wait = self.retry_at - time.monotonic()
             if wait > 0:
@@ -566,10 +586,10 @@ class McpHub:
     def tools(self, agent: Agent) -> list[Tool]:
         """The agent's servers' tools, listed (and the servers started) concurrently, each within
         its own timeout. A server that cannot start is left out for this turn."""
-        servers = effective_servers(self.home, agent.config.mcp)
-        if not servers:
+        owned = _owned(self.home, agent.name, agent.config.mcp)
+        if not owned:
             return []
-        sessions = [self._session(n, s) for n, s in servers.items()]
+        sessions = [self._session(*o) for o in owned]
         wait = max(s.config.timeout for s in sessions) + GRACE
         listed = self._submit(self._list_all(sessions), wait)
         out: list[Tool] = []
@@ -577,25 +597,22 @@ class McpHub:
             out += self._offer(session, remote or [])
         return out
 
-    def call(
+    def _call(
         self,
-        name: str,
-        server: McpServer,
+        session: _Session,
         remote: str,
         args: dict[str, Any],
         cancel: threading.Event | None = None,
     ) -> str:
         """Call one tool; any failure is a ToolError for the model. `cancel` (the runtime shutting
         down) stops the wait at once."""
-        session = self._session(name, server)
+        name, timeout = session.name, session.config.timeout
         try:
-            result = self._submit(session.call(remote, args), server.timeout + GRACE, cancel)
+            result = self._submit(session.call(remote, args), timeout + GRACE, cancel)
         except (ServerDown, ToolError) as exc:  # the server's words may hold what it was given
             raise ToolError(redact(str(exc), session.secrets)) from None
         except TimeoutError:
-            raise ToolError(
-                f"MCP server {name} did not answer within {server.timeout:g}s"
-            ) from None
+            raise ToolError(f"MCP server {name} did not answer within {timeout:g}s") from None
         except concurrent.futures.CancelledError:
             raise ToolError(f"the call to {name} was stopped: Anima is shutting down") from None
         text = redact(render_result(result), session.secrets)
@@ -614,20 +631,22 @@ class McpHub:
         rows: list[ServerStatus] = [
             p for p in problems if not wanted or p.name in wanted or p.name.startswith("agent ")
         ]
-        picked = [(k, v) for k, v in users.items() if not wanted or v[0] in wanted]
-        sessions = [self._session(name, server) for _, (name, server, _) in picked]
+        picked = [u for u in users.values() if not wanted or u[1] in wanted]
+        sessions = [self._session(owner, name, server) for owner, name, server, _ in picked]
         listed: list[list[RemoteTool] | None] = [s.remote_tools for s in sessions]
         if connect and sessions:
             wait = max(s.config.timeout for s in sessions) + GRACE
             listed = self._submit(self._list_all(sessions), wait)
-        for session, (_, (_, _, agents)), remote in zip(sessions, picked, listed, strict=True):
+        for session, (*_, agents), remote in zip(sessions, picked, listed, strict=True):
             exposed = [t.name for t in self._offer(session, remote or [])]
             rows.append(session.status(exposed, agents))
         return rows
 
-    def _configured(self) -> tuple[dict[str, tuple[str, McpServer, list[str]]], list[ServerStatus]]:
-        """Servers by session key with the agents using them; bad configs as failed rows."""
-        users: dict[str, tuple[str, McpServer, list[str]]] = {}
+    def _configured(
+        self,
+    ) -> tuple[dict[str, tuple[str, str, McpServer, list[str]]], list[ServerStatus]]:
+        """(owner, name, table, agents using it) by session key; bad configs as failed rows."""
+        users: dict[str, tuple[str, str, McpServer, list[str]]] = {}
         problems: list[ServerStatus] = []
         try:
             self.home.config()
@@ -636,29 +655,35 @@ class McpHub:
         for agent in self.home.agent_names():
             try:
                 cfg = load_agent_config(self.home.agent_dir(agent) / "agent.toml")
-                servers = effective_servers(self.home, cfg.mcp)
+                owned = _owned(self.home, agent, cfg.mcp)
             except BadConfig as exc:
                 problems.append(ServerStatus(f"agent {agent}", "-", "", "failed", str(exc)))
                 continue
-            for name, server in servers.items():
-                users.setdefault(_key(name, server), (name, server, []))[2].append(agent)
+            for owner, name, server in owned:
+                users.setdefault(_key(owner, name, server), (owner, name, server, []))[3].append(
+                    agent
+                )
         try:
             for name, server in effective_servers(self.home, {}).items():
-                users.setdefault(_key(name, server), (name, server, []))
+                users.setdefault(_key("", name, server), ("", name, server, []))
         except BadConfig as exc:
             problems.append(ServerStatus("(anima.toml)", "-", "", "failed", str(exc)))
         return dict(sorted(users.items())), problems
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _session(self, name: str, server: McpServer) -> _Session:
-        key = _key(name, server)
+    def _session(self, owner: str, name: str, server: McpServer) -> _Session:
+        key = _key(owner, name, server)
         edited = False
         with self._lock:
             found = self._sessions.get(key)
             if found is None:
-                found = self._sessions[key] = _Session(self.home, name, server, self.start_timeout)
-                edited = any(s.name == name and k != key for k, s in self._sessions.items())
+                found = _Session(self.home, owner, name, server, self.start_timeout)
+                self._sessions[key] = found
+                edited = any(
+                    (s.owner, s.name) == (owner, name) and k != key
+                    for k, s in self._sessions.items()
+                )
         if edited:
             self._retire_unused()
         return found
@@ -700,7 +725,7 @@ class McpHub:
                 continue
             description = (rt.description or rt.title or rt.name)[:MAX_DESCRIPTION_CHARS]
             fn: Callable[[dict[str, Any], threading.Event | None], str] = partial(
-                self.call, session.name, cfg, rt.name
+                self._call, session, rt.name
             )
             out[exposed] = McpTool(exposed, description, schema, fn)
         return list(out.values())

@@ -216,6 +216,20 @@ def test_agent_table_replaces_or_turns_off_the_global_one(
     assert "srv__echo" in names and not any(n.startswith("other__") for n in names)
 
 
+def test_an_agent_table_is_a_session_of_its_own(home: Home, agent: Agent, hub: McpHub) -> None:
+    bran = make_agent(home, "bran")
+    for a in (agent, bran):
+        add_server(a.path / "agent.toml", "srv", **stdio(allow=["session_id"]))
+    sids = {
+        int(t.run(None, {}))  # type: ignore[arg-type]
+        for a in ("arya", "bran")
+        for t in hub.tools(Agent(home, a))
+    }
+    assert len(sids) == 2, "two agents' own servers must not share one process"
+    assert sorted(r.agents for r in hub.status()) == [["arya"], ["bran"]]
+    assert (home.run_dir / "mcp" / "bran.srv.log").exists()
+
+
 def test_an_edited_table_stops_the_old_server(home: Home, agent: Agent, hub: McpHub) -> None:
     add_server(home.config_path, "srv", **stdio())
     old = {t.name: t for t in hub.tools(agent)}["srv__session_id"]
