@@ -28,6 +28,8 @@ from anima.turn import AgentRun, OnEvent, TurnResult, describe, log_failure, pro
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 5.0
+STATUS_REWRITE = 60.0
+"""status.json is written when what it says changed, and at least this often."""
 MAX_RETRY_DELAY = 600.0
 STALE_TMP_SECONDS = 3600
 WRITER_RECHECK = 0.02
@@ -187,6 +189,9 @@ class Timers:
 
     def drop(self, name: str) -> None:
         self._when.pop(name, None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._when
 
     def _current(self) -> tuple[float, str] | None:
         while self._heap:
@@ -465,8 +470,8 @@ class Runtime:
                 rescan_at = now + SCHEDULE_RESCAN
             if due := self._timers.due(now):
                 fired = await loop.run_in_executor(self._executor, self._wake_ups, due)
-                for name, when in fired.items():
-                    if name in self._known:
+                for name, when in fired.items():  # unless gone, or rescheduled meanwhile
+                    if name in self._known and name not in self._timers:
                         self._timers.set(name, when)
                 continue
             nxt = min(rescan_at, self._timers.next() or rescan_at)
@@ -526,8 +531,14 @@ class Runtime:
     async def _status(self) -> None:
         interval = systemd.watchdog_interval()
         every = min(STATUS_EVERY, interval) if interval else STATUS_EVERY
+        written: dict[str, Any] = {}
+        written_at = 0.0
         while not self.stopping:
-            status.write(self.home, self._status_payload())
+            payload = self._status_payload()
+            same = {**payload, "updated": None} == {**written, "updated": None}
+            if not same or time.monotonic() - written_at >= STATUS_REWRITE:
+                status.write(self.home, payload)  # at 1,000 agents, ~100 kB and an fsync
+                written, written_at = payload, time.monotonic()
             if interval:
                 systemd.notify("WATCHDOG=1")
             running = sum(1 for t in self.tasks.values() if not t.done())

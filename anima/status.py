@@ -221,10 +221,10 @@ def agent_status(home: Home, name: str, known: Known | None = None) -> dict[str,
     agent_dir = home.agents_dir / name
     if known is None:
         known = Known(last_turn(agent_dir), _heartbeat(agent_dir), runtime_live(home))
-    inbox = agent_dir / "inbox"
+    inbox = f"{agent_dir}/inbox"
     info: dict[str, Any] = {
         "pending": _count(inbox, ".md"),
-        "rejected": _count(inbox / "rejected", ".error.md"),
+        "rejected": _count(f"{inbox}/rejected", ".error.md"),
         "failing": attempts.failures(home, name),
         "last_turn": known.last_turn,
         "set_aside": len(turnlog.set_aside(agent_dir)),
@@ -241,7 +241,7 @@ def agent_status(home: Home, name: str, known: Known | None = None) -> dict[str,
     return info
 
 
-def _count(folder: Path, suffix: str) -> int:
+def _count(folder: str, suffix: str) -> int:
     """Files in `folder` named *`suffix` (not hidden); 0 when there is no such folder."""
     try:
         with os.scandir(folder) as entries:

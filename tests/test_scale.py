@@ -54,6 +54,7 @@ def test_timers_take_the_earliest_and_a_later_setting_supersedes() -> None:
     timers.set("a999", 1.0)  # rescheduled sooner: the entry at 5.0 no longer counts
     timers.set("a500", 4.0)
     timers.drop("a500")
+    assert "a999" in timers and "a500" not in timers
     assert timers.next() == 1.0
     assert timers.due(2.0) == ["a999"]
     assert timers.due(10.0) == ["a001"]
