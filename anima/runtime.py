@@ -22,7 +22,9 @@ from watchfiles import Change, awatch
 
 from anima import gitstore, mailbox, router, schedule, status, stream, systemd, turnlog
 from anima.home import Home
+from anima.mcp_client import McpHub
 from anima.message import iso, utcnow
+from anima.toolset import DEFAULT_SOURCES, ToolSource, compose, open_sources
 from anima.turn import AgentRun, OnEvent, TurnResult, describe, log_failure, process_agent
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,11 @@ def run_pass(
     settle: float = 0.0,
     cancel: threading.Event | None = None,
     full_check: bool = True,
+    sources: Sequence[ToolSource] = DEFAULT_SOURCES,
 ) -> AgentRun:
     """One pass over `name`: its turns, each routed as it commits, then whatever is still
-    unrouted. The one place `run --once` and the runtime call process_agent."""
+    unrouted. The one place `run --once` and the runtime call process_agent. `sources` give
+    the turns their tools (the caller keeps MCP servers alive across passes)."""
     run = process_agent(
         home,
         name,
@@ -82,6 +86,7 @@ def run_pass(
         settle=settle,
         cancel=cancel,
         full_check=full_check,
+        sources=sources,
     )
     if cancel is None or not cancel.is_set():
         router.route_run(home, run)
@@ -95,21 +100,22 @@ def run_once(
     pending conversation batch, then routing."""
     home.require()
     results: list[TurnResult] = []
-    for name in names or [n for n in home.agent_names() if needs_pass(home, n)]:
-        try:  # one agent's bad config or odd repository never stops the others
-            run = run_pass(home, name, on_event=on_event)
-        except Exception as exc:
-            log_failure(name, exc)
-            results.append(TurnResult(name, "", [], error=describe(exc)))
-            continue
-        results += run.results
-        if run.paused:
-            log.warning(
-                "%s: %d self-started message(s) held: paused by its budget (anima resume %s)",
-                name,
-                len(run.paused),
-                name,
-            )
+    with open_sources(home) as sources:  # MCP servers start on first use, stop at the end
+        for name in names or [n for n in home.agent_names() if needs_pass(home, n)]:
+            try:  # one agent's bad config or odd repository never stops the others
+                run = run_pass(home, name, on_event=on_event, sources=sources)
+            except Exception as exc:
+                log_failure(name, exc)
+                results.append(TurnResult(name, "", [], error=describe(exc)))
+                continue
+            results += run.results
+            if run.paused:
+                log.warning(
+                    "%s: %d self-started message(s) held: paused by its budget (anima resume %s)",
+                    name,
+                    len(run.paused),
+                    name,
+                )
     return results
 
 
@@ -260,6 +266,9 @@ class Runtime:
         self._lock = status.home_lock(home, holder or status.RUN_HOST)
         self._full_checked: dict[str, float] = {}
         self._timers = Timers()
+        self.mcp = McpHub(home)
+        """One live session per MCP server, for the runtime's whole life."""
+        self.sources: tuple[ToolSource, ...] = (*DEFAULT_SOURCES, self.mcp)
         self._timers_changed = asyncio.Event()
         self._stamps: dict[str, tuple[int, ...]] = {}
         self._pending: dict[str, int] = {}
@@ -291,6 +300,7 @@ class Runtime:
             settle=self.settings.settle_ms / 1000,
             cancel=self.cancel,
             full_check=full,
+            sources=self.sources,
         )
         if full and not run.failed:
             self._full_checked[name] = now
@@ -573,6 +583,7 @@ class Runtime:
         finally:
             self._lock.release()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self.mcp.close()
 
     def _clean(self) -> None:
         clean_stale_tmp(self.home)
@@ -587,7 +598,6 @@ class Runtime:
         from anima.config import load_agent_config
         from anima.llm.registry import warm_up
         from anima.message import Message
-        from anima.tools import available
 
         t0 = time.monotonic()
         cfg = self.home.config()
@@ -604,11 +614,12 @@ class Runtime:
         for name in sorted(names, key=self._last_active, reverse=True)[:WARM_AGENTS]:
             try:
                 # The context a first message would assemble: the search index, memory and
-                # history caches (read-only but for the git-ignored index), and the toolset.
+                # history caches (read-only but for the git-ignored index), and the toolset
+                # (its MCP servers started).
                 agent = Agent.open(self.home, name)
                 probe = Message.create(sender=agent.config.owner, to=name, body="warm-up")
                 context.assemble(agent, [probe], probe.conversation)
-                available(agent.config)
+                compose(agent, self.sources)
             except Exception as exc:
                 log.debug("%s: no warm-up: %s", name, exc)
         ms = (time.monotonic() - t0) * 1000
