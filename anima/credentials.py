@@ -64,7 +64,10 @@ def known_secrets(home: Home) -> dict[str, str]:
     with contextlib.suppress(BadConfig):
         from anima.llm.registry import secret_envs
 
-        names.update(secret_envs(home.config().providers))
+        cfg = home.config()
+        names.update(secret_envs(cfg.providers))
+        for server in cfg.mcp.values():  # what MCP servers are handed: keys and tokens
+            names.update([*server.pass_env, *server.headers_env.values()])
         for kind in channels.channel_tables(home):
             with contextlib.suppress(BadConfig):
                 names.update(channels.load(home, kind).secret_envs())

@@ -122,3 +122,18 @@ def test_provider_keys_of_every_endpoint_are_redacted_secrets(
     monkeypatch.setenv("MY_GATEWAY_CRED", "sekrit-value-123")
     _config(home, '[providers.gw]\nkind = "anthropic"\napi_key_env = "MY_GATEWAY_CRED"\n')
     assert known_secrets(home)["MY_GATEWAY_CRED"] == "sekrit-value-123"
+
+
+def test_variables_handed_to_mcp_servers_are_redacted_secrets(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anima.credentials import known_secrets
+
+    monkeypatch.setenv("GH_PAT", "ghp-abcdef-123456")
+    monkeypatch.setenv("SEARCH_BEARER", "Bearer zzz-999")
+    home.config_path.write_text(
+        '[mcp.gh]\ncommand = "x"\npass_env = ["GH_PAT"]\n'
+        '[mcp.search]\nurl = "https://example.org/mcp"\nheaders_env = { Authorization = "SEARCH_BEARER" }\n'
+    )
+    found = known_secrets(home)
+    assert found["GH_PAT"] == "ghp-abcdef-123456" and found["SEARCH_BEARER"] == "Bearer zzz-999"
