@@ -39,6 +39,8 @@ class Budget:
     """Cap on always.md, and on the global always.md, in context."""
     skills_chars: int = 2000
     """The skills catalogue (name and description of each skill) in context."""
+    reflection_tokens: int = 60000
+    """Input plus output tokens one nightly reflection may spend; past it, it stops and commits."""
     memory_turn_bytes: int = 64 * 1024
     """Total bytes the memory tool may write in one turn (every note written counts in full)."""
     memory_total_bytes: int = 2 * 1024 * 1024
@@ -113,6 +115,27 @@ class Autonomy:
 
 
 @dataclass(frozen=True)
+class Proposals:
+    """How an agent's proposals to change itself (persona, always.md, skills, some config) are
+    decided: by a person, unless listed in `auto_apply`."""
+
+    auto_apply: list[str] = field(default_factory=list)
+    """What is applied without a person, e.g. ["always", "skills"]; empty (the default): none."""
+    revert_after_failures: int = 2
+    """Failed turns right after an approved change that revert it automatically (0: never)."""
+    check_turns: int = 5
+    """Recorded turns replayed (their context assembled, no model call) to check a proposal."""
+
+
+@dataclass(frozen=True)
+class Reflection:
+    """The nightly reflection: the agent reads its day and consolidates memory."""
+
+    at: str = ""
+    """Local time, "03:30"; empty: no reflection."""
+
+
+@dataclass(frozen=True)
 class McpServer:
     """One Model Context Protocol server: `[mcp.NAME]` in anima.toml (every agent) or in
     agent.toml (that agent; the same name there replaces the global one)."""
@@ -151,6 +174,8 @@ class AgentConfig:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     autonomy: Autonomy = field(default_factory=Autonomy)
     mcp: dict[str, McpServer] = field(default_factory=dict)
+    proposals: Proposals = field(default_factory=Proposals)
+    reflection: Reflection = field(default_factory=Reflection)
 
 
 @dataclass(frozen=True)
