@@ -39,22 +39,34 @@ def day_file(agent_dir: Path, conversation: str, day: str) -> Path:
 _MONTH = re.compile(r"\d{4}-\d{2}")
 
 
-def day_files(agent_dir: Path, conversation: str) -> list[Path]:
-    """A thread's day files, oldest first, in both layouts: month directories and the flat
-    files older versions wrote. On the day of an upgrade both may hold that day: the flat file
-    (written first) comes first."""
+def _newest_day_files(agent_dir: Path, conversation: str) -> Iterator[Path]:
+    """A thread's day files, newest first, in both layouts: month directories and the flat
+    files older versions wrote. A month directory is listed only when the caller gets that far
+    back (a window reads the newest few days of years of history). On the day of an upgrade
+    both layouts may hold that day: the flat file (written first) is the older."""
     d = thread_dir(agent_dir, conversation)
     try:
         top = list(os.scandir(d))
     except (FileNotFoundError, NotADirectoryError):
-        return []
-    found: list[tuple[str, int, Path]] = []
+        return
+    months: dict[str, list[tuple[str, int, str]]] = {}
     for e in top:
         if e.name.endswith(".jsonl") and e.is_file():
-            found.append((e.name, 0, Path(e.path)))
+            months.setdefault(e.name[:7], []).append((e.name, 0, e.path))
         elif _MONTH.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
-            found += [(n, 1, d / e.name / n) for n in os.listdir(e.path) if n.endswith(".jsonl")]
-    return [p for _, _, p in sorted(found)]
+            months.setdefault(e.name, [])
+    for month in sorted(months, reverse=True):
+        files = months[month]
+        sub = os.path.join(d, month)
+        if os.path.isdir(sub):
+            files += [(n, 1, os.path.join(sub, n)) for n in os.listdir(sub) if n.endswith(".jsonl")]
+        for _, _, path in sorted(files, reverse=True):
+            yield Path(path)
+
+
+def day_files(agent_dir: Path, conversation: str) -> list[Path]:
+    """A thread's day files, oldest first, in both layouts (see `_newest_day_files`)."""
+    return list(reversed(list(_newest_day_files(agent_dir, conversation))))
 
 
 COMPACTION = "compaction.json"
@@ -134,7 +146,7 @@ def _day_turns(path: Path) -> list[list[dict[str, Any]]]:
 def _newest_turns(agent_dir: Path, conversation: str, after_turn: str = "") -> Iterator[Turn]:
     """Turns newest first, reading day files only as far back as the caller iterates, and
     stopping at `after_turn` (the last turn compaction summarised)."""
-    for f in reversed(day_files(agent_dir, conversation)):
+    for f in _newest_day_files(agent_dir, conversation):
         st = f.stat()
         for turn in reversed(_day_turns_cached(f, st.st_mtime_ns, st.st_size)):
             if after_turn and turn[0][0].get("turn") == after_turn:
