@@ -15,9 +15,11 @@ import fcntl
 import hashlib
 import logging
 import os
+import stat
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,10 +72,22 @@ def _git(
     env: Mapping[str, str] | None = None,
 ) -> str:
     """Run one git command in `path`; its stdout. Raises GitFailed with git's stderr."""
+    return _git_bytes(path, *args, input=input, env=env).decode("utf-8", "surrogateescape")
+
+
+def _git_bytes(
+    path: Path,
+    *args: str,
+    input: str | bytes | None = None,  # noqa: A002
+    env: Mapping[str, str] | None = None,
+) -> bytes:
+    """`_git`, with stdout as git wrote it (tree objects are binary)."""
     data = input.encode("utf-8") if isinstance(input, str) else input
     full_env = _environment()
     if env:
         full_env.update(env)
+    if args[0] not in INDEX_FREE and "GIT_INDEX_FILE" not in full_env:
+        _INDEX_SYNC.settle(path)
     try:
         proc = subprocess.run(
             ["git", "-C", str(path), *args],
@@ -88,7 +102,7 @@ def _git(
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
         raise GitFailed(f"git {args[0]} in {path.name}: {err}")
-    return proc.stdout.decode("utf-8", "surrogateescape")
+    return proc.stdout
 
 
 def _git_waiting(path: Path, *args: str, **kw: object) -> str:
@@ -196,7 +210,8 @@ def agent_lock(lock_path: Path, *, timeout: float | None = None) -> Iterator[Non
         with contextlib.suppress(OSError):  # who holds it is a courtesy; a full disk is not
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
-        yield
+        with _INDEX_SYNC.deferred():  # the index is whole again before the lock is let go
+            yield
     finally:
         os.close(fd)  # closing releases the flock
 
@@ -206,6 +221,7 @@ def recover(path: Path) -> list[str]:
     packed-refs.lock). Call while holding the agent lock, so no git of ours is running (our gc
     runs under it too). A lock that a live process holds open is a person's git at work and is
     left alone (the commit waits for it). Returns what was removed."""
+    _INDEX_SYNC.settle(path)
     git_dir = path / ".git"
     found = [git_dir / n for n in ("index.lock", "HEAD.lock", "packed-refs.lock")]
     found = [p for p in found if p.exists()] + list((git_dir / "refs").rglob("*.lock"))
@@ -275,6 +291,7 @@ def _held_open(paths: Sequence[Path]) -> set[Path]:
 def index_damaged(path: Path) -> str | None:
     """Why `.git/index` cannot be trusted (a torn write, a bad checksum), or None. Reads the
     file once and checks git's own trailing SHA-1; a missing index is damage too."""
+    _INDEX_SYNC.settle(path)
     index = path / ".git" / "index"
     try:
         data = index.read_bytes()
@@ -414,8 +431,13 @@ def commit_external(path: Path, *, full: bool = True, exclude: Sequence[str] = (
         shown = ", ".join(c.rstrip("/") for c in changed[:5])
         shown += f" and {len(changed) - 5} more" if len(changed) > 5 else ""
         author = {"GIT_AUTHOR_NAME": "external", "GIT_AUTHOR_EMAIL": f"external@{BOT_EMAIL_DOMAIN}"}
+        tree = _git_waiting(path, "write-tree").strip()
+        if tree == _git(path, "rev-parse", f"{parent}^{{tree}}").strip():
+            return None  # only the index was behind HEAD (a sync a crash cut short)
         try:
-            return _commit_index(path, f"external: hand edits to {shown}", parent, env=author)
+            return _commit_index(
+                path, f"external: hand edits to {shown}", parent, tree=tree, env=author
+            )
         except _HeadMoved:
             continue  # a person committed meanwhile: look again at what is left over theirs
     raise GitFailed(f"{path.name}: HEAD kept moving; gave up after {CAS_RETRIES} tries")
@@ -447,20 +469,265 @@ def commit(
         message += "\n\n" + "\n".join(f"{k}: {_one_line(v)}" for k, v in trailers)
     if parent is None:
         parent = head(path)
-    _stage_paths(path, paths)
+    entries = _file_entries(path, paths)
     tree = None  # the index git just wrote; after a lost race, a private one on the new HEAD
+    if entries is not None:
+        tree = _edit_tree(path, parent, entries)
+    if tree is None:
+        entries = None
+        _stage_paths(path, paths)
     for attempt in range(CAS_RETRIES + 1):
         if attempt:
             _log.warning("%s: HEAD moved to %s; committing on top of it", path.name, parent[:8])
-            tree = _tree_on(path, parent, paths)
+            tree = _edit_tree(path, parent, entries) if entries is not None else None
+            tree = tree or _tree_on(path, parent, paths)
         try:
             sha = _commit_index(path, message, parent, tree=tree, on_object=on_object)
         except _HeadMoved as moved:
             parent = moved.now
             continue
         _MADE.put(sha, parent, paths, path)
+        if entries is not None:
+            _INDEX_SYNC.start(path, [p for p in paths if p in entries])
         return sha
     raise GitFailed(f"{path.name}: HEAD kept moving; gave up after {CAS_RETRIES} tries")
+
+
+INDEX_FREE = frozenset(
+    {
+        "cat-file",
+        "commit-tree",
+        "config",
+        "count-objects",
+        "diff-tree",
+        "fsck",
+        "hash-object",
+        "log",
+        "ls-tree",
+        "merge-base",
+        "unpack-objects",
+        "rev-parse",
+        "show",
+        "update-ref",
+        "version",
+    }
+)
+"""Git commands that neither read nor write `.git/index`: they need not wait for its sync."""
+
+
+_SYNC_ARGS = ("update-index", "--add", "--remove", "-z", "--stdin")
+
+
+def _nul_separated(paths: Sequence[str]) -> bytes:
+    return b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
+
+
+class _IndexSync:
+    """The index catches up with a commit made without it. A turn's tree is built from its
+    parent's trees (`_edit_tree`), not from `.git/index`, whose size grows with every turn
+    (~35 ms a read at 200k files); `update-index` then records the same paths. Under an
+    `agent_lock` it runs in the background while the turn goes on (routing the reply), and the
+    lock waits for it before it is released; elsewhere commit() waits for it. Any git that uses
+    the index waits for it first (`_git`); a sync that failed (a person's git held index.lock)
+    is redone there, waiting for the lock."""
+
+    def __init__(self) -> None:
+        self._running: dict[Path, tuple[subprocess.Popen[bytes], list[str]]] = {}
+        self._lock = threading.Lock()
+        self._scope = threading.local()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Syncs started in this thread meanwhile may finish in the background until the end."""
+        outer = getattr(self._scope, "paths", None)
+        self._scope.paths = started = set[Path]()
+        try:
+            yield
+        finally:
+            self._scope.paths = outer
+            for path in started:
+                self.settle(path)
+
+    def start(self, path: Path, paths: Sequence[str]) -> None:
+        self.settle(path)
+        if not paths:
+            return
+        names = _nul_separated(paths)
+        try:
+            proc = subprocess.Popen(
+                ["git", "-C", str(path), *_SYNC_ARGS],
+                env=_environment(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            assert proc.stdin is not None
+            with proc.stdin:
+                proc.stdin.write(names)
+        except OSError:
+            _git_waiting(path, *_SYNC_ARGS, input=names)
+            return
+        with self._lock:
+            self._running[path] = (proc, list(paths))
+        scope = getattr(self._scope, "paths", None)
+        if scope is None:
+            self.settle(path)
+        else:
+            scope.add(path)
+
+    def settle(self, path: Path) -> None:
+        """Wait for `path`'s index sync, if one runs; redo it if it failed."""
+        with self._lock:
+            job = self._running.pop(path, None)
+        if job is None:
+            return
+        proc, paths = job
+        if proc.wait() != 0:
+            _log.info("%s: index sync failed; redoing it", path.name)
+            _git_waiting(path, *_SYNC_ARGS, input=_nul_separated(paths))
+
+
+_INDEX_SYNC = _IndexSync()
+
+
+def _file_entries(path: Path, paths: Sequence[str]) -> dict[str, tuple[str, str] | None] | None:
+    """(mode, blob id) for each of `paths` as git would record it, None for a removed file,
+    the blobs written by git (`hash-object` applies .gitattributes filters by path). None when
+    any path is something else (a directory, a symlink, an ignored or odd name): those go
+    through the index."""
+    if not paths or any(_odd(p) for p in paths):
+        return None
+    modes: dict[str, str | None] = {}
+    for rel in paths:
+        try:
+            st = os.lstat(path / rel)
+        except FileNotFoundError:
+            modes[rel] = None
+            continue
+        except NotADirectoryError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        modes[rel] = "100755" if st.st_mode & 0o100 else "100644"
+    present = [p for p, m in modes.items() if m is not None]
+    blobs = (
+        _git(path, "hash-object", "-w", "--stdin-paths", input="\n".join(present) + "\n").split()
+        if present
+        else []
+    )
+    if len(blobs) != len(present):
+        return None
+    ids = dict(zip(present, blobs, strict=True))
+    return {p: (m, ids[p]) if m is not None else None for p, m in modes.items()}
+
+
+def _odd(rel: str) -> bool:
+    """A path the plain tree edit leaves to git's own staging (which knows every rule)."""
+    parts = rel.split("/")
+    return any(c in rel for c in '\n\t\\"') or any(
+        p in ("", ".", "..") or p.lower() == ".git" for p in parts
+    )
+
+
+_TREE = "40000"
+
+
+def _tree_sort_key(item: tuple[bytes, tuple[str, str]]) -> bytes:
+    name, (mode, _sha) = item
+    return name + b"/" if mode == _TREE else name
+
+
+def _read_trees(
+    path: Path, commit: str, dirs: Sequence[str]
+) -> dict[str, dict[bytes, tuple[str, str]]]:
+    """The entries (name → (mode, id)) of each directory of `commit` in `dirs` that exists."""
+    specs = [f"{commit}^{{tree}}" if d == "" else f"{commit}:{d}" for d in dirs]
+    raw = _git_bytes(path, "cat-file", "--batch", input="\n".join(specs) + "\n")
+    out: dict[str, dict[bytes, tuple[str, str]]] = {}
+    pos = 0
+    for d in dirs:
+        nl = raw.index(b"\n", pos)
+        header = raw[pos:nl].split()
+        pos = nl + 1
+        if header[-1] == b"missing" or header[1] != b"tree":
+            if header[-1] != b"missing":
+                pos += int(header[2]) + 1
+            continue
+        size = int(header[2])
+        body, pos = raw[pos : pos + size], pos + size + 1
+        entries: dict[bytes, tuple[str, str]] = {}
+        i = 0
+        while i < len(body):
+            sp = body.index(b" ", i)
+            nul = body.index(b"\0", sp)
+            entries[body[sp + 1 : nul]] = (body[i:sp].decode(), body[nul + 1 : nul + 21].hex())
+            i = nul + 21
+        out[d] = entries
+    return out
+
+
+def _edit_tree(path: Path, parent: str, files: Mapping[str, tuple[str, str] | None]) -> str | None:
+    """The tree of `parent` with `files` set (or removed), built from the parent's trees
+    along their paths only: the cost follows the directories a turn touches
+    (month-sharded, so small), not the size of the repository. None when the change does not
+    fit a plain edit (a file where the tree has a directory, or the other way round)."""
+    dirs = {""}
+    for rel in files:
+        parts = rel.split("/")
+        dirs |= {"/".join(parts[:k]) for k in range(1, len(parts))}
+    order = sorted(dirs, key=lambda d: (d.count("/") + (d != ""), d))
+    trees = _read_trees(path, parent, order)
+    if "" not in trees:
+        return None
+    for d in order:
+        trees.setdefault(d, {})
+    for rel, entry in files.items():
+        d, _, name = rel.rpartition("/")
+        node = trees[d]
+        old = node.get(name.encode())
+        if old is not None and old[0] in (_TREE, "160000"):
+            return None
+        if entry is None:
+            node.pop(name.encode(), None)
+        else:
+            node[name.encode()] = entry
+    bodies: list[bytes] = []
+    root = ""
+    for d in reversed(order):  # deepest first: a parent needs its children's ids
+        node = trees[d]
+        if d and not node:
+            trees[d.rpartition("/")[0]].pop(d.rpartition("/")[2].encode(), None)
+            continue
+        items = sorted(node.items(), key=_tree_sort_key)
+        body = b"".join(m.encode() + b" " + n + b"\0" + bytes.fromhex(h) for n, (m, h) in items)
+        root = hashlib.sha1(b"tree %d\0" % len(body) + body).hexdigest()  # noqa: S324 (git's id)
+        bodies.append(body)
+        if d:
+            parent_dir, _, name = d.rpartition("/")
+            existing = trees[parent_dir].get(name.encode())
+            if existing is not None and existing[0] != _TREE:
+                return None
+            trees[parent_dir][name.encode()] = (_TREE, root)
+    _git(path, "unpack-objects", "-q", input=_pack(2, bodies))
+    return root
+
+
+def _pack(kind: int, bodies: Sequence[bytes]) -> bytes:
+    """A pack stream of whole objects of one `kind` (2: tree), for `git unpack-objects` to
+    write. One git for all of a turn's trees; `git mktree` would look up every entry's type,
+    reading the pack once per file of the month (~20 ms at 100k turns)."""
+    out = bytearray(b"PACK" + (2).to_bytes(4, "big") + len(bodies).to_bytes(4, "big"))
+    for body in bodies:
+        n = len(body)
+        byte = (kind << 4) | (n & 0x0F)
+        n >>= 4
+        while n:
+            out.append(byte | 0x80)
+            byte, n = n & 0x7F, n >> 7
+        out.append(byte)
+        out += zlib.compress(body, 1)
+    return bytes(out) + hashlib.sha1(out).digest()  # noqa: S324 (the pack's checksum)
 
 
 def _stage_paths(path: Path, paths: Sequence[str], env: Mapping[str, str] | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import threading
 from pathlib import Path
 
 import git
@@ -70,3 +72,65 @@ def test_fast_hand_edit_check_skips_git_but_sees_every_kind_of_edit(home: Home) 
     assert sha is not None
     assert "memory/people/ana.md" in git.Repo(d).git.show("--name-only", "--format=", sha)
     _consistent(d)
+
+
+def test_turn_commit_edits_trees_as_git_would_and_the_index_follows(home: Home) -> None:
+    """A turn's files are committed from the parent's trees (not from the index): modes,
+    .gitattributes filters, new and emptied directories come out as `git add` would make them,
+    and the index matches HEAD again once the commit returns."""
+    agent = make_agent(home)
+    d = agent.path
+    (d / ".gitattributes").write_text("*.txt text eol=lf\n")
+    gitstore.commit_external(d)
+    (d / "workspace/new/deeper").mkdir(parents=True)
+    (d / "workspace/new/deeper/crlf.txt").write_bytes(b"one\r\ntwo\r\n")
+    (d / "workspace/run.sh").write_text("#!/bin/sh\n")
+    (d / "workspace/run.sh").chmod(0o755)
+    (d / "workspace/.gitkeep").unlink()
+    paths = ["workspace/new/deeper/crlf.txt", "workspace/run.sh", "workspace/.gitkeep"]
+    gitstore.commit(d, "turn(arya): files", paths=paths)
+    repo = _consistent(d)
+    assert repo.git.show("HEAD:workspace/new/deeper/crlf.txt") == "one\ntwo"
+    assert repo.git.ls_tree("HEAD", "workspace/run.sh").startswith("100755 ")
+    assert "workspace/.gitkeep" not in repo.git.ls_tree("-r", "--name-only", "HEAD")
+    for p in ("workspace/new/deeper/crlf.txt", "workspace/run.sh"):
+        (d / p).unlink()
+    gitstore.commit(d, "turn(arya): gone", paths=paths[:2])
+    repo = _consistent(d)
+    assert repo.git.ls_tree("HEAD", "workspace") == ""  # emptied directories leave the tree
+
+
+def test_under_the_agent_lock_the_index_catches_up_before_the_lock_is_let_go(
+    home: Home,
+) -> None:
+    """The index sync may run in the background during a turn; a person's git holding
+    index.lock makes it fail, and it is redone (waiting for their git) before release."""
+    agent = make_agent(home)
+    d = agent.path
+    gitstore.commit_external(d)
+    lock = d / ".git/index.lock"
+    lock.write_text("")  # a person's `git add` at work: the turns commit all the same
+    threading.Timer(0.5, lock.unlink).start()
+    with gitstore.agent_lock(home.run_dir / "locks" / "arya.lock"):
+        (d / "outbox/2026-11").mkdir(parents=True)
+        for i in range(3):
+            (d / f"outbox/2026-11/{i}.md").write_text(f"{i}\n")
+            gitstore.commit(d, f"turn(arya): {i}", paths=[f"outbox/2026-11/{i}.md"])
+            assert i > 0 or lock.exists()  # committed without the index; its sync failed
+    repo = _consistent(d)
+    assert len(repo.git.ls_files("outbox").split()) == 3
+
+
+def test_an_index_left_behind_head_is_mended_without_an_empty_commit(home: Home) -> None:
+    """A crash between a turn's commit and its index sync leaves the index behind HEAD; the
+    hand-edit check brings it back without attributing the turn's files to a person."""
+    agent = make_agent(home)
+    d = agent.path
+    gitstore.commit_external(d)
+    (d / "archive/2026-11").mkdir(parents=True)
+    (d / "archive/2026-11/m.md").write_text("m\n")
+    sha = gitstore.commit(d, "turn(arya): m", paths=["archive/2026-11/m.md"])
+    subprocess.run(["git", "read-tree", "HEAD~1"], cwd=d, check=True)  # the sync never ran
+    assert gitstore.commit_external(d) is None
+    repo = _consistent(d)
+    assert repo.head.commit.hexsha == sha
