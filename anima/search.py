@@ -161,6 +161,8 @@ def _update(
 ) -> int:
     """(Re)index the files in `current` (None: the file is gone) whose size or mtime moved."""
     n = 0
+    last = db.execute("SELECT rowid FROM docs ORDER BY rowid DESC LIMIT 1").fetchone()
+    next_id = (last[0] if last else 0) + 1
     for p, st in current.items():
         row = known.get(p)
         if st is None:
@@ -178,16 +180,19 @@ def _update(
                 start = old_size  # appended to: index only the new turns
         if not start and row is not None:
             _forget(db, p)
-        docs = (
+        docs = list(
             _memory_docs(agent_dir, p)
             if p.startswith("memory/")
             else _history_docs(agent_dir, p, start, st.st_size)
         )
-        for d in docs:
-            cur = db.execute(
-                "INSERT INTO docs (path, kind, date, title, body) VALUES (?,?,?,?,?)", (p, *d)
+        if docs:  # rowids chosen here, so both tables take their rows in one statement each
+            ids = range(next_id, next_id + len(docs))
+            next_id += len(docs)
+            db.executemany(
+                "INSERT INTO docs (rowid, path, kind, date, title, body) VALUES (?,?,?,?,?,?)",
+                ((i, p, *d) for i, d in zip(ids, docs, strict=True)),
             )
-            db.execute("INSERT INTO rows VALUES (?, ?)", (p, cur.lastrowid))
+            db.executemany("INSERT INTO rows VALUES (?, ?)", ((p, i) for i in ids))
         db.execute(
             "INSERT OR REPLACE INTO files VALUES (?,?,?,?)",
             (p, st.st_mtime_ns, st.st_size, _tail(agent_dir / p, st.st_size)),

@@ -4,6 +4,8 @@ Prints the full index build time, `search()` latency as a turn sees it (incremen
 check included), and context assembly time (persona, memory index, history window, auto-memory
 recall). Targets (issue #5): search p95 ≤ 50 ms, context assembly ≤ 20 ms.
 Usage: bench/memory_search.py [NOTES] [HISTORY_MB]
+       bench/memory_search.py --turns N   (an agent of N turn commits, as turn_overhead.py builds
+       it: `memory reindex`, and search as a turn and as `anima memory search` run it; issue #13)
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import pct
 
-from anima import context, gitstore, search
+from anima import context, gitstore, history, search
 from anima.agent import Agent, create_agent
 from anima.home import Home
 from anima.message import Message
@@ -49,7 +52,7 @@ def populate(agent: Agent, n_notes: int, history_mb: float) -> None:
     while written < target:
         conv = f"c{turn % 40:02d}"
         day = f"2025-{1 + turn // 4000 % 12:02d}-{1 + turn // 150 % 28:02d}"
-        path = agent.path / "history" / conv / f"{day}.jsonl"
+        path = history.day_file(agent.path, conv, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         tid = f"t{turn:07d}"
         user = f'<message id="{tid}" from="you" channel="cli">\n{words(60)}\n</message>'
@@ -64,7 +67,47 @@ def populate(agent: Agent, n_notes: int, history_mb: float) -> None:
         turn += 1
 
 
+def search_figures(agent_dir: Path, queries: list[str], *, cli: bool = False) -> None:
+    """Search latency per query in each way the index is brought up to date first."""
+    ways: list[tuple[str, dict[str, Any]]] = [
+        ("turn path: fast update from git + query", {"touched": ()}),
+        ("stat-walk refresh (every file) + query", {}),
+        ("query only", {"refresh_first": False}),
+    ]
+    for label, kw in ways + ([("as `anima memory search` (git status first)", {})] if cli else []):
+        ms = []
+        for q in queries:
+            t0 = time.perf_counter()
+            if label.startswith("as `anima"):
+                kw = {"touched": gitstore.dirty_paths(agent_dir, ["memory", "history"])}
+            hits = search.search(agent_dir, q, limit=5, **kw)
+            ms.append((time.perf_counter() - t0) * 1000)
+            assert hits, q
+        print(
+            f"search, {label}: p50 {statistics.median(ms):.1f} ms, "
+            f"p95 {pct(ms, 95):.1f} ms, max {max(ms):.1f} ms (n={len(ms)})",
+            flush=True,
+        )
+
+
+def turns_main(n: int) -> None:
+    from turn_overhead import build
+
+    t0 = time.monotonic()
+    agent_dir = build(n).agents_dir / "a000"
+    print(f"built an agent of {n} turn commits in {time.monotonic() - t0:.0f} s", flush=True)
+    for _ in range(2):
+        t0 = time.monotonic()
+        files = search.refresh(agent_dir, rebuild=True)
+        print(f"memory reindex: {files} files in {time.monotonic() - t0:.2f} s", flush=True)
+    queries = [f"message number {RNG.randrange(n)}" for _ in range(100)]
+    search_figures(agent_dir, queries, cli=True)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--turns"]:
+        turns_main(int(sys.argv[2]))
+        return
     n_notes = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     history_mb = float(sys.argv[2]) if len(sys.argv) > 2 else 50.0
     home = Home(Path(tempfile.mkdtemp(prefix="anima-bench-")) / "home")
@@ -83,21 +126,7 @@ def main() -> None:
     print(f"full index build: {n} files in {time.monotonic() - t0:.1f} s ({index_mb:.0f} MB index)")
 
     queries = [f"{RNG.choice(COMMON)} {words(2)} {RNG.choice(COMMON)}" for _ in range(200)]
-    for label, kw in (
-        ("turn path: fast update from git + query", {"touched": ()}),
-        ("stat-walk refresh (every file) + query", {}),
-        ("query only", {"refresh_first": False}),
-    ):
-        ms = []
-        for q in queries:
-            t0 = time.perf_counter()
-            hits = search.search(agent.path, q, limit=5, **kw)
-            ms.append((time.perf_counter() - t0) * 1000)
-            assert hits, q
-        print(
-            f"search, {label}: p50 {statistics.median(ms):.1f} ms, "
-            f"p95 {pct(ms, 95):.1f} ms, max {max(ms):.1f} ms (n={len(ms)})"
-        )
+    search_figures(agent.path, queries)
 
     ag = Agent(home, "arya")
     ms = []
@@ -112,7 +141,7 @@ def main() -> None:
         f"p95 {pct(ms, 95):.1f} ms (n={len(ms)})"
     )
 
-    hist = "history/c07/2025-01-01.jsonl"
+    hist = str(history.day_file(agent.path, "c07", "2025-01-01").relative_to(agent.path))
     ms = []
     for i in range(50):  # what the next turn's search pays after a turn appended and committed
         with (agent.path / hist).open("a") as f:
