@@ -134,3 +134,27 @@ def test_an_index_left_behind_head_is_mended_without_an_empty_commit(home: Home)
     assert gitstore.commit_external(d) is None
     repo = _consistent(d)
     assert repo.head.commit.hexsha == sha
+
+
+def test_full_check_sees_edits_everywhere_and_new_files_outside_the_records(home: Home) -> None:
+    """Edited or removed tracked files are found anywhere; new files are looked for everywhere
+    but archive/ and outbox/, which only turns add to (and commit)."""
+    agent = make_agent(home)
+    d = agent.path
+    gitstore.commit_external(d)
+    records = ["archive/2025-01/old.md", "outbox/2025-01/sent.md"]
+    for rel in records:
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text("as sent\n")
+    gitstore.commit(d, "turn(arya): records", paths=records)
+    (d / "archive/2025-01/stray.md").write_text("not looked for\n")
+    assert gitstore.commit_external(d) is None
+    (d / "archive/2025-01/old.md").write_text("corrected by hand\n")
+    (d / "outbox/2025-01/sent.md").unlink()
+    (d / "history/imported").mkdir(parents=True)
+    (d / "history/imported/2024-12-31.jsonl").write_text("{}\n")
+    (d / "memory/new.md").write_text("new note\n")
+    sha = gitstore.commit_external(d)
+    assert sha is not None
+    shown = set(git.Repo(d).git.show("--name-only", "--format=", sha).split())
+    assert shown >= {*records, "history/imported/2024-12-31.jsonl", "memory/new.md"}
