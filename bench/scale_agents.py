@@ -3,7 +3,7 @@
 For each home size: `anima run` start → ready (and → warm), idle CPU over 10 s, wake → commit
 p50/p95 (a message renamed into an inbox until the agent's HEAD moves, over the same few agents
 at every size, each answered once before measuring), and `anima status --json` (the command, and
-`status.collect` in-process).
+`status.collect` in-process), and an agent made while it runs: its first message → commit.
 
     .venv/bin/python bench/scale_agents.py                  # 10 and 100 agents
     .venv/bin/python bench/scale_agents.py --agents 10,1000 # 1,000 takes a minute to build
@@ -98,6 +98,14 @@ def measure(n: int, messages: int) -> str:
             if i >= len(chosen):  # the first message of each agent is its first turn
                 lat.append((time.perf_counter() - t1) * 1000)
             time.sleep(0.05)
+        # An agent made while the runtime runs: the watcher looks again at every agent.
+        new_dir = create_agent(home, "znew").path
+        t1 = time.perf_counter()
+        before = gitstore.head(new_dir)
+        mailbox.deliver(new_dir, Message.create(sender="you", to="znew", body="hello"))
+        if not wait_until(lambda: gitstore.head(new_dir) != before, timeout=60):
+            raise RuntimeError("znew: no commit within 60 s")
+        new_ms = (time.perf_counter() - t1) * 1000
         collect_ms = _median_ms(lambda: status.collect(home))
         cli = [sys.executable, "-m", "anima", "status", "--json"]
         cli_ms = _median_ms(
@@ -111,6 +119,7 @@ def measure(n: int, messages: int) -> str:
         f"{n:>5} agents (built in {built:.0f} s): ready {marks['anima run: watching']:.0f} ms, "
         f"warm {marks.get('anima run: warm', float('nan')):.0f} ms, idle CPU {idle:.1f} %, "
         f"wake→commit p50 {statistics.median(lat):.0f} ms p95 {pct(lat, 95):.0f} ms, "
+        f"new agent's first commit {new_ms:.0f} ms, "
         f"status --json {cli_ms:.0f} ms (collect {collect_ms:.0f} ms)"
     )
 
