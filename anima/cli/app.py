@@ -53,6 +53,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "model": "anima.cli.model_cmds:model",
     "mcp": "anima.cli.mcp_cmds:mcp",
     "skills": "anima.cli.skills_cmds:skills",
+    "proposals": "anima.cli.proposals_cmds:proposals",
+    "web": "anima.cli.web_cmds:web",
 }
 """Every `anima` subcommand: name -> "module:attribute" of its click command, imported when run."""
 

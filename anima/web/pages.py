@@ -1,0 +1,499 @@
+"""The dashboard's pages as functions of the home and the request's parameters, returning
+escaped HTML. Synchronous (they read files and ask git): the server runs them in a thread."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from anima import audit, gitstore, memory, search, status
+from anima.agent import Agent
+from anima.channels import access
+from anima.errors import AnimaError
+from anima.home import Home
+from anima.web import queries
+from anima.web.html import Html, csrf_field, join, page, post_button, render
+from anima.web.svg import bar_chart
+
+
+def _when(iso: str | None) -> str:
+    return (iso or "")[:19].replace("T", " ")
+
+
+def agent_nav(name: str, current: str) -> Html:
+    links = (
+        (f"/agents/{name}/chat", "Conversation"),
+        (f"/timeline?{urlencode({'agent': name})}", "Timeline"),
+        (f"/agents/{name}/memory", "Memory"),
+        (f"/agents/{name}/stats", "Charts"),
+    )
+    return render(
+        '<nav class="sub" aria-label="{}"><ul>{}</ul></nav>',
+        f"Agent {name}",
+        join(
+            render(
+                '<li><a href="{}"{}>{}</a></li>',
+                href,
+                Html(' aria-current="page"') if label == current else Html(""),
+                label,
+            )
+            for href, label in links
+        ),
+    )
+
+
+# -- overview ---------------------------------------------------------------------------------
+
+
+def overview_fragment(home: Home) -> Html:
+    """The live part of the overview: runtime, agents, channels. Re-sent by the event stream."""
+    data = status.collect(home)
+    runtime = (
+        render(
+            '<p class="ok">Runtime live (pid {}, since {}).</p>', data["pid"], _when(data["since"])
+        )
+        if data["live"]
+        else Html(
+            '<p class="warn">No runtime is live: messages wait until <code>anima run</code> starts.</p>'
+        )
+    )
+    rows = []
+    for name, info in data["agents"].items():
+        last = info["last_turn"]
+        last_cell = (
+            render(
+                '<a href="/agents/{}/commit/{}">{}</a> <span class="muted">{}</span>',
+                name,
+                last["commit"],
+                last["subject"],
+                _when(last["at"]),
+            )
+            if last
+            else Html('<span class="muted">no turns yet</span>')
+        )
+        problems = [
+            f"{info['failing']} failing" if info["failing"] else "",
+            f"{info['rejected']} rejected" if info["rejected"] else "",
+            f"{info['set_aside']} set aside" if info["set_aside"] else "",
+            "paused (budget)" if info["paused"] else "",
+            f"git: {info['git_busy']}" if info["git_busy"] else "",
+            f"last error: {info['last_error']}" if info.get("last_error") else "",
+        ]
+        rows.append(
+            render(
+                '<tr><th scope="row"><a href="/agents/{}/chat">{}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+                name,
+                name,
+                info["pending"],
+                last_cell,
+                _when(info["next_heartbeat"]) or "—",
+                _when(info["next_reminder"]) or "—",
+                "; ".join(p for p in problems if p) or "—",
+            )  # fmt: skip
+        )
+    table = render(
+        '<table id="agents-table"><caption>Agents</caption><thead><tr><th scope="col">Agent</th><th scope="col">Pending</th>'
+        '<th scope="col">Last turn</th><th scope="col">Next heartbeat</th><th scope="col">Next reminder</th>'
+        '<th scope="col">Problems</th></tr></thead><tbody>{}</tbody></table>',
+        join(rows)
+        or Html('<tr><td colspan="6">No agents yet: <code>anima new NAME</code>.</td></tr>'),
+    )
+    return join([runtime, table, channels_fragment(home)])
+
+
+def channels_fragment(home: Home) -> Html:
+    from anima import channels
+
+    try:
+        counts = channels.spool_counts(home)
+    except (AnimaError, OSError) as exc:
+        return render('<p class="warn">Channels: {}</p>', exc)
+    pairing = len(access.pending(home))
+    items = [
+        render(
+            "<li>{}: {} waiting, {} dead letters, {} sent</li>",
+            name,
+            c["waiting"],
+            c["failed"],
+            c["sent"],
+        )
+        for name, c in counts.items()
+    ]
+    return render(
+        '<h2>Channels</h2><ul>{}</ul><p><a href="/approvals">{} pairing requests, {} dead letters to decide</a></p>',
+        join(items) or Html("<li>none configured</li>"), pairing, sum(c["failed"] for c in counts.values()),
+    )  # fmt: skip
+
+
+def overview(home: Home) -> Html:
+    body = render('<div id="live" aria-live="polite">{}</div>', overview_fragment(home))
+    return page("Agents", body, current="/", data={"page": "overview"})
+
+
+# -- conversation -----------------------------------------------------------------------------
+
+
+def chat_fragment(home: Home, name: str, conversation: str) -> Html:
+    agent = Agent.open(home, name)
+    bubbles = []
+    for b in queries.chat(agent.path, name, conversation):
+        tools = join(
+            render(
+                "<details><summary>tool {}</summary><pre>{}</pre><pre>{}</pre></details>",
+                t,
+                args,
+                result,
+            )
+            for t, args, result in b.tools
+        )
+        bubbles.append(
+            render(
+                '<li class="bubble {}{}"><p class="who">{} <span class="muted">{}{}</span></p>{}<div class="text">{}</div></li>',
+                b.role,
+                " pending" if b.pending else "",
+                b.who,
+                _when(b.ts),
+                " · waiting for a reply" if b.pending else "",
+                tools,
+                b.text,
+            )  # fmt: skip
+        )
+    return render(
+        '<ol class="chat">{}</ol>',
+        join(bubbles) or Html('<li class="muted">No messages in this conversation yet.</li>'),
+    )
+
+
+def chat_page(home: Home, name: str, conversation: str, csrf: str) -> Html:
+    agent = Agent.open(home, name)
+    queries.check_conversation(conversation)
+    threads = sorted(set(queries.conversations(agent.path)) | {conversation})
+    picker = join(
+        render(
+            '<li><a href="/agents/{}/chat?{}"{}>{}</a></li>',
+            name,
+            urlencode({"c": c}),
+            Html(' aria-current="page"') if c == conversation else Html(""),
+            c,
+        )
+        for c in threads
+    )
+    marker = queries.marker(agent.path)  # before the chat is read: a change after it shows
+    pending_ids = ",".join(m.id for m in queries.pending(agent.path, name))
+    body = render(
+        '{}<nav aria-label="Conversations"><ul class="threads">{}</ul></nav>'
+        '<section aria-labelledby="conv-h"><h2 id="conv-h">{}</h2>'
+        '<div id="chat" aria-live="polite">{}</div><div id="streaming" aria-live="polite"></div>'
+        '<form method="post" action="/agents/{}/send" class="send">{}'
+        '<input type="hidden" name="c" value="{}">'
+        '<label for="body">Message to {}</label><textarea id="body" name="body" rows="3" required maxlength="100000"></textarea>'
+        '<button type="submit">Send</button></form></section>',
+        agent_nav(name, "Conversation"), picker, conversation, chat_fragment(home, name, conversation),
+        name, csrf_field(csrf), conversation, name,
+    )  # fmt: skip
+    return page(
+        f"{name} · {conversation}",
+        body,
+        data={
+            "page": "chat",
+            "agent": name,
+            "conversation": conversation,
+            "pending": pending_ids,
+            "marker": marker,
+        },
+    )
+
+
+# -- timeline ---------------------------------------------------------------------------------
+
+
+def timeline_page(home: Home, params: dict[str, str]) -> Html:
+    names = home.agent_names()
+    name = params.get("agent") or (names[0] if names else "")
+    if not name:
+        return page("Timeline", Html("<p>No agents yet.</p>"), current="/timeline")
+    agent = Agent.open(home, name)
+    f = queries.Filters(
+        conversation=params.get("conversation", ""), trigger=params.get("trigger", ""),
+        since=params.get("since", ""), until=params.get("until", ""),
+    )  # fmt: skip
+    try:
+        number = int(params.get("page", "0"))
+    except ValueError:
+        number = 0
+    tl = queries.timeline(agent.path, f, min(max(number, 0), 10_000))
+    rows = [
+        render(
+            '<tr><td><a href="/agents/{}/commit/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            '<td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>',
+            name,
+            e.sha,
+            e.short,
+            _when(e.date),
+            e.subject,
+            e.trailers.get("Anima-Trigger", ""),
+            e.trailers.get("Anima-Model", ""),
+            f"{e.trailers.get('Anima-Tokens-In', '')}/{e.trailers.get('Anima-Tokens-Out', '')}",
+            e.trailers.get("Anima-Tool-Calls", ""),
+            e.trailers.get("Anima-Duration-Ms", ""),
+            e.trailers.get("Anima-Conversation", ""),
+        )  # fmt: skip
+        for e in tl.entries
+    ]
+    agent_options = join(
+        render("<option{}>{}</option>", Html(" selected") if n == name else Html(""), n)
+        for n in names
+    )
+    form = render(
+        '<form method="get" action="/timeline" class="filters">'
+        '<label>Agent <select name="agent">{}</select></label>'
+        '<label>Conversation <input name="conversation" value="{}" list="convs"></label><datalist id="convs">{}</datalist>'
+        '<label>Trigger <input name="trigger" value="{}" placeholder="heartbeat, cli, telegram…"></label>'
+        '<label>From <input type="date" name="since" value="{}"></label>'
+        '<label>To <input type="date" name="until" value="{}"></label>'
+        '<button type="submit">Filter</button></form>',
+        agent_options, f.conversation,
+        join(render("<option>{}</option>", c) for c in queries.conversations(agent.path)),
+        f.trigger, f.since, f.until,
+    )  # fmt: skip
+    base = {
+        k: v
+        for k, v in {
+            "agent": name,
+            "conversation": f.conversation,
+            "trigger": f.trigger,
+            "since": f.since,
+            "until": f.until,
+        }.items()
+        if v
+    }
+    pager = []
+    if tl.page > 0:
+        pager.append(
+            render(
+                '<a rel="prev" href="/timeline?{}">Newer</a>',
+                urlencode({**base, "page": tl.page - 1}),
+            )
+        )
+    if tl.has_more:
+        pager.append(
+            render(
+                '<a rel="next" href="/timeline?{}">Older</a>',
+                urlencode({**base, "page": tl.page + 1}),
+            )
+        )
+    body = render(
+        '{}{}<table class="timeline"><caption>Turns of {}, page {}</caption><thead><tr>'
+        '<th scope="col">Commit</th><th scope="col">When (UTC)</th><th scope="col">Subject</th><th scope="col">Trigger</th>'
+        '<th scope="col">Model</th><th scope="col">Tokens in/out</th><th scope="col">Tools</th><th scope="col">ms</th>'
+        '<th scope="col">Conversation</th></tr></thead><tbody>{}</tbody></table><nav class="pager" aria-label="Pages">{}</nav>',
+        agent_nav(name, "Timeline"), form, name, tl.page + 1,
+        join(rows) or Html('<tr><td colspan="9">No turns match.</td></tr>'), join(pager, " · "),
+    )  # fmt: skip
+    return page("Timeline", body, current="/timeline")
+
+
+def commit_page(home: Home, name: str, sha: str) -> Html:
+    agent = Agent.open(home, name)
+    text = gitstore.show(agent.path, queries.check_sha(sha))
+    head, _, diff = text.partition("\ndiff --git ")
+    sections = []
+    for chunk in f"diff --git {diff}".split("\ndiff --git ") if diff else []:
+        chunk = chunk if chunk.startswith("diff --git ") else "diff --git " + chunk
+        title = chunk.splitlines()[0].removeprefix("diff --git ")
+        lines = join(
+            render(
+                '<span class="{}">{}</span>',
+                "add" if ln.startswith("+") else "del" if ln.startswith("-") else "ctx",
+                ln + "\n",
+            )
+            for ln in chunk.splitlines()[1:]
+        )
+        opened = Html(" open") if " a/memory/" in f" {title}" else Html("")
+        sections.append(
+            render(
+                '<details{}><summary>{}</summary><pre class="diff">{}</pre></details>',
+                opened,
+                title,
+                lines,
+            )
+        )
+    body = render(
+        '{}<pre class="commit">{}</pre><h2>Files</h2><p class="muted">Memory changes are unfolded.</p>{}'
+        '<p><a href="/agents/{}/undo/{}">Undo this turn…</a></p>',
+        agent_nav(name, ""), head, join(sections), name, sha,
+    )  # fmt: skip
+    return page(f"{name} · commit {sha[:8]}", body)
+
+
+def undo_page(home: Home, name: str, sha: str, csrf: str) -> Html:
+    target = audit.resolve(Agent.open(home, name), queries.check_sha(sha))
+    body = render(
+        "<p>Revert turn <code>{}</code> “{}” with <code>git revert</code>? Both stay in the history; the next turn "
+        "no longer sees this turn's history, memory edits or files.</p>{} <a href=\"/agents/{}/commit/{}\">Cancel</a>",
+        target.short, target.subject,
+        post_button(f"/agents/{name}/undo/{target.sha}", "Yes, undo this turn", csrf, confirm="yes"),
+        name, target.sha,
+    )  # fmt: skip
+    return page(f"Undo a turn of {name}", body)
+
+
+# -- charts -----------------------------------------------------------------------------------
+
+
+def stats_page(home: Home, name: str) -> Html:
+    agent = Agent.open(home, name)
+    days = queries.per_day(agent.path)
+    s = audit.stats(agent) if len(days) else None
+    charts = join(
+        [
+            bar_chart("Turns per day", [(d.day, d.turns) for d in days], "turns"),
+            bar_chart("Tokens per day (in + out)", [(d.day, d.tokens) for d in days], "tokens"),
+            bar_chart("Mean turn time per day", [(d.day, d.mean_ms) for d in days], "ms"),
+        ]
+    )
+    summary = (
+        render(
+            "<p>{} turns in all; {} tokens in, {} out; {} tool calls; p50 {} ms, p95 {} ms.</p>",
+            s.turns,
+            s.tokens_in,
+            s.tokens_out,
+            s.tool_calls,
+            s.duration_ms["p50"],
+            s.duration_ms["p95"],
+        )  # fmt: skip
+        if s
+        else Html("<p>No turns yet.</p>")
+    )
+    return page(
+        f"{name} · charts", join([agent_nav(name, "Charts"), summary, charts if days else Html("")])
+    )
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def memory_page(home: Home, name: str, query: str) -> Html:
+    agent = Agent.open(home, name)
+    core = memory.core(agent.memory_dir, agent.config.budget)
+    idx = memory.index(agent.memory_dir, limit=10_000)
+
+    def note_link(rel: str, desc: str) -> Html:
+        return render(
+            '<li><a href="/agents/{}/memory/note?{}">{}</a> <span class="muted">{}</span></li>',
+            name,
+            urlencode({"path": rel}),
+            rel,
+            desc,
+        )
+
+    groups: dict[str, list[Html]] = {"Notes": [], "People": [], "Journal": []}
+    for rel, desc in idx.notes:
+        key = (
+            "People"
+            if rel.startswith("people/")
+            else "Journal"
+            if rel.startswith(memory.JOURNAL + "/")
+            else "Notes"
+        )
+        groups[key].append(note_link(rel, desc))
+    lists = join(
+        render("<h2>{}</h2><ul>{}</ul>", k, join(v) or Html('<li class="muted">none</li>'))
+        for k, v in groups.items()
+    )
+    hits = Html("")
+    if query.strip():
+        found = search.search(agent.path, query[:500], limit=20)
+        hits = render(
+            '<h2>Results for “{}”</h2><ol class="hits">{}</ol>', query,
+            join(render("<li><strong>{}</strong> <span class=\"muted\">{} {}</span><p>{}</p></li>", h.title or h.path, h.kind, h.date, h.snippet) for h in found)
+            or Html("<li>Nothing found.</li>"),
+        )  # fmt: skip
+    body = render(
+        '{}<form method="get" class="filters" role="search"><label for="q">Search memory and history</label>'
+        '<input id="q" name="q" type="search" value="{}"><button type="submit">Search</button></form>{}'
+        '<h2>MEMORY.md</h2><p><meter min="0" max="{}" value="{}" aria-label="core memory used">{}</meter> {} / {} characters{}</p>'
+        "<pre class=\"note\">{}</pre>{}",
+        agent_nav(name, "Memory"), query, hits, core.limit, min(core.used, core.limit), core.used, core.used, core.limit,
+        " (over the cap: the model sees it cut)" if core.truncated else "", core.text, lists,
+    )  # fmt: skip
+    return page(f"{name} · memory", body)
+
+
+def note_page(home: Home, name: str, rel: str) -> Html:
+    agent = Agent.open(home, name)
+    path = queries.confined(agent.memory_dir, rel)
+    body = render(
+        '{}<pre class="note">{}</pre><p><a href="/agents/{}/memory">Back to memory</a></p>',
+        agent_nav(name, "Memory"),
+        queries.read_text(path),
+        name,
+    )
+    return page(f"{name} · {rel}", body)
+
+
+# -- approvals --------------------------------------------------------------------------------
+
+
+def approvals_page(home: Home, csrf: str) -> Html:
+    requests = [
+        render(
+            '<tr><td>{}</td><td><code>{}</code></td><td>{} <span class="muted">{}</span></td><td>{}</td><td>{} {}</td></tr>',
+            r.channel,
+            r.code,
+            r.name,
+            r.user,
+            _when(r.created),
+            post_button(
+                "/approvals/pairing",
+                f"Approve {r.name or r.user}",
+                csrf,
+                channel=r.channel,
+                code=r.code,
+                decision="approve",
+            ),
+            post_button(
+                "/approvals/pairing",
+                f"Deny {r.name or r.user}",
+                csrf,
+                channel=r.channel,
+                code=r.code,
+                decision="deny",
+            ),
+        )  # fmt: skip
+        for r in access.pending(home)
+    ]
+    letters = [
+        render(
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><pre>{}</pre></td><td><pre>{}</pre></td><td>{} {}</td></tr>",
+            d.channel,
+            d.id,
+            d.to,
+            d.body,
+            d.reason,
+            post_button(
+                "/approvals/dead-letter", "Retry", csrf, channel=d.channel, id=d.id, action="retry"
+            ),
+            post_button(
+                "/approvals/dead-letter", "Drop", csrf, channel=d.channel, id=d.id, action="drop"
+            ),
+        )  # fmt: skip
+        for d in queries.dead_letters(home)
+    ]
+    body = render(
+        '<h2 id="pairing">Pairing requests</h2><table><thead><tr><th scope="col">Channel</th><th scope="col">Code</th>'
+        '<th scope="col">Who</th><th scope="col">Asked</th><th scope="col">Decision</th></tr></thead><tbody>{}</tbody></table>'
+        '<h2 id="dead">Dead letters</h2><table><thead><tr><th scope="col">Channel</th><th scope="col">Id</th><th scope="col">To</th>'
+        '<th scope="col">Message</th><th scope="col">Why</th><th scope="col">Decision</th></tr></thead><tbody>{}</tbody></table>',
+        join(requests) or Html('<tr><td colspan="5">No open requests.</td></tr>'),
+        join(letters) or Html('<tr><td colspan="6">No dead letters.</td></tr>'),
+    )  # fmt: skip
+    return page("Approvals", body, current="/approvals")
+
+
+def error_page(status_code: int, message: str) -> Html:
+    return page(
+        "Refused" if status_code < 500 else "Error",
+        render(
+            '<p class="warn" role="alert">{}</p><p><a href="/">Back to the agents</a></p>', message
+        ),
+    )
