@@ -171,3 +171,21 @@ def test_index_reads_only_regular_files_in_memory(home: Home) -> None:
     assert not t.is_alive(), "the indexer blocked on a FIFO"
     paths = [h.path for h in found]  # type: ignore[attr-defined]
     assert "memory/tea.md" in paths and not any("borrowed" in p or "pipe" in p for p in paths)
+
+
+def test_a_word_in_most_of_a_long_history_neither_ranks_nor_slows_a_search(home: Home) -> None:
+    """A word said in most turns tells nothing apart (bm25 gives it no weight) and ranking
+    every turn it is in made searches of 100k turns slow: it is left out of the query, unless
+    the query has nothing else."""
+    agent = make_agent(home)
+    hist = agent.path / "history/c/2026-11/2026-11-01.jsonl"
+    hist.parent.mkdir(parents=True)
+    lines = []
+    for i in range(2500):
+        text = f"hello again, turn {i}" + (" about the zebra crossing" if i == 1234 else "")
+        rec = {"role": "assistant", "turn": f"t{i}", "content": [{"type": "text", "text": text}]}
+        lines.append(json.dumps(rec) + "\n")
+    hist.write_text("".join(lines))
+    hits = search.search(agent.path, "hello zebra", limit=10)
+    assert [h.snippet for h in hits] == ["hello again, turn 1234 about the [zebra] crossing"]
+    assert len(search.search(agent.path, "hello", limit=10)) == 10
