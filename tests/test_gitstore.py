@@ -158,3 +158,30 @@ def test_full_check_sees_edits_everywhere_and_new_files_outside_the_records(home
     assert sha is not None
     shown = set(git.Repo(d).git.show("--name-only", "--format=", sha).split())
     assert shown >= {*records, "history/imported/2024-12-31.jsonl", "memory/new.md"}
+
+
+def test_gc_packs_loose_objects_into_few_packs_and_loses_nothing(home: Home) -> None:
+    agent = make_agent(home)
+    d = agent.path
+    gitstore.commit_external(d)
+    (d / "outbox/2026-11").mkdir(parents=True)
+
+    def turns(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            (d / f"outbox/2026-11/{i}.md").write_text(f"reply {i}\n")
+            gitstore.commit(d, f"turn(arya): {i}", paths=[f"outbox/2026-11/{i}.md"])
+
+    def loose_and_packs() -> tuple[int, int]:
+        out = dict(line.split(": ") for line in git.Repo(d).git.count_objects("-v").splitlines())
+        return int(out["count"]), int(out["packs"])
+
+    turns(0, 5)
+    assert gitstore.gc(d, loose_limit=1000).startswith("gc: ")  # too few: nothing done
+    assert loose_and_packs()[0] > 0
+    for rounds in range(8):
+        turns(5 + 5 * rounds, 5)
+        assert "packed" in gitstore.gc(d, loose_limit=10)
+        assert loose_and_packs()[0] == 0
+    assert loose_and_packs()[1] <= 4  # rolled up geometrically, not one pack per gc
+    repo = _consistent(d)
+    assert len(list(repo.iter_commits())) >= 46
