@@ -107,9 +107,10 @@ def measure(n: int, messages: int) -> str:
             raise RuntimeError("znew: no commit within 60 s")
         new_ms = (time.perf_counter() - t1) * 1000
         collect_ms = _median_ms(lambda: status.collect(home))
-        cli = [sys.executable, "-m", "anima", "status", "--json"]
-        cli_ms = _median_ms(
-            lambda: subprocess.run(cli, env=env_for(home), capture_output=True, check=True)
+        cli = [sys.executable, "-m", "anima", "status"]
+        json_ms, table_ms = (
+            _median_ms(lambda c=c: subprocess.run(c, env=env_for(home), capture_output=True))
+            for c in (cli + ["--json"], cli)
         )
     finally:
         proc.terminate()
@@ -120,7 +121,7 @@ def measure(n: int, messages: int) -> str:
         f"warm {marks.get('anima run: warm', float('nan')):.0f} ms, idle CPU {idle:.1f} %, "
         f"wake→commit p50 {statistics.median(lat):.0f} ms p95 {pct(lat, 95):.0f} ms, "
         f"new agent's first commit {new_ms:.0f} ms, "
-        f"status --json {cli_ms:.0f} ms (collect {collect_ms:.0f} ms)"
+        f"status --json {json_ms:.0f} ms, table {table_ms:.0f} ms (collect {collect_ms:.0f} ms)"
     )
 
 
