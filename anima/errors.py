@@ -89,3 +89,8 @@ class UnfinishedMessage(BadMessage):
 
 class BadSkill(AnimaError):
     """No skill by that name, or one that is invalid (the reason says why)."""
+
+
+class BadProposal(AnimaError):
+    """A proposal that cannot be made or decided: a path or key outside the whitelist, no such
+    proposal, failing checks without --force, or main changed the same file meanwhile."""

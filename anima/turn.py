@@ -19,6 +19,7 @@ from anima import (
     gitstore,
     history,
     mailbox,
+    proposals,
     schedule,
     turnlog,
 )
@@ -342,7 +343,9 @@ def process_agent(
                 if not budget.admits(agent, batch):  # held until `anima resume`, no attempt
                     run.paused += _ids(group)
                     continue
-                result = run_turn(agent, group, on_event=on_event, cancel=cancel, sources=sources)
+                result = proposals.answer(agent, group) or run_turn(
+                    agent, group, on_event=on_event, cancel=cancel, sources=sources
+                )
             except TurnCancelled:
                 run.cancelled = True
                 break
@@ -363,6 +366,7 @@ def process_agent(
                     on_commit(name, parent, result)
                 except Exception:  # routing catches up after the pass (router.route_run)
                     log.exception("%s: routing turn %s failed", name, (result.commit or "")[:8])
+        proposals.after_pass(agent, run)  # auto-apply, and revert a change its turns failed on
     return run
 
 

@@ -1,0 +1,841 @@
+"""Self-modification: an agent proposes changes to itself on a branch; a person decides.
+
+A proposal edits only persona.md, always.md, skills/** and whitelisted agent.toml keys. It is one
+commit on `refs/heads/proposals/<id>`, built with plumbing (hash-object, a private index,
+commit-tree, update-ref): no worktree, and the checked-out main is never touched. Before anyone
+sees it, it is checked (config loads, skills valid, persona within budget, the last recorded
+turns' contexts assemble with the proposed files); the result is part of its commit message.
+
+Approving applies its changes onto main as one commit (reason and approver in the body), after
+checking again; rejecting moves the branch to `refs/anima/proposals-rejected/<id>` under a commit
+saying who rejected it. After an approval, failing turns revert the change (`after_pass`); the
+owner may decide from a channel with a message "approve ID" / "reject ID" (`answer`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from anima import gitstore
+from anima.agent import Agent
+from anima.config import Proposals
+from anima.errors import AnimaError, BadConfig, BadProposal
+from anima.fsutil import write_atomic
+from anima.home import Home
+from anima.message import Message
+
+if TYPE_CHECKING:
+    from anima.mailbox import Pending
+    from anima.turn import AgentRun, TurnResult
+
+log = logging.getLogger(__name__)
+
+OPEN = "refs/heads/proposals/"
+APPROVED = "refs/anima/proposals-approved/"
+REJECTED = "refs/anima/proposals-rejected/"
+REVERTED = "refs/anima/proposals-reverted/"
+STATES = {OPEN: "open", APPROVED: "approved", REJECTED: "rejected", REVERTED: "reverted"}
+State = Literal["open", "approved", "rejected", "reverted"]
+
+FILES = {"persona.md": "persona", "always.md": "always", "agent.toml": "config"}
+"""Whole files a proposal may change (agent.toml only through whitelisted keys), by category."""
+SKILLS = "skills/"
+CONFIG_KEYS = frozenset({"model", "provider", "fallback", "reflection.at"})
+CONFIG_TABLES = frozenset({"heartbeat", "budget", "autonomy"})
+"""agent.toml keys a proposal may set: these, and any key of these tables. Never tools, shell,
+http, owner, trusted_channels, mcp, proposals or channels."""
+MAX_FILES = 50
+MAX_FILE_BYTES = 128 * 1024
+MAX_TOTAL_BYTES = 512 * 1024
+REASON_CHARS = 2000
+_ID = re.compile(r"[0-9a-f]{6}")
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_DECISION = re.compile(r"\s*(approve|reject)\s+([0-9a-f]{6})\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One proposal as its ref and commit record it."""
+
+    id: str
+    state: State
+    commit: str
+    """The proposal's own commit (for a rejected one: the record on top of it)."""
+    subject: str
+    reason: str
+    files: tuple[str, ...]
+    problems: tuple[str, ...]
+    """What its checks found; empty: passed."""
+    date: str
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    @property
+    def categories(self) -> set[str]:
+        return {FILES.get(f, "skills") for f in self.files}
+
+
+# ---- what may be proposed -------------------------------------------------------------------
+
+
+def _one_line(text: str, limit: int) -> str:
+    printable = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(printable.split())[:limit]
+
+
+def allowed_path(rel: str) -> str:
+    """`rel` if a proposal may write it (persona.md, always.md, skills/NAME/...), else raise."""
+    if rel in ("persona.md", "always.md"):
+        return rel
+    parts = rel.split("/")
+    ok = (
+        rel.startswith(SKILLS)
+        and len(parts) >= 3
+        and all(_SEGMENT.fullmatch(p) and p.lower() != ".git" for p in parts[1:])
+        and ".." not in parts
+    )
+    if not ok:
+        raise BadProposal(
+            f"cannot propose a change to {rel[:200]!r}: a proposal may change persona.md, "
+            "always.md, files under skills/NAME/ (plain names: letters, digits, - _ .) and "
+            "agent.toml keys through `config`"
+        )
+    return rel
+
+
+def allowed_key(key: str) -> tuple[str, ...]:
+    """The parts of a dotted agent.toml key a proposal may set, else raise."""
+    parts = tuple(key.split("."))
+    if key in CONFIG_KEYS or (
+        len(parts) == 2 and parts[0] in CONFIG_TABLES and parts[1].isidentifier()
+    ):
+        return parts
+    raise BadProposal(
+        f"agent.toml key {key[:100]!r} may not be proposed: allowed are "
+        f"{', '.join(sorted(CONFIG_KEYS))} and {', '.join(t + '.*' for t in sorted(CONFIG_TABLES))}"
+        " (never tools, owner, trusted channels, mcp, proposals or channels)"
+    )
+
+
+def _toml_value(value: Any, key: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float) and value == value and abs(value) != float("inf"):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string
+    if isinstance(value, list) and all(not isinstance(v, list | dict) for v in value):
+        return "[" + ", ".join(_toml_value(v, key) for v in value) + "]"
+    raise BadProposal(f"agent.toml {key}: {value!r:.100} is not a value a proposal can set")
+
+
+def edit_toml(text: str, changes: Mapping[str, Any]) -> str:
+    """`text` with each dotted key set (None: removed), editing lines in place so comments and
+    layout survive. Raises BadProposal when the result would not be exactly that change."""
+    try:
+        want = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadProposal(f"agent.toml cannot be read now ({exc}); fix it by hand first") from exc
+    lines = text.splitlines()
+    for key, value in changes.items():
+        parts = allowed_key(key)
+        table, name = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+        scope = want.setdefault(table, {}) if table else want
+        if not isinstance(scope, dict):
+            raise BadProposal(f"agent.toml: {table} is not a table")
+        if value is None:
+            scope.pop(name, None)
+        else:
+            scope[name] = value
+        lines = _set_line(lines, table, name, None if value is None else _toml_value(value, key))
+    out = "\n".join(lines) + "\n"
+    try:
+        if tomllib.loads(out) != want:
+            raise BadProposal("agent.toml could not be edited in place; edit it by hand")
+    except tomllib.TOMLDecodeError as exc:
+        raise BadProposal(f"agent.toml could not be edited in place ({exc})") from exc
+    return out
+
+
+def _set_line(lines: list[str], table: str, name: str, rendered: str | None) -> list[str]:
+    header = re.compile(r"\s*\[")
+    start = 0
+    if table:
+        own = re.compile(rf"\s*\[\s*{re.escape(table)}\s*\]\s*(#.*)?$")
+        found = [i for i, line in enumerate(lines) if own.match(line)]
+        if not found:
+            return lines if rendered is None else [*lines, "", f"[{table}]", f"{name} = {rendered}"]
+        start = found[0] + 1
+    end = next((i for i in range(start, len(lines)) if header.match(lines[i])), len(lines))
+    key = re.compile(rf"\s*{re.escape(name)}\s*=")
+    for i in range(start, end):
+        if key.match(lines[i]):
+            return lines[:i] + ([f"{name} = {rendered}"] if rendered else []) + lines[i + 1 :]
+    return lines if rendered is None else [*lines[:start], f"{name} = {rendered}", *lines[start:]]
+
+
+# ---- git ------------------------------------------------------------------------------------
+
+
+def _git(agent: Agent | Path, *args: str, **kw: Any) -> str:
+    path = agent.path if isinstance(agent, Agent) else agent
+    return gitstore._git(path, *args, **kw)
+
+
+def _ref_of(path: Path, pid: str) -> tuple[str, str] | None:
+    for prefix in STATES:
+        try:
+            return prefix, _git(path, "rev-parse", "--verify", "-q", prefix + pid).strip()
+        except gitstore.GitFailed:
+            continue
+    return None
+
+
+def _entry(path: Path, rev: str, rel: str) -> tuple[str, str] | None:
+    """(mode, blob) of `rel` in `rev`, or None when it has none."""
+    out = _git(path, "ls-tree", "-z", rev, "--", rel).rstrip("\0")
+    if not out:
+        return None
+    meta, _, _name = out.partition("\t")
+    mode, _kind, sha = meta.split()
+    return mode, sha
+
+
+def _tree_with(path: Path, base: str, changes: Mapping[str, tuple[str, str] | None]) -> str:
+    """The tree of `base` with each path set to (mode, blob) or removed, in a private index."""
+    index = Path(tempfile.mkdtemp(prefix="anima-proposal-")) / "index"
+    env = {"GIT_INDEX_FILE": str(index), "GIT_CONFIG_COUNT": "1"}
+    env |= {"GIT_CONFIG_KEY_0": "core.splitIndex", "GIT_CONFIG_VALUE_0": "false"}
+    try:
+        _git(path, "read-tree", base, env=env)
+        for rel, entry in sorted(changes.items()):
+            if entry is None:
+                _git(path, "update-index", "--force-remove", "--", rel, env=env)
+            else:
+                _git(
+                    path,
+                    "update-index",
+                    "--add",
+                    "--cacheinfo",
+                    f"{entry[0]},{entry[1]},{rel}",
+                    env=env,
+                )
+        return _git(path, "write-tree", env=env).strip()
+    except gitstore.GitFailed as exc:
+        raise BadProposal(f"the edits do not fit the repository's files: {exc}") from exc
+    finally:
+        shutil.rmtree(index.parent, ignore_errors=True)
+
+
+def _changes(path: Path, old: str, new: str) -> dict[str, tuple[str, str] | None]:
+    """What `new` sets each changed file to, relative to `old` (None: removed)."""
+    out = _git(path, "diff-tree", "-r", "-z", "--no-renames", old, new)
+    fields = out.split("\0")
+    result: dict[str, tuple[str, str] | None] = {}
+    for meta, rel in zip(fields[0::2], fields[1::2], strict=False):
+        if not rel:
+            continue
+        _, new_mode, _, new_sha, status = meta.lstrip(":").split()
+        result[rel] = None if status == "D" else (new_mode, new_sha)
+    return result
+
+
+# ---- making a proposal ----------------------------------------------------------------------
+
+
+def create(
+    agent: Agent,
+    reason: str,
+    *,
+    files: Mapping[str, str | None] | None = None,
+    config: Mapping[str, Any] | None = None,
+    summary: str = "",
+    by: str = "",
+) -> Proposal:
+    """File a proposal: write the edits as a commit on `proposals/<id>` (HEAD's tree plus the
+    edits; main and the working tree are untouched) and check it. `files` maps a path to its
+    new text (None: delete); `config` maps a dotted agent.toml key to its value (None: unset).
+    Raises BadProposal for anything outside the whitelist, changing nothing."""
+    reason = _one_line(reason, REASON_CHARS)
+    if not reason:
+        raise BadProposal("a proposal needs a reason: say why this change makes you better")
+    files, config = dict(files or {}), dict(config or {})
+    if not files and not config:
+        raise BadProposal("a proposal must change something: give files and/or config")
+    if len(files) > MAX_FILES:
+        raise BadProposal(f"a proposal may change at most {MAX_FILES} files")
+    path, base = agent.path, gitstore.head(agent.path)
+    changes = _file_changes(path, base, files)
+    if config:
+        try:
+            current = _git(path, "cat-file", "blob", f"{base}:agent.toml")
+        except gitstore.GitFailed:
+            current = ""
+        blob = _git(path, "hash-object", "-w", "--stdin", input=edit_toml(current, config)).strip()
+        changes["agent.toml"] = ("100644", blob)
+    tree = _tree_with(path, base, changes)
+    problems = check(agent, tree, base)
+    pid = _new_id(path)
+    lines = [
+        f"proposal({agent.name}): {_one_line(summary, 100) or 'change ' + ', '.join(sorted(changes))[:90]}"
+    ]
+    lines += ["", f"Reason: {reason}", "", f"Checks: {'failed' if problems else 'passed'}"]
+    lines += [f"- {_one_line(p, 500)}" for p in problems]
+    lines += ["", f"Anima-Proposal: {pid}", f"Anima-Files: {', '.join(sorted(changes))}"]
+    lines += [f"Anima-Checks: {'failed' if problems else 'passed'}"]
+    lines += [f"Anima-Proposed-By: {_one_line(by or agent.name, 100)}"]
+    sha = _git(
+        path,
+        "commit-tree",
+        "--no-gpg-sign",
+        tree,
+        "-p",
+        base,
+        "-F",
+        "-",
+        input="\n".join(lines) + "\n",
+    ).strip()
+    _git(path, "update-ref", OPEN + pid, sha, "0" * 40)
+    return get(agent, pid)
+
+
+def _file_changes(
+    path: Path, base: str, files: Mapping[str, str | None]
+) -> dict[str, tuple[str, str] | None]:
+    """Each proposed file as (mode, blob) written to the object store, or None to delete."""
+    changes: dict[str, tuple[str, str] | None] = {}
+    total = 0
+    for rel, text in files.items():
+        allowed_path(rel)
+        if text is None:
+            if _entry(path, base, rel) is None:
+                raise BadProposal(f"cannot delete {rel}: it does not exist")
+            changes[rel] = None
+            continue
+        if not isinstance(text, str) or "\0" in text:
+            raise BadProposal(f"{rel}: the content must be text")
+        data = text.encode("utf-8", "strict")
+        total += len(data)
+        if len(data) > MAX_FILE_BYTES or total > MAX_TOTAL_BYTES:
+            raise BadProposal(
+                f"{rel}: too large (each file ≤ {MAX_FILE_BYTES} bytes, all ≤ {MAX_TOTAL_BYTES})"
+            )
+        old = _entry(path, base, rel)
+        if old is not None and old[0] not in ("100644", "100755"):
+            raise BadProposal(f"{rel} is not a regular file in the repository; it stays as is")
+        blob = _git(path, "hash-object", "-w", "--stdin", input=data).strip()
+        changes[rel] = (old[0] if old else "100644", blob)
+    return changes
+
+
+def _new_id(path: Path) -> str:
+    while True:
+        pid = secrets.token_hex(3)
+        if _ref_of(path, pid) is None:
+            return pid
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+
+def check(agent: Agent, tree: str, base: str) -> list[str]:
+    """What is wrong with the agent as `tree` would make it (empty: nothing): its config loads,
+    its skills are valid, its persona fits its budget, and the contexts of its last recorded
+    turns assemble with these files (no model call)."""
+    from anima import skills
+    from anima.config import load_agent_config
+
+    turns = _recent_turns(agent, base, _settings(agent).check_turns)
+    with _materialized(agent, tree, base, turns) as trial:
+        problems: list[str] = []
+        try:
+            cfg = load_agent_config(trial.path / "agent.toml")
+        except BadConfig as exc:
+            return [f"agent.toml does not load: {str(exc).replace(str(trial.path) + '/', '')}"]
+        problems += [
+            f"skill {s.name}: {s.problem}"
+            for s in skills.discover(trial.home, trial.name)
+            if s.scope == "agent" and s.problem
+        ]
+        for rel, limit in (
+            ("persona.md", cfg.budget.persona_chars),
+            ("always.md", cfg.budget.always_chars),
+        ):
+            size = len(trial.read(rel))
+            if size > limit:
+                problems.append(f"{rel} is {size} characters, over its budget of {limit}")
+        problems += _replay(trial, turns)
+    return problems
+
+
+def _recent_turns(agent: Agent, base: str, n: int) -> list[tuple[str, list[str]]]:
+    """(conversation, archived message paths) of the last `n` turns recorded before `base`."""
+    from anima.mailbox import archive_path
+
+    out = []
+    entries = gitstore.log(agent.path, limit=max(n, 0) * 3 + 10, grep="Anima-Conversation")
+    for e in entries:
+        conv, ids = e.trailers.get("Anima-Conversation"), e.trailers.get("Anima-Message", "")
+        if not conv or not ids or not gitstore.landed(agent.path, e.sha):
+            continue
+        rels = [
+            str(archive_path(agent.path, i.strip()).relative_to(agent.path)) for i in ids.split(",")
+        ]
+        out.append((conv, rels))
+        if len(out) >= n:
+            break
+    return out
+
+
+class _materialized:
+    """A throwaway home holding the agent as `tree` makes it: the files context assembly reads,
+    checked out of the agent's object store (shared through git alternates, nothing copied)."""
+
+    def __init__(self, agent: Agent, tree: str, base: str, turns: list[tuple[str, list[str]]]):
+        self.agent, self.tree, self.base, self.turns = agent, tree, base, turns
+        self.tmp = Path(tempfile.mkdtemp(prefix="anima-check-"))
+
+    def __enter__(self) -> Agent:
+        home = Home(self.tmp / "home")
+        target = home.agents_dir / self.agent.name
+        target.mkdir(parents=True)
+        for src, dst in ((self.agent.home.config_path, home.config_path),):
+            if src.is_file():
+                shutil.copyfile(src, dst)
+        _git(target, "init", "-q", "--template=")
+        alternates = target / ".git" / "objects" / "info" / "alternates"
+        alternates.parent.mkdir(parents=True, exist_ok=True)
+        alternates.write_text(str((self.agent.path / ".git" / "objects").resolve()) + "\n")
+        wanted = ["persona.md", "always.md", "agent.toml", "skills", "memory"]
+        wanted += [f"history/{conv}" for conv, _ in self.turns]
+        wanted += [rel for _, rels in self.turns for rel in rels]
+        listed = _git(target, "ls-tree", "-r", "-z", "--name-only", self.tree, "--", *wanted)
+        _git(target, "read-tree", self.tree)
+        names = [n for n in listed.split("\0") if n]
+        if names:
+            _git(target, "checkout-index", "-f", "-q", "-z", "--stdin", input="\0".join(names))
+        sha = _git(target, "commit-tree", self.tree, "-m", "check").strip()
+        _git(target, "update-ref", "HEAD", sha)
+        return Agent(home, self.agent.name)
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _replay(trial: Agent, turns: list[tuple[str, list[str]]]) -> list[str]:
+    from anima import context
+    from anima.mailbox import read_message
+
+    problems = []
+    batches = []
+    for conv, rels in turns:
+        msgs = [
+            read_message(trial.path / r, trial.name) for r in rels if (trial.path / r).is_file()
+        ]
+        if msgs:
+            batches.append((conv, msgs))
+    if not batches:  # no recorded turn yet: one made-up message
+        owner = trial.config.owner
+        batches.append(("cli", [Message.create(sender=owner, to=trial.name, body="hello")]))
+    for conv, msgs in batches:
+        try:
+            context.assemble(trial, msgs, conv)
+        except Exception as exc:  # whatever breaks assembly is what the check is for
+            problems.append(f"replaying a turn of {conv} fails: {type(exc).__name__}: {exc}")
+    return problems
+
+
+# ---- reading proposals ----------------------------------------------------------------------
+
+
+def _parse(pid: str, state: State, sha: str, message: str, date: str) -> Proposal:
+    lines = message.splitlines()
+    subject = lines[0] if lines else ""
+    reason = next((ln[8:] for ln in lines if ln.startswith("Reason: ")), "")
+    trailers = dict(ln.split(": ", 1) for ln in lines if ln.startswith("Anima-") and ": " in ln)
+    problems = [ln[2:] for ln in lines if ln.startswith("- ")]
+    if trailers.get("Anima-Checks") != "failed":
+        problems = []
+    elif not problems:
+        problems = ["checks failed"]
+    files = tuple(f.strip() for f in trailers.get("Anima-Files", "").split(",") if f.strip())
+    return Proposal(pid, state, sha, subject, reason, files, tuple(problems), date)
+
+
+def proposals(agent: Agent) -> list[Proposal]:
+    """Every proposal of `agent`, newest first."""
+    fmt = "%(refname)%00%(objectname)%00%(creatordate:iso-strict)%00%(contents)%1e"
+    out = _git(agent, "for-each-ref", f"--format={fmt}", *STATES)
+    found = []
+    for record in out.split("\x1e"):
+        record = record.strip("\n")
+        if not record:
+            continue
+        ref, sha, date, message = record.split("\0", 3)
+        prefix = next(p for p in STATES if ref.startswith(p))
+        pid = ref[len(prefix) :]
+        if prefix == REJECTED:  # the rejection record sits on top of the proposal
+            message = _git(agent, "log", "-1", "--format=%B", f"{sha}^")
+        found.append(_parse(pid, STATES[prefix], sha, message, date))  # type: ignore[arg-type]
+    return sorted(found, key=lambda p: p.date, reverse=True)
+
+
+def get(agent: Agent, pid: str) -> Proposal:
+    for p in proposals(agent):
+        if p.id == pid:
+            return p
+    raise BadProposal(
+        f"{agent.name} has no proposal {pid[:20]!r}: see `anima proposals list {agent.name}`"
+    )
+
+
+def latest(agent: Agent, pid: str | None) -> Proposal:
+    """A proposal by id, or the newest open one."""
+    if pid:
+        return get(agent, pid)
+    waiting = [p for p in proposals(agent) if p.state == "open"]
+    if not waiting:
+        raise BadProposal(f"{agent.name} has no open proposal")
+    return waiting[0]
+
+
+def diff(agent: Agent, pid: str) -> str:
+    """The proposal's message, checks and diff, for a person to read."""
+    p = get(agent, pid)
+    rev = f"{p.commit}^" if p.state == "rejected" else p.commit
+    return _git(agent, "show", "--stat", "--patch", "--format=fuller", rev).rstrip("\n")
+
+
+# ---- deciding -------------------------------------------------------------------------------
+
+
+def _lock(agent: Agent) -> Any:
+    return gitstore.agent_lock(agent.home.run_dir / "locks" / f"{agent.name}.lock", timeout=30)
+
+
+def approve(agent: Agent, pid: str, *, by: str, force: bool = False) -> str:
+    """Apply an open proposal onto main as one commit (reason and approver in its body), after
+    checking it again on today's main. Takes the agent's lock. Returns the commit's sha."""
+    from anima.turn import prepare
+
+    with _lock(agent):
+        prepare(agent)
+        return approve_locked(agent, pid, by=by, force=force)
+
+
+def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> str:
+    """`approve`, for a caller that holds the agent's lock and has committed hand edits."""
+    p = get(agent, pid)
+    if p.state != "open":
+        raise BadProposal(f"proposal {pid} is {p.state}, not open")
+    base = _git(agent, "rev-parse", f"{p.commit}^").strip()
+    changes = _changes(agent.path, base, p.commit)
+    head = gitstore.head(agent.path)
+    _unchanged_since(agent, base, changes)
+    problems = check(agent, _tree_with(agent.path, head, changes), head) if not force else []
+    if problems and not force:
+        raise BadProposal(
+            f"proposal {pid} fails its checks: {'; '.join(problems)} "
+            f"(approve anyway with `anima proposals approve {agent.name} {pid} --force`)"
+        )
+    body = [f"Reason: {p.reason}", f"Approved by: {_one_line(by, 200)}"]
+    if force:
+        body.append("Approved with --force (checks not required to pass)")
+    trailers = [("Anima-Proposal", pid), ("Anima-Approved-By", by)]
+    sha = _apply(
+        agent,
+        changes,
+        base,
+        f"proposal({agent.name}): apply {pid}: {p.subject.split(': ', 1)[-1]}",
+        "\n".join(body),
+        trailers,
+    )
+    _git(agent, "update-ref", APPROVED + pid, p.commit)
+    _git(agent, "update-ref", "-d", OPEN + pid, p.commit)
+    _watch(agent).write_text(
+        json.dumps({"id": pid, "commit": sha, "failures": 0, "passed": 0, **_limits(agent)})
+    )
+    return sha
+
+
+def _settings(agent: Agent) -> Proposals:
+    """The agent's [proposals] settings; the defaults while its agent.toml does not load."""
+    try:
+        return agent.config.proposals
+    except BadConfig:
+        return Proposals()
+
+
+def _limits(agent: Agent) -> dict[str, int]:
+    """The safety net's limits, from the config before the change (it may break the config)."""
+    cfg = _settings(agent)
+    return {"revert_after": cfg.revert_after_failures, "window": cfg.check_turns}
+
+
+def _apply(
+    agent: Agent,
+    changes: Mapping[str, tuple[str, str] | None],
+    base: str,
+    subject: str,
+    body: str,
+    trailers: Sequence[tuple[str, str]],
+) -> str:
+    """Write `changes` into the working tree and commit exactly those paths on main. Each file
+    must still be on main as it was at `base`: a later change to it is not overwritten."""
+    path = agent.path
+    _unchanged_since(agent, base, changes)
+    for rel, entry in changes.items():
+        target = _safe_target(path, rel)
+        if entry is None:
+            target.unlink(missing_ok=True)
+            continue
+        data = gitstore._git_bytes(path, "cat-file", "blob", entry[1])
+        write_atomic(target, data)
+        os.chmod(target, 0o755 if entry[0] == "100755" else 0o644)
+    return gitstore.commit(path, subject, body=body, trailers=trailers, paths=sorted(changes))
+
+
+def _unchanged_since(
+    agent: Agent, base: str, changes: Mapping[str, tuple[str, str] | None]
+) -> None:
+    """Raise unless each changed file is on main as it was at `base` (or as `changes` make it):
+    a person's later edit is never overwritten."""
+    for rel, entry in changes.items():
+        now = _entry(agent.path, "HEAD", rel)
+        if now != _entry(agent.path, base, rel) and now != entry:
+            raise BadProposal(f"{rel} changed on main since the proposal; propose it again")
+
+
+def _safe_target(root: Path, rel: str) -> Path:
+    """`root/rel`, with every folder on the way a real folder inside `root` (made if missing)
+    and the file itself not a symlink: a write can never land outside the repository."""
+    allowed_path(rel) if rel != "agent.toml" else None
+    here = root
+    for part in rel.split("/")[:-1]:
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            here.mkdir()
+            continue
+        if not stat.S_ISDIR(mode):
+            raise BadProposal(f"{here.relative_to(root)} is not a plain folder; not writing {rel}")
+    target = here / rel.split("/")[-1]
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise BadProposal(f"{rel} is not a plain file in {root.name}; not writing it")
+    return target
+
+
+def reject(agent: Agent, pid: str, *, by: str, why: str = "") -> str:
+    """Close an open proposal: its branch goes, and a record (who, why) is kept on
+    refs/anima/proposals-rejected/<id> on top of it. Returns the record's sha."""
+    p = get(agent, pid)
+    if p.state != "open":
+        raise BadProposal(f"proposal {pid} is {p.state}, not open")
+    message = f"reject proposal {pid}\n\nRejected by: {_one_line(by, 200)}\n"
+    if why.strip():
+        message += f"Why: {_one_line(why, REASON_CHARS)}\n"
+    tree = f"{p.commit}^{{tree}}"
+    sha = _git(
+        agent, "commit-tree", "--no-gpg-sign", tree, "-p", p.commit, "-F", "-", input=message
+    ).strip()
+    _git(agent, "update-ref", REJECTED + pid, sha, "0" * 40)
+    _git(agent, "update-ref", "-d", OPEN + pid, p.commit)
+    return sha
+
+
+def revert(agent: Agent, pid: str, *, why: str) -> str:
+    """Undo an applied proposal with a commit saying why. Takes the agent's lock."""
+    from anima.turn import prepare
+
+    with _lock(agent):
+        prepare(agent)
+        return revert_locked(agent, pid, why=why)
+
+
+def revert_locked(agent: Agent, pid: str, *, why: str) -> str:
+    p = get(agent, pid)
+    if p.state != "approved":
+        raise BadProposal(f"proposal {pid} is {p.state}, not approved")
+    applied = gitstore.log(agent.path, limit=1, grep=f"Anima-Proposal: {pid}")
+    if not applied:
+        raise BadProposal(f"the commit that applied proposal {pid} is not on main")
+    sha = applied[0].sha
+    parent = _git(agent, "rev-parse", f"{sha}^").strip()
+    back = _changes(agent.path, sha, parent)
+    out = _apply(
+        agent,
+        back,
+        sha,
+        f"proposal({agent.name}): revert {pid}",
+        f"Why: {_one_line(why, REASON_CHARS)}",
+        [("Anima-Proposal-Reverted", pid)],
+    )
+    _git(agent, "update-ref", REVERTED + pid, p.commit)
+    _git(agent, "update-ref", "-d", APPROVED + pid, p.commit)
+    _watch(agent).unlink(missing_ok=True)
+    return out
+
+
+# ---- the runtime's hooks --------------------------------------------------------------------
+
+
+def _watch(agent: Agent) -> Path:
+    """run/proposals/NAME.json: the change just applied, and how its next turns went."""
+    d = agent.home.run_dir / "proposals"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{agent.name}.json"
+
+
+def after_pass(agent: Agent, run: AgentRun) -> None:
+    """After a pass over the agent's inbox, under its lock: revert a just-applied change whose
+    next turns failed, then apply the open proposals `auto_apply` allows. Never raises: this is
+    the safety net, and a failure here is logged, not the turn's."""
+    try:
+        _safety_net(agent, run)
+        _auto_apply(agent)
+    except Exception:
+        log.exception("%s: proposals after the pass failed", agent.name)
+
+
+def _safety_net(agent: Agent, run: AgentRun) -> None:
+    watch = _watch(agent)
+    try:
+        state = json.loads(watch.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    errors = [r.error for r in run.results if r.error]
+    state["failures"] += len(errors)
+    state["passed"] += len(run.results) - len(errors)
+    if state["revert_after"] and state["failures"] >= state["revert_after"]:
+        why = (
+            f"{state['failures']} failed turns after proposal {state['id']} was applied "
+            f"(revert_after_failures = {state['revert_after']}); last error: {errors[-1] if errors else '?'}"
+        )
+        log.warning("%s: reverting proposal %s: %s", agent.name, state["id"], why)
+        revert_locked(agent, state["id"], why=why)
+    elif state["passed"] >= state["window"]:
+        watch.unlink(missing_ok=True)
+    else:
+        watch.write_text(json.dumps(state))
+
+
+def _auto_apply(agent: Agent) -> None:
+    try:
+        allowed = set(agent.config.proposals.auto_apply)
+    except BadConfig:
+        return
+    if not allowed:
+        return
+    for p in proposals(agent):
+        if p.state == "open" and p.passed and p.categories <= allowed:
+            try:
+                approve_locked(
+                    agent, p.id, by=f"auto-apply (proposals.auto_apply = {sorted(allowed)})"
+                )
+            except AnimaError as exc:
+                log.warning("%s: proposal %s not applied automatically: %s", agent.name, p.id, exc)
+
+
+def is_owner(agent: Agent, msg: Message) -> bool:
+    """May `msg` decide this agent's proposals? Only its owner: on a trusted local channel as
+    `owner`, or at an owner address of a chat channel. Never an agent (itself included), never
+    a timer, never a stranger."""
+    if msg.kind != "message" or msg.channel in ("agent", "timer"):
+        return False
+    if msg.sender == agent.name or msg.sender in agent.home.agent_names():
+        return False
+    cfg = agent.config
+    if msg.sender == cfg.owner and msg.channel in cfg.trusted_channels:
+        return True
+    return ":" in msg.sender and msg.sender in agent.home.config().owner_addresses
+
+
+def decision(agent: Agent, msg: Message) -> tuple[str, str] | None:
+    """("approve"|"reject", id) when `msg` is the owner's decision, else None."""
+    m = _DECISION.fullmatch(msg.body)
+    if m is None or not is_owner(agent, msg):
+        return None
+    return m.group(1).lower(), m.group(2).lower()
+
+
+def answer(agent: Agent, group: list[Pending]) -> TurnResult | None:
+    """When every message of a batch is the owner's "approve ID" / "reject ID", decide them
+    without a model call and commit a turn whose reply says what happened. Otherwise None: the
+    batch is an ordinary turn (and approves nothing). Call under the agent's lock."""
+    from anima import history, mailbox, turnlog
+    from anima.message import iso, render, utcnow
+    from anima.turn import TurnResult, _reply_for
+
+    decisions = [decision(agent, p.message) for p in group]
+    if not group or any(d is None for d in decisions):
+        return None
+    said = []
+    for d, p in zip(decisions, group, strict=True):
+        assert d is not None
+        verb, pid = d
+        try:
+            if verb == "approve":
+                sha = approve_locked(agent, pid, by=p.message.sender)
+                said.append(f"Approved proposal {pid}: applied as commit {sha[:8]}.")
+            else:
+                reject(agent, pid, by=p.message.sender)
+                said.append(f"Rejected proposal {pid}; its branch is gone, the record kept.")
+        except AnimaError as exc:
+            said.append(f"Could not {verb} proposal {pid}: {exc}")
+    batch = [p.message for p in group]
+    text = "\n".join(said)
+    reply = _reply_for(agent, batch, text)
+    trigger, conv, now = batch[-1], batch[-1].conversation, iso(utcnow())
+    records: list[dict[str, object]] = [
+        {"role": "user", "content": [{"type": "text", "text": m.body} for m in batch]},
+        {"role": "assistant", "content": [{"type": "text", "text": text}]},
+    ]
+    for rec in records:
+        rec.update(turn=trigger.id, ts=now)
+    record = turnlog.TurnRecord(
+        subject=f"turn({agent.name}): proposal decision from {trigger.sender} (no model call)",
+        body=text,
+        trailers=[
+            ("Anima-Trigger", f"{trigger.kind}:{trigger.channel}:{trigger.sender}"),
+            ("Anima-Message", ", ".join(m.id for m in batch)),
+            ("Anima-Conversation", conv),
+            ("Anima-Model", "none"),
+        ],
+        archive=[
+            (
+                str(p.path.relative_to(agent.path)),
+                str(mailbox.archive_path(agent.path, p.message.id).relative_to(agent.path)),
+            )
+            for p in group
+        ],
+        outbox=[
+            (str(mailbox.outbox_path(agent.path, reply.id).relative_to(agent.path)), render(reply))
+        ],
+        history_path=str(
+            history.day_file(agent.path, conv, utcnow().strftime("%Y-%m-%d")).relative_to(
+                agent.path
+            )
+        ),
+        history_records=records,
+        parent=gitstore.head(agent.path),
+    )
+    sha = turnlog.commit(agent.path, record)
+    return TurnResult(agent.name, conv, [m.id for m in batch], sha, reply, [reply], model="none")
+
+
+from anima.tools import propose as _propose  # noqa: E402,F401  (registers the `propose` tool)
