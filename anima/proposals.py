@@ -62,6 +62,7 @@ MAX_TOTAL_BYTES = 512 * 1024
 REASON_CHARS = 2000
 _ID = re.compile(r"[0-9a-f]{6}")
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _DECISION = re.compile(r"\s*(approve|reject)\s+([0-9a-f]{6})\s*", re.IGNORECASE)
 
 
@@ -401,6 +402,9 @@ def _recent_turns(agent: Agent, base: str, n: int) -> list[tuple[str, list[str]]
     return out
 
 
+_CHECKER = {"NAME": "anima-check", "EMAIL": f"check@{gitstore.BOT_EMAIL_DOMAIN}"}
+
+
 class _materialized:
     """A throwaway home holding the agent as `tree` makes it: the files context assembly reads,
     checked out of the agent's object store (shared through git alternates, nothing copied)."""
@@ -428,7 +432,8 @@ class _materialized:
         names = [n for n in listed.split("\0") if n]
         if names:
             _git(target, "checkout-index", "-f", "-q", "-z", "--stdin", input="\0".join(names))
-        sha = _git(target, "commit-tree", self.tree, "-m", "check").strip()
+        who = {f"GIT_{r}_{k}": v for r in ("AUTHOR", "COMMITTER") for k, v in _CHECKER.items()}
+        sha = _git(target, "commit-tree", self.tree, "-m", "check", env=who).strip()
         _git(target, "update-ref", "HEAD", sha)
         return Agent(home, self.agent.name)
 
@@ -517,7 +522,8 @@ def diff(agent: Agent, pid: str) -> str:
     """The proposal's message, checks and diff, for a person to read."""
     p = get(agent, pid)
     rev = f"{p.commit}^" if p.state == "rejected" else p.commit
-    return _git(agent, "show", "--stat", "--patch", "--format=fuller", rev).rstrip("\n")
+    text = _git(agent, "show", "--stat", "--patch", "--format=fuller", rev).rstrip("\n")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)  # no escapes reach a terminal
 
 
 # ---- deciding -------------------------------------------------------------------------------
@@ -642,7 +648,14 @@ def _safe_target(root: Path, rel: str) -> Path:
 
 def reject(agent: Agent, pid: str, *, by: str, why: str = "") -> str:
     """Close an open proposal: its branch goes, and a record (who, why) is kept on
-    refs/anima/proposals-rejected/<id> on top of it. Returns the record's sha."""
+    refs/anima/proposals-rejected/<id> on top of it. Takes the agent's lock (an approval may be
+    under way). Returns the record's sha."""
+    with _lock(agent):
+        return reject_locked(agent, pid, by=by, why=why)
+
+
+def reject_locked(agent: Agent, pid: str, *, by: str, why: str = "") -> str:
+    """`reject`, for a caller that holds the agent's lock."""
     p = get(agent, pid)
     if p.state != "open":
         raise BadProposal(f"proposal {pid} is {p.state}, not open")
@@ -793,7 +806,7 @@ def answer(agent: Agent, group: list[Pending]) -> TurnResult | None:
                 sha = approve_locked(agent, pid, by=p.message.sender)
                 said.append(f"Approved proposal {pid}: applied as commit {sha[:8]}.")
             else:
-                reject(agent, pid, by=p.message.sender)
+                reject_locked(agent, pid, by=p.message.sender)
                 said.append(f"Rejected proposal {pid}; its branch is gone, the record kept.")
         except AnimaError as exc:
             said.append(f"Could not {verb} proposal {pid}: {exc}")

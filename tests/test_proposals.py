@@ -19,6 +19,7 @@ from anima.message import Message
 from anima.testing import FakeModelServer, Reply
 from anima.turn import process_agent
 from tests.conftest import add_channel, make_agent, replies, send
+from tests.test_chat import spawn, until  # noqa: F401 (the chat fixture)
 
 SKILL = "---\nname: greet\ndescription: Greet people warmly when they arrive.\n---\nSay hello.\n"
 
@@ -278,3 +279,20 @@ def test_a_file_changed_on_main_since_the_proposal_is_not_overwritten(
     with pytest.raises(BadProposal, match="changed on main"):
         proposals.approve(agent, p.id, by="you")
     assert agent.always == "The owner's own words.\n"
+
+
+def test_chat_lists_shows_and_approves_proposals(
+    home: Home,
+    agent: Agent,
+    spawn: Any,  # noqa: F811 (the chat fixture, imported)
+) -> None:
+    p = proposals.create(agent, "be brief", files={"always.md": "Be brief.\n"})
+    c = spawn()
+    c.sendline("/proposals")
+    until(c, f"{p.id} open")
+    c.sendline(f"/proposals show {p.id}")
+    until(c, "+Be brief.")
+    c.sendline(f"/proposals approve {p.id}")
+    until(c, f"approved {p.id}")
+    c.sendline("/quit")
+    assert agent.always == "Be brief.\n" and only(agent).state == "approved"

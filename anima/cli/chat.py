@@ -30,6 +30,7 @@ COMMANDS = {
     "/memory": "      the agent's core memory and notes",
     "/log": "[n]   the agent's last n turns (git log)",
     "/undo": "      revert the agent's last turn (git revert), after confirmation",
+    "/proposals": "[show|approve|reject ID]  what the agent proposed to change about itself",
     "/new": "      start a new conversation thread",
     "/help": "      this list",
     "/quit": "      leave (or Ctrl-D)",
@@ -295,6 +296,33 @@ class Repl:
             return
         target, sha = audit.undo(agent, last.sha)
         self.say(f"reverted {target.short} with commit {sha[:8]}", "yellow")
+
+    def cmd_proposals(self, arg: str) -> None:
+        from anima import proposals
+        from anima.agent import Agent
+
+        agent = Agent(self.home, self.session.agent)
+        verb, _, pid = arg.partition(" ")
+        pid = pid.strip()
+        if verb == "approve" and pid:
+            sha = proposals.approve(agent, pid, by="the owner in anima chat")
+            self.say(f"approved {pid}: applied as commit {sha[:8]}", "yellow")
+        elif verb == "reject" and pid:
+            proposals.reject(agent, pid, by="the owner in anima chat")
+            self.say(f"rejected {pid}; its record is kept", "yellow")
+        elif verb == "show":
+            p = proposals.latest(agent, pid or None)
+            self.say(f"checks: {'passed' if p.passed else 'FAILED: ' + '; '.join(p.problems)}")
+            self.say(proposals.diff(agent, p.id))
+        elif verb:
+            self.say("usage: /proposals [show [ID] | approve ID | reject ID]", "red")
+        else:
+            found = proposals.proposals(agent)
+            for p in found:
+                checks = "passed" if p.passed else "FAILED"
+                self.say(f"  {p.id} {p.state:<8} checks {checks:<6} {p.reason[:70]}")
+            if not found:
+                self.say(f"{agent.name} has no proposals", "dim")
 
     def cmd_new(self, arg: str) -> None:
         self.say(f"new conversation: {self.session.new_conversation()}", "dim")
