@@ -28,12 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from anima import gitstore
+from anima import gitstore, proposal_checks
 from anima.agent import Agent
-from anima.config import Proposals
 from anima.errors import AnimaError, BadConfig, BadProposal
 from anima.fsutil import write_atomic
-from anima.home import Home
 from anima.message import Message
 
 if TYPE_CHECKING:
@@ -289,7 +287,7 @@ def create(
         blob = _git(path, "hash-object", "-w", "--stdin", input=edit_toml(current, config)).strip()
         changes["agent.toml"] = ("100644", blob)
     tree = _tree_with(path, base, changes)
-    problems = check(agent, tree, base)
+    problems = proposal_checks.problems(agent, tree)
     pid = _new_id(path)
     lines = [
         f"proposal({agent.name}): {_one_line(summary, 100) or 'change ' + ', '.join(sorted(changes))[:90]}"
@@ -348,120 +346,6 @@ def _new_id(path: Path) -> str:
         pid = secrets.token_hex(3)
         if _ref_of(path, pid) is None:
             return pid
-
-
-# ---- checks ---------------------------------------------------------------------------------
-
-
-def check(agent: Agent, tree: str, base: str) -> list[str]:
-    """What is wrong with the agent as `tree` would make it (empty: nothing): its config loads,
-    its skills are valid, its persona fits its budget, and the contexts of its last recorded
-    turns assemble with these files (no model call)."""
-    from anima import skills
-    from anima.config import load_agent_config
-
-    turns = _recent_turns(agent, base, _settings(agent).check_turns)
-    with _materialized(agent, tree, base, turns) as trial:
-        problems: list[str] = []
-        try:
-            cfg = load_agent_config(trial.path / "agent.toml")
-        except BadConfig as exc:
-            return [f"agent.toml does not load: {str(exc).replace(str(trial.path) + '/', '')}"]
-        problems += [
-            f"skill {s.name}: {s.problem}"
-            for s in skills.discover(trial.home, trial.name)
-            if s.scope == "agent" and s.problem
-        ]
-        for rel, limit in (
-            ("persona.md", cfg.budget.persona_chars),
-            ("always.md", cfg.budget.always_chars),
-        ):
-            size = len(trial.read(rel))
-            if size > limit:
-                problems.append(f"{rel} is {size} characters, over its budget of {limit}")
-        problems += _replay(trial, turns)
-    return problems
-
-
-def _recent_turns(agent: Agent, base: str, n: int) -> list[tuple[str, list[str]]]:
-    """(conversation, archived message paths) of the last `n` turns recorded before `base`."""
-    from anima.mailbox import archive_path
-
-    out = []
-    entries = gitstore.log(agent.path, limit=max(n, 0) * 3 + 10, grep="Anima-Conversation")
-    for e in entries:
-        conv, ids = e.trailers.get("Anima-Conversation"), e.trailers.get("Anima-Message", "")
-        if not conv or not ids or not gitstore.landed(agent.path, e.sha):
-            continue
-        rels = [
-            str(archive_path(agent.path, i.strip()).relative_to(agent.path)) for i in ids.split(",")
-        ]
-        out.append((conv, rels))
-        if len(out) >= n:
-            break
-    return out
-
-
-_CHECKER = {"NAME": "anima-check", "EMAIL": f"check@{gitstore.BOT_EMAIL_DOMAIN}"}
-
-
-class _materialized:
-    """A throwaway home holding the agent as `tree` makes it: the files context assembly reads,
-    checked out of the agent's object store (shared through git alternates, nothing copied)."""
-
-    def __init__(self, agent: Agent, tree: str, base: str, turns: list[tuple[str, list[str]]]):
-        self.agent, self.tree, self.base, self.turns = agent, tree, base, turns
-        self.tmp = Path(tempfile.mkdtemp(prefix="anima-check-"))
-
-    def __enter__(self) -> Agent:
-        home = Home(self.tmp / "home")
-        target = home.agents_dir / self.agent.name
-        target.mkdir(parents=True)
-        for src, dst in ((self.agent.home.config_path, home.config_path),):
-            if src.is_file():
-                shutil.copyfile(src, dst)
-        _git(target, "init", "-q", "--template=")
-        alternates = target / ".git" / "objects" / "info" / "alternates"
-        alternates.parent.mkdir(parents=True, exist_ok=True)
-        alternates.write_text(str((self.agent.path / ".git" / "objects").resolve()) + "\n")
-        wanted = ["persona.md", "always.md", "agent.toml", "skills", "memory"]
-        wanted += [f"history/{conv}" for conv, _ in self.turns]
-        wanted += [rel for _, rels in self.turns for rel in rels]
-        listed = _git(target, "ls-tree", "-r", "-z", "--name-only", self.tree, "--", *wanted)
-        _git(target, "read-tree", self.tree)
-        names = [n for n in listed.split("\0") if n]
-        if names:
-            _git(target, "checkout-index", "-f", "-q", "-z", "--stdin", input="\0".join(names))
-        who = {f"GIT_{r}_{k}": v for r in ("AUTHOR", "COMMITTER") for k, v in _CHECKER.items()}
-        sha = _git(target, "commit-tree", self.tree, "-m", "check", env=who).strip()
-        _git(target, "update-ref", "HEAD", sha)
-        return Agent(home, self.agent.name)
-
-    def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _replay(trial: Agent, turns: list[tuple[str, list[str]]]) -> list[str]:
-    from anima import context
-    from anima.mailbox import read_message
-
-    problems = []
-    batches = []
-    for conv, rels in turns:
-        msgs = [
-            read_message(trial.path / r, trial.name) for r in rels if (trial.path / r).is_file()
-        ]
-        if msgs:
-            batches.append((conv, msgs))
-    if not batches:  # no recorded turn yet: one made-up message
-        owner = trial.config.owner
-        batches.append(("cli", [Message.create(sender=owner, to=trial.name, body="hello")]))
-    for conv, msgs in batches:
-        try:
-            context.assemble(trial, msgs, conv)
-        except Exception as exc:  # whatever breaks assembly is what the check is for
-            problems.append(f"replaying a turn of {conv} fails: {type(exc).__name__}: {exc}")
-    return problems
 
 
 # ---- reading proposals ----------------------------------------------------------------------
@@ -552,7 +436,9 @@ def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> s
     changes = _changes(agent.path, base, p.commit)
     head = gitstore.head(agent.path)
     _unchanged_since(agent, base, changes)
-    problems = check(agent, _tree_with(agent.path, head, changes), head) if not force else []
+    problems = (
+        proposal_checks.problems(agent, _tree_with(agent.path, head, changes)) if not force else []
+    )
     if problems and not force:
         raise BadProposal(
             f"proposal {pid} fails its checks: {'; '.join(problems)} "
@@ -578,17 +464,9 @@ def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> s
     return sha
 
 
-def _settings(agent: Agent) -> Proposals:
-    """The agent's [proposals] settings; the defaults while its agent.toml does not load."""
-    try:
-        return agent.config.proposals
-    except BadConfig:
-        return Proposals()
-
-
 def _limits(agent: Agent) -> dict[str, int]:
     """The safety net's limits, from the config before the change (it may break the config)."""
-    cfg = _settings(agent)
+    cfg = proposal_checks.settings(agent)
     return {"revert_after": cfg.revert_after_failures, "window": cfg.check_turns}
 
 

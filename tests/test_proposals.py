@@ -296,3 +296,27 @@ def test_chat_lists_shows_and_approves_proposals(
     until(c, f"approved {p.id}")
     c.sendline("/quit")
     assert agent.always == "Be brief.\n" and only(agent).state == "approved"
+
+
+def test_the_last_recorded_turns_are_replayed_with_the_proposed_files(
+    home: Home, agent: Agent, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anima import context
+
+    fake.add(Reply("Noted."))
+    send(agent, "plans for friday", conversation="plans")
+    process_agent(home, agent.name)
+
+    def fragile(turn: context.Turn) -> list[str]:  # a prompt section that cannot take a persona
+        if "BOOM" in turn.agent.persona:
+            raise ValueError(f"cannot render for {[m.body.strip() for m in turn.incoming]}")
+        return []
+
+    sections = [*context.SECTIONS, context.Section("fragile", "system", fragile)]
+    monkeypatch.setattr(context, "SECTIONS", sections)
+    fine = proposals.create(agent, "calmer", files={"persona.md": "Calm.\n"})
+    broken = proposals.create(agent, "louder", files={"persona.md": "BOOM\n"})
+    assert fine.passed and agent.persona != "BOOM\n"
+    assert broken.problems == (
+        "replaying a turn of plans fails: ValueError: cannot render for ['plans for friday']",
+    )
