@@ -23,7 +23,7 @@ import shutil
 import stat
 import tempfile
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +46,8 @@ REJECTED = "refs/anima/proposals-rejected/"
 REVERTED = "refs/anima/proposals-reverted/"
 STATES = {OPEN: "open", APPROVED: "approved", REJECTED: "rejected", REVERTED: "reverted"}
 State = Literal["open", "approved", "rejected", "reverted"]
+Entry = tuple[str, str] | None
+"""A file in a tree as (mode, blob), or None where the tree has none."""
 
 FILES = {"persona.md": "persona", "always.md": "always", "agent.toml": "config"}
 """Whole files a proposal may change (agent.toml only through whitelisted keys), by category."""
@@ -78,6 +80,8 @@ class Proposal:
     problems: tuple[str, ...]
     """What its checks found; empty: passed."""
     date: str
+    config: Mapping[str, Any]
+    """The agent.toml keys it sets (re-applied on main's agent.toml if that changed since)."""
 
     @property
     def passed(self) -> bool:
@@ -204,7 +208,7 @@ def _ref_of(path: Path, pid: str) -> tuple[str, str] | None:
     return None
 
 
-def _entry(path: Path, rev: str, rel: str) -> tuple[str, str] | None:
+def _entry(path: Path, rev: str, rel: str) -> Entry:
     """(mode, blob) of `rel` in `rev`, or None when it has none."""
     out = _git(path, "ls-tree", "-z", rev, "--", rel).rstrip("\0")
     if not out:
@@ -214,7 +218,7 @@ def _entry(path: Path, rev: str, rel: str) -> tuple[str, str] | None:
     return mode, sha
 
 
-def _tree_with(path: Path, base: str, changes: Mapping[str, tuple[str, str] | None]) -> str:
+def _tree_with(path: Path, base: str, changes: Mapping[str, Entry]) -> str:
     """The tree of `base` with each path set to (mode, blob) or removed, in a private index."""
     index = Path(tempfile.mkdtemp(prefix="anima-proposal-")) / "index"
     env = {"GIT_INDEX_FILE": str(index), "GIT_CONFIG_COUNT": "1"}
@@ -240,11 +244,11 @@ def _tree_with(path: Path, base: str, changes: Mapping[str, tuple[str, str] | No
         shutil.rmtree(index.parent, ignore_errors=True)
 
 
-def _changes(path: Path, old: str, new: str) -> dict[str, tuple[str, str] | None]:
+def _changes(path: Path, old: str, new: str) -> dict[str, Entry]:
     """What `new` sets each changed file to, relative to `old` (None: removed)."""
     out = _git(path, "diff-tree", "-r", "-z", "--no-renames", old, new)
     fields = out.split("\0")
-    result: dict[str, tuple[str, str] | None] = {}
+    result: dict[str, Entry] = {}
     for meta, rel in zip(fields[0::2], fields[1::2], strict=False):
         if not rel:
             continue
@@ -275,17 +279,12 @@ def create(
     files, config = dict(files or {}), dict(config or {})
     if not files and not config:
         raise BadProposal("a proposal must change something: give files and/or config")
-    if len(files) > MAX_FILES:
-        raise BadProposal(f"a proposal may change at most {MAX_FILES} files")
+    if len(files) > MAX_FILES or len(config) > MAX_FILES:
+        raise BadProposal(f"a proposal may change at most {MAX_FILES} files and keys")
     path, base = agent.path, gitstore.head(agent.path)
     changes = _file_changes(path, base, files)
     if config:
-        try:
-            current = _git(path, "cat-file", "blob", f"{base}:agent.toml")
-        except gitstore.GitFailed:
-            current = ""
-        blob = _git(path, "hash-object", "-w", "--stdin", input=edit_toml(current, config)).strip()
-        changes["agent.toml"] = ("100644", blob)
+        changes["agent.toml"] = _config_change(path, base, config)
     tree = _tree_with(path, base, changes)
     problems = proposal_checks.problems(agent, tree)
     pid = _new_id(path)
@@ -297,6 +296,8 @@ def create(
     lines += ["", f"Anima-Proposal: {pid}", f"Anima-Files: {', '.join(sorted(changes))}"]
     lines += [f"Anima-Checks: {'failed' if problems else 'passed'}"]
     lines += [f"Anima-Proposed-By: {_one_line(by or agent.name, 100)}"]
+    if config:  # one line: JSON escapes every line break a value may hold
+        lines += [f"Anima-Config: {json.dumps(config, ensure_ascii=True, sort_keys=True)}"]
     sha = _git(
         path,
         "commit-tree",
@@ -312,11 +313,21 @@ def create(
     return get(agent, pid)
 
 
-def _file_changes(
-    path: Path, base: str, files: Mapping[str, str | None]
-) -> dict[str, tuple[str, str] | None]:
+def _config_change(path: Path, rev: str, config: Mapping[str, Any]) -> tuple[str, str]:
+    """agent.toml of `rev` with the `config` keys set, as (mode, blob) in the object store."""
+    try:
+        current = _git(path, "cat-file", "blob", f"{rev}:agent.toml")
+    except gitstore.GitFailed:
+        current = ""
+    text = edit_toml(current, config)
+    if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+        raise BadProposal(f"agent.toml would be larger than {MAX_FILE_BYTES} bytes")
+    return "100644", _git(path, "hash-object", "-w", "--stdin", input=text).strip()
+
+
+def _file_changes(path: Path, base: str, files: Mapping[str, str | None]) -> dict[str, Entry]:
     """Each proposed file as (mode, blob) written to the object store, or None to delete."""
-    changes: dict[str, tuple[str, str] | None] = {}
+    changes: dict[str, Entry] = {}
     total = 0
     for rel, text in files.items():
         allowed_path(rel)
@@ -362,7 +373,12 @@ def _parse(pid: str, state: State, sha: str, message: str, date: str) -> Proposa
     elif not problems:
         problems = ["checks failed"]
     files = tuple(f.strip() for f in trailers.get("Anima-Files", "").split(",") if f.strip())
-    return Proposal(pid, state, sha, subject, reason, files, tuple(problems), date)
+    try:
+        config = json.loads(trailers.get("Anima-Config", "{}"))
+    except ValueError:
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    return Proposal(pid, state, sha, subject, reason, files, tuple(problems), date, config)
 
 
 def proposals(agent: Agent) -> list[Proposal]:
@@ -434,8 +450,13 @@ def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> s
         raise BadProposal(f"proposal {pid} is {p.state}, not open")
     base = _git(agent, "rev-parse", f"{p.commit}^").strip()
     changes = _changes(agent.path, base, p.commit)
+    expected = _entries(agent.path, base, changes)
     head = gitstore.head(agent.path)
-    _unchanged_since(agent, base, changes)
+    toml_now = _entry(agent.path, head, "agent.toml")
+    if p.config and "agent.toml" in changes and toml_now != expected["agent.toml"]:
+        changes["agent.toml"] = _config_change(agent.path, head, p.config)  # edited since
+        expected["agent.toml"] = toml_now
+    _unchanged_since(agent, expected, changes)
     problems = (
         proposal_checks.problems(agent, _tree_with(agent.path, head, changes)) if not force else []
     )
@@ -451,7 +472,7 @@ def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> s
     sha = _apply(
         agent,
         changes,
-        base,
+        expected,
         f"proposal({agent.name}): apply {pid}: {p.subject.split(': ', 1)[-1]}",
         "\n".join(body),
         trailers,
@@ -470,18 +491,22 @@ def _limits(agent: Agent) -> dict[str, int]:
     return {"revert_after": cfg.revert_after_failures, "window": cfg.check_turns}
 
 
+def _entries(path: Path, rev: str, paths: Iterable[str]) -> dict[str, Entry]:
+    return {rel: _entry(path, rev, rel) for rel in paths}
+
+
 def _apply(
     agent: Agent,
-    changes: Mapping[str, tuple[str, str] | None],
-    base: str,
+    changes: Mapping[str, Entry],
+    expected: Mapping[str, Entry],
     subject: str,
     body: str,
     trailers: Sequence[tuple[str, str]],
 ) -> str:
     """Write `changes` into the working tree and commit exactly those paths on main. Each file
-    must still be on main as it was at `base`: a later change to it is not overwritten."""
+    must still be on main as `expected` says: a later change to it is never overwritten."""
     path = agent.path
-    _unchanged_since(agent, base, changes)
+    _unchanged_since(agent, expected, changes)
     for rel, entry in changes.items():
         target = _safe_target(path, rel)
         if entry is None:
@@ -494,13 +519,12 @@ def _apply(
 
 
 def _unchanged_since(
-    agent: Agent, base: str, changes: Mapping[str, tuple[str, str] | None]
+    agent: Agent, expected: Mapping[str, Entry], changes: Mapping[str, Entry]
 ) -> None:
-    """Raise unless each changed file is on main as it was at `base` (or as `changes` make it):
-    a person's later edit is never overwritten."""
+    """Raise unless each changed file is on main as `expected` (or as `changes` make it)."""
     for rel, entry in changes.items():
         now = _entry(agent.path, "HEAD", rel)
-        if now != _entry(agent.path, base, rel) and now != entry:
+        if now != expected[rel] and now != entry:
             raise BadProposal(f"{rel} changed on main since the proposal; propose it again")
 
 
@@ -571,7 +595,7 @@ def revert_locked(agent: Agent, pid: str, *, why: str) -> str:
     out = _apply(
         agent,
         back,
-        sha,
+        _entries(agent.path, sha, back),
         f"proposal({agent.name}): revert {pid}",
         f"Why: {_one_line(why, REASON_CHARS)}",
         [("Anima-Proposal-Reverted", pid)],
@@ -656,7 +680,7 @@ def is_owner(agent: Agent, msg: Message) -> bool:
     return ":" in msg.sender and msg.sender in agent.home.config().owner_addresses
 
 
-def decision(agent: Agent, msg: Message) -> tuple[str, str] | None:
+def decision(agent: Agent, msg: Message) -> Entry:
     """("approve"|"reject", id) when `msg` is the owner's decision, else None."""
     m = _DECISION.fullmatch(msg.body)
     if m is None or not is_owner(agent, msg):

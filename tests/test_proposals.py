@@ -320,3 +320,13 @@ def test_the_last_recorded_turns_are_replayed_with_the_proposed_files(
     assert broken.problems == (
         "replaying a turn of plans fails: ValueError: cannot render for ['plans for friday']",
     )
+
+
+def test_config_keys_are_set_again_on_an_agent_toml_edited_since(home: Home, agent: Agent) -> None:
+    from anima.agent_model import set_model
+
+    p = proposals.create(agent, "beat", config={"heartbeat.every": "2h", "budget.recall_hits": 3})
+    set_model(agent, "offline")  # a person's edit of agent.toml meanwhile, committed
+    proposals.approve(agent, p.id, by="you")
+    cfg = Agent(home, agent.name).config
+    assert (cfg.provider, cfg.heartbeat.every, cfg.budget.recall_hits) == ("offline", "2h", 3)
