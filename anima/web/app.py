@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 HOME = web.AppKey("home", Home)
 STOP = web.AppKey("stop", asyncio.Event)
-STATIC = {"style.css": "text/css", "app.js": "text/javascript"}
+STATIC = {"style.css": "text/css", "app.js": "text/javascript", "icon.svg": "image/svg+xml"}
 POLL_SECONDS = 0.1
 OVERVIEW_SECONDS = 1.0
 MAX_BODY = 256 * 1024
@@ -181,6 +181,10 @@ async def static(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type=STATIC[name], charset="utf-8")
 
 
+async def favicon(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently("/static/icon.svg")
+
+
 # -- event streams ----------------------------------------------------------------------------
 
 
@@ -288,6 +292,7 @@ def make_app(home: Home, guard: Guard) -> web.Application:
             web.post("/approvals/pairing", pairing),
             web.post("/approvals/dead-letter", dead_letter),
             web.get("/static/{file}", static),
+            web.get("/favicon.ico", favicon),
             web.get("/agents/{name}", agent_root),
             web.get("/agents/{name}/chat", chat),
             web.get("/agents/{name}/chat/fragment", chat_fragment),

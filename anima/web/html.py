@@ -47,6 +47,7 @@ def page(title: str, body: Html, *, current: str = "", data: dict[str, str] | No
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<title>{} · Anima</title>"
+        '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/static/style.css">'
         '<script src="/static/app.js" defer></script></head>'
         "<body{}>"

@@ -88,7 +88,7 @@ def overview_fragment(home: Home) -> Html:
                 _when(info["next_heartbeat"]) or "—",
                 _when(info["next_reminder"]) or "—",
                 "; ".join(p for p in problems if p) or "—",
-            )  # fmt: skip
+            )
         )
     table = render(
         '<table id="agents-table"><caption>Agents</caption><thead><tr><th scope="col">Agent</th><th scope="col">Pending</th>'
@@ -120,8 +120,10 @@ def channels_fragment(home: Home) -> Html:
     ]
     return render(
         '<h2>Channels</h2><ul>{}</ul><p><a href="/approvals">{} pairing requests, {} dead letters to decide</a></p>',
-        join(items) or Html("<li>none configured</li>"), pairing, sum(c["failed"] for c in counts.values()),
-    )  # fmt: skip
+        join(items) or Html("<li>none configured</li>"),
+        pairing,
+        sum(c["failed"] for c in counts.values()),
+    )
 
 
 def overview(home: Home) -> Html:
@@ -155,7 +157,7 @@ def chat_fragment(home: Home, name: str, conversation: str) -> Html:
                 " · waiting for a reply" if b.pending else "",
                 tools,
                 b.text,
-            )  # fmt: skip
+            )
         )
     return render(
         '<ol class="chat">{}</ol>',
@@ -187,9 +189,15 @@ def chat_page(home: Home, name: str, conversation: str, csrf: str) -> Html:
         '<input type="hidden" name="c" value="{}">'
         '<label for="body">Message to {}</label><textarea id="body" name="body" rows="3" required maxlength="100000"></textarea>'
         '<button type="submit">Send</button></form></section>',
-        agent_nav(name, "Conversation"), picker, conversation, chat_fragment(home, name, conversation),
-        name, csrf_field(csrf), conversation, name,
-    )  # fmt: skip
+        agent_nav(name, "Conversation"),
+        picker,
+        conversation,
+        chat_fragment(home, name, conversation),
+        name,
+        csrf_field(csrf),
+        conversation,
+        name,
+    )
     return page(
         f"{name} · {conversation}",
         body,
@@ -213,9 +221,11 @@ def timeline_page(home: Home, params: dict[str, str]) -> Html:
         return page("Timeline", Html("<p>No agents yet.</p>"), current="/timeline")
     agent = Agent.open(home, name)
     f = queries.Filters(
-        conversation=params.get("conversation", ""), trigger=params.get("trigger", ""),
-        since=params.get("since", ""), until=params.get("until", ""),
-    )  # fmt: skip
+        conversation=params.get("conversation", ""),
+        trigger=params.get("trigger", ""),
+        since=params.get("since", ""),
+        until=params.get("until", ""),
+    )
     try:
         number = int(params.get("page", "0"))
     except ValueError:
@@ -224,7 +234,7 @@ def timeline_page(home: Home, params: dict[str, str]) -> Html:
     rows = [
         render(
             '<tr><td><a href="/agents/{}/commit/{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
-            '<td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>',
+            '<td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>',
             name,
             e.sha,
             e.short,
@@ -236,7 +246,7 @@ def timeline_page(home: Home, params: dict[str, str]) -> Html:
             e.trailers.get("Anima-Tool-Calls", ""),
             e.trailers.get("Anima-Duration-Ms", ""),
             e.trailers.get("Anima-Conversation", ""),
-        )  # fmt: skip
+        )
         for e in tl.entries
     ]
     agent_options = join(
@@ -251,10 +261,13 @@ def timeline_page(home: Home, params: dict[str, str]) -> Html:
         '<label>From <input type="date" name="since" value="{}"></label>'
         '<label>To <input type="date" name="until" value="{}"></label>'
         '<button type="submit">Filter</button></form>',
-        agent_options, f.conversation,
+        agent_options,
+        f.conversation,
         join(render("<option>{}</option>", c) for c in queries.conversations(agent.path)),
-        f.trigger, f.since, f.until,
-    )  # fmt: skip
+        f.trigger,
+        f.since,
+        f.until,
+    )
     base = {
         k: v
         for k, v in {
@@ -286,9 +299,13 @@ def timeline_page(home: Home, params: dict[str, str]) -> Html:
         '<th scope="col">Commit</th><th scope="col">When (UTC)</th><th scope="col">Subject</th><th scope="col">Trigger</th>'
         '<th scope="col">Model</th><th scope="col">Tokens in/out</th><th scope="col">Tools</th><th scope="col">ms</th>'
         '<th scope="col">Conversation</th></tr></thead><tbody>{}</tbody></table><nav class="pager" aria-label="Pages">{}</nav>',
-        agent_nav(name, "Timeline"), form, name, tl.page + 1,
-        join(rows) or Html('<tr><td colspan="9">No turns match.</td></tr>'), join(pager, " · "),
-    )  # fmt: skip
+        agent_nav(name, "Timeline"),
+        form,
+        name,
+        tl.page + 1,
+        join(rows) or Html('<tr><td colspan="9">No turns match.</td></tr>'),
+        join(pager, " · "),
+    )
     return page("Timeline", body, current="/timeline")
 
 
@@ -320,8 +337,12 @@ def commit_page(home: Home, name: str, sha: str) -> Html:
     body = render(
         '{}<pre class="commit">{}</pre><h2>Files</h2><p class="muted">Memory changes are unfolded.</p>{}'
         '<p><a href="/agents/{}/undo/{}">Undo this turn…</a></p>',
-        agent_nav(name, ""), head, join(sections), name, sha,
-    )  # fmt: skip
+        agent_nav(name, ""),
+        head,
+        join(sections),
+        name,
+        sha,
+    )
     return page(f"{name} · commit {sha[:8]}", body)
 
 
@@ -329,11 +350,15 @@ def undo_page(home: Home, name: str, sha: str, csrf: str) -> Html:
     target = audit.resolve(Agent.open(home, name), queries.check_sha(sha))
     body = render(
         "<p>Revert turn <code>{}</code> “{}” with <code>git revert</code>? Both stay in the history; the next turn "
-        "no longer sees this turn's history, memory edits or files.</p>{} <a href=\"/agents/{}/commit/{}\">Cancel</a>",
-        target.short, target.subject,
-        post_button(f"/agents/{name}/undo/{target.sha}", "Yes, undo this turn", csrf, confirm="yes"),
-        name, target.sha,
-    )  # fmt: skip
+        'no longer sees this turn\'s history, memory edits or files.</p>{} <a href="/agents/{}/commit/{}">Cancel</a>',
+        target.short,
+        target.subject,
+        post_button(
+            f"/agents/{name}/undo/{target.sha}", "Yes, undo this turn", csrf, confirm="yes"
+        ),
+        name,
+        target.sha,
+    )
     return page(f"Undo a turn of {name}", body)
 
 
@@ -343,7 +368,6 @@ def undo_page(home: Home, name: str, sha: str, csrf: str) -> Html:
 def stats_page(home: Home, name: str) -> Html:
     agent = Agent.open(home, name)
     days = queries.per_day(agent.path)
-    s = audit.stats(agent) if len(days) else None
     charts = join(
         [
             bar_chart("Turns per day", [(d.day, d.turns) for d in days], "turns"),
@@ -351,17 +375,17 @@ def stats_page(home: Home, name: str) -> Html:
             bar_chart("Mean turn time per day", [(d.day, d.mean_ms) for d in days], "ms"),
         ]
     )
+    turns = sum(d.turns for d in days)
     summary = (
         render(
-            "<p>{} turns in all; {} tokens in, {} out; {} tool calls; p50 {} ms, p95 {} ms.</p>",
-            s.turns,
-            s.tokens_in,
-            s.tokens_out,
-            s.tool_calls,
-            s.duration_ms["p50"],
-            s.duration_ms["p95"],
-        )  # fmt: skip
-        if s
+            "<p>{} to {}: {} turns, {} tokens (in + out), {} ms per turn on average.</p>",
+            days[0].day,
+            days[-1].day,
+            turns,
+            sum(d.tokens for d in days),
+            round(sum(d.duration_ms for d in days) / turns) if turns else 0,
+        )
+        if days
         else Html("<p>No turns yet.</p>")
     )
     return page(
@@ -404,18 +428,37 @@ def memory_page(home: Home, name: str, query: str) -> Html:
     if query.strip():
         found = search.search(agent.path, query[:500], limit=20)
         hits = render(
-            '<h2>Results for “{}”</h2><ol class="hits">{}</ol>', query,
-            join(render("<li><strong>{}</strong> <span class=\"muted\">{} {}</span><p>{}</p></li>", h.title or h.path, h.kind, h.date, h.snippet) for h in found)
+            '<h2>Results for “{}”</h2><ol class="hits">{}</ol>',
+            query,
+            join(
+                render(
+                    '<li><strong>{}</strong> <span class="muted">{} {}</span><p>{}</p></li>',
+                    h.title or h.path,
+                    h.kind,
+                    h.date,
+                    h.snippet,
+                )
+                for h in found
+            )
             or Html("<li>Nothing found.</li>"),
-        )  # fmt: skip
+        )
     body = render(
         '{}<form method="get" class="filters" role="search"><label for="q">Search memory and history</label>'
         '<input id="q" name="q" type="search" value="{}"><button type="submit">Search</button></form>{}'
         '<h2>MEMORY.md</h2><p><meter min="0" max="{}" value="{}" aria-label="core memory used">{}</meter> {} / {} characters{}</p>'
-        "<pre class=\"note\">{}</pre>{}",
-        agent_nav(name, "Memory"), query, hits, core.limit, min(core.used, core.limit), core.used, core.used, core.limit,
-        " (over the cap: the model sees it cut)" if core.truncated else "", core.text, lists,
-    )  # fmt: skip
+        '<pre class="note">{}</pre>{}',
+        agent_nav(name, "Memory"),
+        query,
+        hits,
+        core.limit,
+        min(core.used, core.limit),
+        core.used,
+        core.used,
+        core.limit,
+        " (over the cap: the model sees it cut)" if core.truncated else "",
+        core.text,
+        lists,
+    )
     return page(f"{name} · memory", body)
 
 
@@ -459,7 +502,7 @@ def approvals_page(home: Home, csrf: str) -> Html:
                 code=r.code,
                 decision="deny",
             ),
-        )  # fmt: skip
+        )
         for r in access.pending(home)
     ]
     letters = [
@@ -476,7 +519,7 @@ def approvals_page(home: Home, csrf: str) -> Html:
             post_button(
                 "/approvals/dead-letter", "Drop", csrf, channel=d.channel, id=d.id, action="drop"
             ),
-        )  # fmt: skip
+        )
         for d in queries.dead_letters(home)
     ]
     body = render(
@@ -486,7 +529,7 @@ def approvals_page(home: Home, csrf: str) -> Html:
         '<th scope="col">Message</th><th scope="col">Why</th><th scope="col">Decision</th></tr></thead><tbody>{}</tbody></table>',
         join(requests) or Html('<tr><td colspan="5">No open requests.</td></tr>'),
         join(letters) or Html('<tr><td colspan="6">No dead letters.</td></tr>'),
-    )  # fmt: skip
+    )
     return page("Approvals", body, current="/approvals")
 
 

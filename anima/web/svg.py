@@ -52,7 +52,7 @@ def bar_chart(title: str, points: Sequence[tuple[str, float]], unit: str = "") -
                 label,
                 f"{value:g}",
                 unit,
-            )  # fmt: skip
+            )
         )
         if i % every == 0:
             bars.append(
@@ -61,18 +61,27 @@ def bar_chart(title: str, points: Sequence[tuple[str, float]], unit: str = "") -
                     _n(x + slot / 2),
                     HEIGHT - 8,
                     label[5:] if len(label) == 10 else label,
-                )  # fmt: skip
+                )
             )
     axis = render(
         '<line class="axis" x1="{l}" y1="{b}" x2="{r}" y2="{b}"/>'
         '<text class="tick" x="{tx}" y="{ty}" text-anchor="end">{top}</text>'
         '<text class="tick" x="{tx}" y="{b}" text-anchor="end">0</text>',
-        l=PAD_LEFT, b=PAD_TOP + plot_h, r=WIDTH - 8, tx=PAD_LEFT - 6, ty=PAD_TOP + 10,
+        l=PAD_LEFT,
+        b=PAD_TOP + plot_h,
+        r=WIDTH - 8,
+        tx=PAD_LEFT - 6,
+        ty=PAD_TOP + 10,
         top=f"{top:g}",
-    )  # fmt: skip
+    )
     return render(
         '<figure class="chart"><figcaption>{}</figcaption>'
         '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" aria-label="{}">'
         "{}{}</svg></figure>",
-        title, WIDTH, HEIGHT, title, axis, join(bars),
-    )  # fmt: skip
+        title,
+        WIDTH,
+        HEIGHT,
+        title,
+        axis,
+        join(bars),
+    )
