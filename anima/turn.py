@@ -289,23 +289,30 @@ OnCommit = Callable[[str, str, "TurnResult"], object]
 """Called with (agent, the HEAD the turn started from, its result) right after each commit."""
 
 
+DISK_FULL = ("No space left on device", "Disk quota exceeded", "Out of diskspace")
+"""How the kernel and git (`fatal: Out of diskspace` from its object writer) say the disk is full."""
+
+
 def describe(exc: BaseException) -> str:
     """One line for a failure, for status, the log and the CLI."""
-    if isinstance(exc, AnimaError):
+    if isinstance(exc, AnimaError) and not _disk_full(exc):
         return str(exc)
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"the disk is full ({exc.filename or 'writing'}): free space; nothing was lost"
+    if _disk_full(exc):
+        where = getattr(exc, "filename", None) or "writing"
+        return f"the disk is full ({where}): free space; nothing was lost"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(w in str(exc) for w in DISK_FULL)
 
 
 def _environmental(exc: BaseException) -> bool:
     """A failure of the machine (or a person's git at work), not of the messages: it counts no
     attempt against them."""
-    if isinstance(exc, gitstore.GitBusy):
-        return True
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+    return isinstance(exc, gitstore.GitBusy) or _disk_full(exc)
 
 
 def process_agent(
