@@ -412,3 +412,24 @@ def test_confined_refuses_what_the_page_never_links(tmp_path: Path) -> None:
     for rel in ("", ".", "/etc/passwd", "../m/a.md", "b.md", "a.md/.."):
         with pytest.raises(BadName):
             confined(tmp_path / "m", rel)
+
+
+def test_a_note_shows_the_commits_that_changed_it_and_why(
+    home: Home, arya: Agent, fake: FakeModelServer
+) -> None:
+    edit = {
+        "command": "insert",
+        "path": "MEMORY.md",
+        "insert_text": "- tea without sugar",
+        "reason": f"asked to remember {HOSTILE}",
+    }
+    fake.add(Reply("", tool_calls=[{"name": "memory", "input": edit}]), Reply("noted"))
+    send(arya, "Remember that I take my tea without sugar.")
+    run_once(home)
+    with WebServer(home) as server:
+        page = server.client().get("/agents/arya/memory/note?path=MEMORY.md").text
+    assert "- tea without sugar" in page
+    history = page.split("<h2>History</h2>")[1]
+    assert history.count("/agents/arya/commit/") == 1
+    assert "memory/MEMORY.md: asked to remember &lt;script&gt;" in history
+    assert "<script>alert" not in page

@@ -465,10 +465,25 @@ def memory_page(home: Home, name: str, query: str) -> Html:
 def note_page(home: Home, name: str, rel: str) -> Html:
     agent = Agent.open(home, name)
     path = queries.confined(agent.memory_dir, rel)
+    changes = join(
+        render(
+            '<li><a href="/agents/{}/commit/{}">{}</a> <span class="muted">{}</span> {}</li>',
+            name,
+            e.sha,
+            e.short,
+            _when(e.date),
+            "; ".join(why) or e.subject,
+        )
+        for e, why in queries.note_history(
+            agent.path, path.relative_to(agent.memory_dir).as_posix()
+        )
+    )
     body = render(
-        '{}<pre class="note">{}</pre><p><a href="/agents/{}/memory">Back to memory</a></p>',
+        '{}<pre class="note">{}</pre><h2>History</h2><ol class="history">{}</ol>'
+        '<p><a href="/agents/{}/memory">Back to memory</a></p>',
         agent_nav(name, "Memory"),
         queries.read_text(path),
+        changes or Html('<li class="muted">No commit names this note.</li>'),
         name,
     )
     return page(f"{name} · {rel}", body)

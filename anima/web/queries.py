@@ -259,6 +259,19 @@ def confined(root: Path, relative: str) -> Path:
     return path
 
 
+def note_history(
+    agent_dir: Path, rel: str, limit: int = 50
+) -> list[tuple[gitstore.LogEntry, list[str]]]:
+    """The commits that name memory/`rel` (a turn's "Memory:" reasons, a hand edit's subject),
+    newest first, each with the lines that say what was done to the note and why."""
+    name = f"memory/{rel}"
+    out = []
+    for e in gitstore.log(agent_dir, limit=limit, grep=re.escape(name)):
+        lines = [ln.strip("- ").strip() for ln in e.body.splitlines() if name in ln]
+        out.append((e, lines or ([e.subject] if name in e.subject else [])))
+    return out
+
+
 def read_text(path: Path) -> str:
     """A file shown to a person: at most READ_MAX bytes, undecodable bytes replaced."""
     with open(path, "rb") as fh:
