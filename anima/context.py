@@ -155,12 +155,20 @@ def memory_segment(agent: Agent) -> str:
     return "\n\n".join(t for t in (core_memory(agent), notes_index(agent)) if t)
 
 
+OTHER_AGENTS_SHOWN = 30
+"""Other agents named in the persona line; past it, a count (a home of 1,000 agents would
+otherwise put 6 kB of names into every request)."""
+
+
 def persona(agent: Agent, conversation: str) -> str:
     others = [n for n in agent.home.agent_names() if n != agent.name]
+    named = ", ".join(others[:OTHER_AGENTS_SHOWN]) if others else "none"
+    if len(others) > OTHER_AGENTS_SHOWN:
+        named += f" and {len(others) - OTHER_AGENTS_SHOWN} more (message any by name)"
     text = agent.persona.strip()
     text += (
-        f"\n\n(You are the agent `{agent.name}`. Other agents: "
-        f"{', '.join(others) if others else 'none'}. Conversation: {conversation}.)"
+        f"\n\n(You are the agent `{agent.name}`. Other agents: {named}. "
+        f"Conversation: {conversation}.)"
     )
     if others:
         text += f"\n(To end an exchange with an agent without answering, reply exactly {NO_REPLY}.)"

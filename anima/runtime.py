@@ -62,7 +62,7 @@ def needs_pass(home: Home, name: str) -> bool:
         pass
     except OSError:  # unreadable: the pass says why
         return True
-    return turnlog._record_path(agent_dir).exists() or router.behind(home, name)
+    return turnlog.in_progress(agent_dir) or router.behind(home, name)
 
 
 def run_pass(

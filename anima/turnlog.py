@@ -78,6 +78,11 @@ class Journal(set[str]):
                 self.add(rel)
 
 
+def in_progress(agent_dir: Path) -> bool:
+    """Whether a turn's record is on disk: a turn running, or one a crash cut short."""
+    return _record_path(agent_dir).exists()
+
+
 def _record_path(agent_dir: Path) -> Path:
     return agent_dir / ".git" / "anima-turn.json"
 

@@ -135,3 +135,14 @@ def test_owner_on_a_channel_is_trusted(home: Home) -> None:
     stranger = Message.create(sender="telegram:43", to="arya", channel="telegram", body="hi")
     assert context.is_trusted(owner, agent)
     assert not context.is_trusted(stranger, agent)
+
+
+def test_a_crowded_home_names_some_agents_and_counts_the_rest(home: Home) -> None:
+    agent = make_agent(home, "arya")
+    for i in range(40):
+        (home.agents_dir / f"a{i:02d}").mkdir()
+        (home.agents_dir / f"a{i:02d}" / "agent.toml").write_text("")
+    text = context.persona(Agent(home, "arya"), "c")
+    assert "a00, a01" in text and "a39" not in text
+    assert "and 10 more (message any by name)" in text
+    assert agent.name not in text.split("Other agents:")[1]
