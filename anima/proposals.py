@@ -400,7 +400,8 @@ def proposals(agent: Agent) -> list[Proposal]:
 
 
 def get(agent: Agent, pid: str) -> Proposal:
-    for p in proposals(agent):
+    """The proposal `pid` (six hex digits), whatever its state."""
+    for p in proposals(agent) if _ID.fullmatch(pid) else ():
         if p.id == pid:
             return p
     raise BadProposal(
@@ -456,7 +457,8 @@ def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> s
     if p.config and "agent.toml" in changes and toml_now != expected["agent.toml"]:
         changes["agent.toml"] = _config_change(agent.path, head, p.config)  # edited since
         expected["agent.toml"] = toml_now
-    _unchanged_since(agent, expected, changes)
+    if not _still_to_make(agent, expected, changes):
+        raise BadProposal(f"main already has what proposal {pid} proposes; reject it instead")
     problems = (
         proposal_checks.problems(agent, _tree_with(agent.path, head, changes)) if not force else []
     )
@@ -476,7 +478,7 @@ def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> s
         f"proposal({agent.name}): apply {pid}: {p.subject.split(': ', 1)[-1]}",
         "\n".join(body),
         trailers,
-    )
+    ) or gitstore.head(agent.path)
     _git(agent, "update-ref", APPROVED + pid, p.commit)
     _git(agent, "update-ref", "-d", OPEN + pid, p.commit)
     _watch(agent).write_text(
@@ -502,11 +504,14 @@ def _apply(
     subject: str,
     body: str,
     trailers: Sequence[tuple[str, str]],
-) -> str:
+) -> str | None:
     """Write `changes` into the working tree and commit exactly those paths on main. Each file
-    must still be on main as `expected` says: a later change to it is never overwritten."""
+    must still be on main as `expected` says: a later change to it is never overwritten. None
+    when main has every file as `changes` make it already (no empty commit)."""
     path = agent.path
-    _unchanged_since(agent, expected, changes)
+    changes = _still_to_make(agent, expected, changes)
+    if not changes:
+        return None
     for rel, entry in changes.items():
         target = _safe_target(path, rel)
         if entry is None:
@@ -518,20 +523,26 @@ def _apply(
     return gitstore.commit(path, subject, body=body, trailers=trailers, paths=sorted(changes))
 
 
-def _unchanged_since(
+def _still_to_make(
     agent: Agent, expected: Mapping[str, Entry], changes: Mapping[str, Entry]
-) -> None:
-    """Raise unless each changed file is on main as `expected` (or as `changes` make it)."""
+) -> dict[str, Entry]:
+    """The changes main does not have yet. Raises unless every file is on main as `expected`
+    or as `changes` make it."""
+    out = {}
     for rel, entry in changes.items():
         now = _entry(agent.path, "HEAD", rel)
         if now != expected[rel] and now != entry:
             raise BadProposal(f"{rel} changed on main since the proposal; propose it again")
+        if now != entry:
+            out[rel] = entry
+    return out
 
 
 def _safe_target(root: Path, rel: str) -> Path:
     """`root/rel`, with every folder on the way a real folder inside `root` (made if missing)
     and the file itself not a symlink: a write can never land outside the repository."""
-    allowed_path(rel) if rel != "agent.toml" else None
+    if rel != "agent.toml":
+        allowed_path(rel)  # checked when the proposal was made; this is the last line of defence
     here = root
     for part in rel.split("/")[:-1]:
         here = here / part
@@ -583,13 +594,11 @@ def revert(agent: Agent, pid: str, *, why: str) -> str:
 
 
 def revert_locked(agent: Agent, pid: str, *, why: str) -> str:
+    """`revert`, for a caller that holds the agent's lock and has committed hand edits."""
     p = get(agent, pid)
     if p.state != "approved":
         raise BadProposal(f"proposal {pid} is {p.state}, not approved")
-    applied = gitstore.log(agent.path, limit=1, grep=f"Anima-Proposal: {pid}")
-    if not applied:
-        raise BadProposal(f"the commit that applied proposal {pid} is not on main")
-    sha = applied[0].sha
+    sha = applied_commit(agent, pid)
     parent = _git(agent, "rev-parse", f"{sha}^").strip()
     back = _changes(agent.path, sha, parent)
     out = _apply(
@@ -603,7 +612,17 @@ def revert_locked(agent: Agent, pid: str, *, why: str) -> str:
     _git(agent, "update-ref", REVERTED + pid, p.commit)
     _git(agent, "update-ref", "-d", APPROVED + pid, p.commit)
     _watch(agent).unlink(missing_ok=True)
-    return out
+    return out or gitstore.head(agent.path)  # None: already undone on main (anima undo)
+
+
+def applied_commit(agent: Agent, pid: str) -> str:
+    """The commit on main that applied proposal `pid`: its subject is ours and its trailer names
+    the proposal (a turn's text that merely quotes the trailer is not it)."""
+    subject = f"proposal({agent.name}): apply {pid}: "
+    for e in gitstore.log(agent.path, limit=None, grep=f"Anima-Proposal: {pid}"):
+        if e.subject.startswith(subject) and e.trailers.get("Anima-Proposal") == pid:
+            return e.sha
+    raise BadProposal(f"the commit that applied proposal {pid} is not on main")
 
 
 # ---- the runtime's hooks --------------------------------------------------------------------

@@ -330,3 +330,17 @@ def test_config_keys_are_set_again_on_an_agent_toml_edited_since(home: Home, age
     proposals.approve(agent, p.id, by="you")
     cfg = Agent(home, agent.name).config
     assert (cfg.provider, cfg.heartbeat.every, cfg.budget.recall_hits) == ("offline", "2h", 3)
+
+
+def test_a_change_undone_with_git_revert_is_not_reverted_twice(home: Home, agent: Agent) -> None:
+    p = proposals.create(agent, "be brief", files={"always.md": "Be brief.\n"})
+    old = agent.always
+    sha = proposals.approve(agent, p.id, by="you")
+    assert proposals.applied_commit(agent, p.id) == sha
+    gitstore.revert(agent.path, sha)  # what `anima undo` runs
+    assert agent.always == old
+    head = gitstore.head(agent.path)
+    assert proposals.revert(agent, p.id, why="undone by hand") == head  # no empty commit
+    assert only(agent).state == "reverted"
+    with pytest.raises(BadProposal, match="is reverted, not open"):
+        proposals.approve(agent, p.id, by="you")
