@@ -148,3 +148,19 @@ def test_status_sees_a_new_turn_and_an_edited_heartbeat_through_its_cache(home: 
     (agent.path / "agent.toml").write_text(text)
     _settled(agent.path / "agent.toml")
     assert status.collect(home)["agents"]["arya"]["heartbeat_driver"].startswith("none")
+
+
+def test_status_of_a_crowd_lists_only_the_agents_with_something_to_say(home: Home) -> None:
+    from click.testing import CliRunner
+
+    from anima.cli import main
+
+    first = make_agent(home, "a00", provider="offline")
+    for i in range(1, 60):
+        shutil.copytree(first.path, home.agents_dir / f"a{i:02d}", symlinks=True)
+    send(Agent(home, "a42"), "are you there?")
+    out = CliRunner().invoke(main, ["--home", str(home.root), "status"], terminal_width=200).output
+    assert "60 agents; 1 with messages waiting" in out
+    assert "a42" in out and "a41" not in out and "a00" not in out
+    data = CliRunner().invoke(main, ["--home", str(home.root), "status", "--json"]).output
+    assert '"a00"' in data  # --json still has all of them

@@ -56,8 +56,10 @@ def agents_cmd(home: Home, as_json: bool) -> None:
 
     home.require()
     rows = []
-    for name in home.agent_names():
-        st = status.agent_status(home, name)
+    names = home.agent_names()
+    known = status.known_agents(home, names, live=status.runtime_live(home))  # git only if changed
+    for name in names:
+        st = status.agent_status(home, name, known[name])
         try:
             agent = Agent(home, name)
             used = effective_model(agent)

@@ -131,7 +131,14 @@ def status_cmd(home: Home, as_json: bool) -> None:
             "runtime: [yellow]not running[/yellow] (start it: anima run, or anima units install)"
         )
     table = tabulate("agent", "pending", "last turn", "last error", "next heartbeat")
-    for name, a in data["agents"].items():
+    agents = data["agents"]
+    if len(agents) > QUIET_ROWS:  # a crowd: the agents with something to say, and a count
+        agents = {n: a for n, a in agents.items() if _noteworthy(a)}
+        console.print(
+            f"{len(data['agents'])} agents; {len(agents)} with messages waiting, errors or "
+            "pauses shown (all of them: anima status --json)"
+        )
+    for name, a in agents.items():
         last = a["last_turn"]
         table.add_row(  # whole cells, as plain text: the table wraps them, never cuts them
             *plain(
@@ -158,6 +165,22 @@ def status_cmd(home: Home, as_json: bool) -> None:
                 )
             )
     warn_invalid_agents(home)
+
+
+QUIET_ROWS = 50
+"""Past this many agents, `anima status` lists only those with something to say."""
+
+
+def _noteworthy(a: dict[str, Any]) -> bool:
+    return bool(
+        a["pending"]
+        or a["rejected"]
+        or a.get("set_aside")
+        or a.get("paused")
+        or a.get("git_busy")
+        or a.get("failing")
+        or a.get("last_error")
+    )
 
 
 def _heartbeat_cell(a: dict[str, Any]) -> str:
