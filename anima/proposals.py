@@ -712,6 +712,7 @@ def answer(agent: Agent, group: list[Pending]) -> TurnResult | None:
     without a model call and commit a turn whose reply says what happened. Otherwise None: the
     batch is an ordinary turn (and approves nothing). Call under the agent's lock."""
     from anima import history, mailbox, turnlog
+    from anima.context import render_incoming
     from anima.message import iso, render, utcnow
     from anima.turn import TurnResult, _reply_for
 
@@ -736,7 +737,10 @@ def answer(agent: Agent, group: list[Pending]) -> TurnResult | None:
     reply = _reply_for(agent, batch, text)
     trigger, conv, now = batch[-1], batch[-1].conversation, iso(utcnow())
     records: list[dict[str, object]] = [
-        {"role": "user", "content": [{"type": "text", "text": m.body} for m in batch]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": render_incoming(m, agent)} for m in batch],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": text}]},
     ]
     for rec in records:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from anima import gitstore, proposals
+from anima import gitstore, history, proposals
 from anima.agent import Agent
 from anima.cli.proposals_cmds import proposals as proposals_cli
 from anima.errors import BadProposal
@@ -200,6 +200,9 @@ def test_owner_decides_from_a_channel_and_nobody_else_can(
     record = git(agent, "log", "-1", "--format=%B", f"refs/anima/proposals-rejected/{second.id}")
     assert "Rejected by: telegram:42" in record
     assert agent.inbox.is_dir() and not list(agent.inbox.glob("*.md"))  # archived
+    (last,) = history.recent(agent.path, "cli", 1)  # the thread shows the decision and answer
+    assert f">\napprove {first.id}\n</message>" in last[0]["content"][0]["text"]
+    assert last[1]["content"][0]["text"].startswith(f"Approved proposal {first.id}")
 
 
 def test_failing_turns_after_an_approved_change_revert_it(
