@@ -433,3 +433,14 @@ def test_a_note_shows_the_commits_that_changed_it_and_why(
     assert history.count("/agents/arya/commit/") == 1
     assert "memory/MEMORY.md: asked to remember &lt;script&gt;" in history
     assert "<script>alert" not in page
+
+
+def test_memory_search_uses_the_index_and_links_each_hit(web: WebServer, arya: Agent) -> None:
+    (arya.memory_dir / "garden.md").write_text(
+        f"---\ndescription: the garden {HOSTILE}\n---\nTomatoes go in after the last frost.\n"
+    )
+    page = web.client().get("/agents/arya/memory?" + urlencode({"q": "tomatoes frost"})).text
+    results = page.split("Results for")[1]
+    assert 'href="/agents/arya/memory/note?path=garden.md"' in results
+    assert "[Tomatoes]" in results  # the index's own match marks
+    assert "the garden &lt;script&gt;" in page and "<script>alert" not in page

@@ -432,7 +432,8 @@ def memory_page(home: Home, name: str, query: str) -> Html:
             query,
             join(
                 render(
-                    '<li><strong>{}</strong> <span class="muted">{} {}</span><p>{}</p></li>',
+                    '<li><a href="{}">{}</a> <span class="muted">{} {}</span><p>{}</p></li>',
+                    _hit_link(name, h),
                     h.title or h.path,
                     h.kind,
                     h.date,
@@ -460,6 +461,13 @@ def memory_page(home: Home, name: str, query: str) -> Html:
         lists,
     )
     return page(f"{name} · memory", body)
+
+
+def _hit_link(name: str, hit: search.Hit) -> str:
+    """A memory hit opens its note; a history hit its conversation."""
+    if hit.kind == "memory":
+        return f"/agents/{name}/memory/note?{urlencode({'path': hit.path.removeprefix('memory/')})}"
+    return f"/agents/{name}/chat?{urlencode({'c': hit.title})}"
 
 
 def note_page(home: Home, name: str, rel: str) -> Html:
