@@ -481,7 +481,9 @@ def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> s
     ) or gitstore.head(agent.path)
     _git(agent, "update-ref", APPROVED + pid, p.commit)
     _git(agent, "update-ref", "-d", OPEN + pid, p.commit)
-    _watch(agent).write_text(
+    watch = _watch(agent)
+    watch.parent.mkdir(parents=True, exist_ok=True)
+    watch.write_text(
         json.dumps({"id": pid, "commit": sha, "failures": 0, "passed": 0, **_limits(agent)})
     )
     return sha
@@ -630,9 +632,7 @@ def applied_commit(agent: Agent, pid: str) -> str:
 
 def _watch(agent: Agent) -> Path:
     """run/proposals/NAME.json: the change just applied, and how its next turns went."""
-    d = agent.home.run_dir / "proposals"
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{agent.name}.json"
+    return agent.home.run_dir / "proposals" / f"{agent.name}.json"
 
 
 def after_pass(agent: Agent, run: AgentRun) -> None:
@@ -661,7 +661,11 @@ def _safety_net(agent: Agent, run: AgentRun) -> None:
             f"(revert_after_failures = {state['revert_after']}); last error: {errors[-1] if errors else '?'}"
         )
         log.warning("%s: reverting proposal %s: %s", agent.name, state["id"], why)
-        revert_locked(agent, state["id"], why=why)
+        try:
+            revert_locked(agent, state["id"], why=why)
+        except AnimaError as exc:  # a person changed the files since: theirs to decide
+            log.warning("%s: cannot revert proposal %s: %s", agent.name, state["id"], exc)
+            watch.unlink(missing_ok=True)
     elif state["passed"] >= state["window"]:
         watch.unlink(missing_ok=True)
     else:
