@@ -124,7 +124,14 @@ def web(home: Home, arya: Agent) -> WebServer:
 
 def test_pages_answer_and_carry_a_strict_policy(web: WebServer) -> None:
     c = web.client()
-    for path in ("/", "/timeline", "/approvals", "/agents/arya/chat", "/agents/arya/memory"):
+    for path in (
+        "/",
+        "/timeline",
+        "/charts",
+        "/approvals",
+        "/agents/arya/chat",
+        "/agents/arya/memory",
+    ):
         r = c.get(path)
         assert r.status == 200, (path, r.text)
         csp = r.headers["Content-Security-Policy"]
@@ -352,10 +359,13 @@ def test_charts_are_svg_drawn_by_the_server(home: Home, arya: Agent) -> None:
     for i in range(3):
         send(arya, f"hello {i}", conversation=f"t{i}")
     run_once(home)
+    make_agent(home, "bran")
     with WebServer(home) as server:
         page = server.client().get("/agents/arya/stats").text
+        agents = server.client().get("/charts").text
     assert page.count("<svg") == 3
     assert re.search(r"<title>\d{4}-\d{2}-\d{2}: 3 turns</title>", page)
+    assert "<title>arya: 3 turns</title>" in agents and "<title>bran: 0 turns</title>" in agents
 
 
 def test_the_overview_event_stream_sends_the_agents(web: WebServer) -> None:

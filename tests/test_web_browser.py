@@ -169,6 +169,10 @@ def test_timeline_opens_a_commit_and_charts_render(
             b for b in browser.find_elements(By.CSS_SELECTOR, "rect.bar") if b.size["height"] > 1
         ]
         assert bars  # drawn, not only present in the markup
+        browser.get(server.url + "charts")
+        assert [
+            b for b in browser.find_elements(By.CSS_SELECTOR, "rect.bar") if b.size["height"] > 1
+        ]
     assert not problems(browser)
 
 
@@ -252,6 +256,7 @@ def test_screenshots_of_the_main_pages(
             ("conversation", "agents/arya/chat?c=cli"),
             ("timeline", "timeline?agent=arya"),
             ("charts", "agents/arya/stats"),
+            ("charts-agents", "charts"),
             ("memory", "agents/arya/memory?q=tea"),
             ("approvals", "approvals"),
         ):

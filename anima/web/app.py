@@ -104,6 +104,10 @@ async def timeline(request: web.Request) -> web.Response:
     return await _in_thread(pages.timeline_page, request.app[HOME], dict(request.query))
 
 
+async def agents_chart(request: web.Request) -> web.Response:
+    return await _in_thread(pages.agents_chart_page, request.app[HOME], dict(request.query))
+
+
 async def commit(request: web.Request) -> web.Response:
     m = request.match_info
     return await _in_thread(pages.commit_page, request.app[HOME], m["name"], m["sha"])
@@ -288,6 +292,7 @@ def make_app(home: Home, guard: Guard) -> web.Application:
             web.get("/", overview),
             web.get("/events/overview", overview_events),
             web.get("/timeline", timeline),
+            web.get("/charts", agents_chart),
             web.get("/approvals", approvals),
             web.post("/approvals/pairing", pairing),
             web.post("/approvals/dead-letter", dead_letter),

@@ -27,7 +27,12 @@ def join(parts: Iterable[Html], sep: str = "") -> Html:
     return Html(sep.join(esc(p) for p in parts))
 
 
-NAV = (("/", "Agents"), ("/timeline", "Timeline"), ("/approvals", "Approvals"))
+NAV = (
+    ("/", "Agents"),
+    ("/timeline", "Timeline"),
+    ("/charts", "Charts"),
+    ("/approvals", "Approvals"),
+)
 
 
 def page(title: str, body: Html, *, current: str = "", data: dict[str, str] | None = None) -> Html:

@@ -3,6 +3,7 @@ escaped HTML. Synchronous (they read files and ask git): the server runs them in
 
 from __future__ import annotations
 
+import datetime as dt
 from urllib.parse import urlencode
 
 from anima import audit, gitstore, memory, search, status
@@ -391,6 +392,42 @@ def stats_page(home: Home, name: str) -> Html:
     return page(
         f"{name} · charts", join([agent_nav(name, "Charts"), summary, charts if days else Html("")])
     )
+
+
+AGENTS_PER_CHART = 40
+
+
+def agents_chart_page(home: Home, params: dict[str, str]) -> Html:
+    """Turns and tokens of the last 30 days (to today, UTC) side by side, a page of agents at
+    a time (each agent's figures come from its own git log)."""
+    names = home.agent_names()
+    try:
+        number = max(int(params.get("page", "0")), 0)
+    except ValueError:
+        number = 0
+    shown = names[number * AGENTS_PER_CHART : (number + 1) * AGENTS_PER_CHART]
+    today = dt.datetime.now(dt.UTC).date()
+    totals = [(n, queries.per_day(home.agents_dir / n, end=today)) for n in shown]
+    pager = []
+    if number > 0:
+        pager.append(render('<a rel="prev" href="/charts?page={}">Previous agents</a>', number - 1))
+    if len(names) > (number + 1) * AGENTS_PER_CHART:
+        pager.append(render('<a rel="next" href="/charts?page={}">More agents</a>', number + 1))
+    body = join(
+        [
+            render("<p>The 30 days to {} (UTC), per agent.</p>", today.isoformat()),
+            bar_chart(
+                "Turns per agent", [(n, sum(d.turns for d in ds)) for n, ds in totals], "turns"
+            ),
+            bar_chart(
+                "Tokens per agent (in + out)",
+                [(n, sum(d.tokens for d in ds)) for n, ds in totals],
+                "tokens",
+            ),
+            render('<nav class="pager" aria-label="Pages">{}</nav>', join(pager, " · ")),
+        ]
+    )
+    return page("Charts", body if shown else Html("<p>No agents yet.</p>"), current="/charts")
 
 
 # -- memory -----------------------------------------------------------------------------------

@@ -137,22 +137,21 @@ def _int(e: gitstore.LogEntry, key: str) -> int:
         return 0
 
 
-def per_day(agent_dir: Path, days: int = 30, cap: int = 20_000) -> list[Day]:
-    """Turns, tokens and mean latency for each of the `days` days ending at the newest turn
-    (an idle agent's chart shows its last active month, not an empty one)."""
-    entries: list[gitstore.LogEntry] = []
+def per_day(
+    agent_dir: Path, days: int = 30, *, end: dt.date | None = None, cap: int = 20_000
+) -> list[Day]:
+    """Turns, tokens and mean latency for each of the `days` days ending at `end`, by default
+    at the newest turn (an idle agent's chart shows its last active month, not an empty one).
+    Reads commits newest first only as far back as the window (at most `cap`)."""
     n = 200
     while True:
-        entries = [
-            e
-            for e in gitstore.log(agent_dir, limit=n, grep="^turn(")
-            if e.subject.startswith("turn(")
-        ]
-        if not entries:
+        raw = gitstore.log(agent_dir, limit=n, grep="^turn(")
+        entries = [e for e in raw if e.subject.startswith("turn(")]
+        if not entries and end is None:
             return []
-        last = dt.date.fromisoformat(entries[0].date[:10])
+        last = end or dt.date.fromisoformat(entries[0].date[:10])
         first = last - dt.timedelta(days=days - 1)
-        if len(entries) < n or entries[-1].date[:10] < first.isoformat() or n >= cap:
+        if len(raw) < n or raw[-1].date[:10] < first.isoformat() or n >= cap:
             break
         n *= 4
     out = {
