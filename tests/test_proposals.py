@@ -347,3 +347,29 @@ def test_a_change_undone_with_git_revert_is_not_reverted_twice(home: Home, agent
     assert only(agent).state == "reverted"
     with pytest.raises(BadProposal, match="is reverted, not open"):
         proposals.approve(agent, p.id, by="you")
+
+
+def test_nothing_outside_the_agents_repository_changes(
+    home: Home, agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    make_agent(home, "bob")
+
+    def outside() -> dict[str, bytes]:
+        return {
+            str(p.relative_to(tmp_path)): p.read_bytes()
+            for p in tmp_path.rglob("*")
+            if p.is_file() and not p.is_relative_to(agent.path) and "run" not in p.parts
+        }
+
+    before = outside()
+    p = proposals.create(
+        agent, "grow", files={"skills/greet/SKILL.md": SKILL}, config={"budget.recall_hits": 3}
+    )
+    proposals.approve(agent, p.id, by="you")
+    proposals.revert(agent, p.id, why="test")
+    assert outside() == before and list(scratch.iterdir()) == []  # no throwaway home left
