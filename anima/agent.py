@@ -102,7 +102,10 @@ def create_agent(home: Home, name: str) -> Agent:
     return Agent(home, name)
 
 
-RUN_STATE = ("attempts/{}.json", "heartbeats/{}", "reminders/{}.json", "routed/{}", "stream/{}")
+RUN_STATE = (
+    *("attempts/{}.json", "heartbeats/{}", "reminders/{}.json", "routed/{}", "stream/{}"),
+    "proposals/{}.json",
+)
 """An agent's runtime state under run/, keyed by its name (attempts.py, schedule.py, router.py,
 stream.py): it moves with a rename, so reminders still fire and sent replies are not re-routed."""
 

@@ -19,23 +19,29 @@ def turns(agent: Agent, limit: int | None = 20, grep: str | None = None) -> list
 
 
 def resolve(agent: Agent, turn: str | None) -> gitstore.LogEntry:
-    """A turn by sha prefix, by `~N` (N turns before the last, as in git), or the last one."""
+    """A turn by sha prefix, by `~N` (N turns before the last, as in git), or the last one.
+    A sha may also name an approved proposal's commit (`proposal(NAME): apply ID`)."""
     all_turns = turns(agent, limit=None)
+    if turn is not None and not (turn.startswith("~") and turn[1:].isdigit()):
+        matches = [t for t in all_turns if t.sha.startswith(turn)]
+        if not matches:
+            applied = gitstore.log(agent.path, limit=None, grep="Anima-Proposal:")
+            matches = [
+                e for e in applied if e.subject.startswith("proposal(") and e.sha.startswith(turn)
+            ]
+        if len(matches) != 1:
+            raise AnimaError(
+                f"no single turn of {agent.name} matches {turn!r}: use a sha from `anima log`"
+            )
+        return matches[0]
     if not all_turns:
         raise AnimaError(f"{agent.name} has no turns yet")
     if turn is None:
         return all_turns[0]
-    if turn.startswith("~") and turn[1:].isdigit():
-        n = int(turn[1:])
-        if n >= len(all_turns):
-            raise AnimaError(f"{agent.name} has only {len(all_turns)} turns")
-        return all_turns[n]
-    matches = [t for t in all_turns if t.sha.startswith(turn)]
-    if len(matches) != 1:
-        raise AnimaError(
-            f"no single turn of {agent.name} matches {turn!r}: use a sha from `anima log`"
-        )
-    return matches[0]
+    n = int(turn[1:])
+    if n >= len(all_turns):
+        raise AnimaError(f"{agent.name} has only {len(all_turns)} turns")
+    return all_turns[n]
 
 
 def show(agent: Agent, turn: str | None) -> str:

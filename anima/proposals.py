@@ -778,6 +778,3 @@ def answer(agent: Agent, group: list[Pending]) -> TurnResult | None:
     )
     sha = turnlog.commit(agent.path, record)
     return TurnResult(agent.name, conv, [m.id for m in batch], sha, reply, [reply], model="none")
-
-
-from anima.tools import propose as _propose  # noqa: E402,F401  (registers the `propose` tool)

@@ -373,3 +373,25 @@ def test_nothing_outside_the_agents_repository_changes(
     proposals.approve(agent, p.id, by="you")
     proposals.revert(agent, p.id, why="test")
     assert outside() == before and list(scratch.iterdir()) == []  # no throwaway home left
+
+
+def test_anima_undo_reverts_an_approved_change_by_its_sha(home: Home, agent: Agent) -> None:
+    from anima.cli import main
+
+    p = proposals.create(agent, "be brief", files={"always.md": "Be brief.\n"})
+    old = agent.always
+    sha = proposals.approve(agent, p.id, by="you")
+    out = CliRunner().invoke(
+        main, ["--home", str(home.root), "undo", agent.name, sha[:10], "--yes"]
+    )
+    assert out.exit_code == 0, out.output
+    assert agent.always == old
+    assert gitstore.log(agent.path, limit=1)[0].subject.startswith("Revert")
+
+
+def test_a_proposal_is_named_under_its_own_heading_in_the_turn_commit(
+    home: Home, agent: Agent, fake: FakeModelServer
+) -> None:
+    propose_by_model(home, agent, fake, reason="be brief", files={"always.md": "Be brief.\n"})
+    body = git(agent, "log", "-1", "--format=%B")
+    assert "\nProposals:\n- proposed " in body and "Memory:" not in body

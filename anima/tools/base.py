@@ -26,6 +26,8 @@ from anima.message import Message
 
 log = logging.getLogger(__name__)
 
+PROPOSED = "proposed "
+"""A reason the propose tool records (its own heading in the commit body, not under Memory)."""
 MAX_RESULT_CHARS = 30000
 MAX_ERROR_CHARS = 2000
 
@@ -59,7 +61,10 @@ class ToolContext:
 
     def memory_lines(self) -> list[str]:
         """The commit body's account of memory changes and their reasons (empty if none)."""
-        return ["", "Memory:", *[f"- {r}" for r in self.reasons]] if self.reasons else []
+        memory = [r for r in self.reasons if not r.startswith(PROPOSED)]
+        proposed = [r for r in self.reasons if r.startswith(PROPOSED)]
+        out = ["", "Memory:", *[f"- {r}" for r in memory]] if memory else []
+        return out + (["", "Proposals:", *[f"- {r}" for r in proposed]] if proposed else [])
 
     def secrets(self) -> dict[str, str]:
         """Configured secret values by name (read once per turn), for redaction."""
@@ -199,7 +204,7 @@ def _encodable(text: str) -> bool:
 
 
 def registry() -> dict[str, Tool]:
-    from anima.tools import files, http, memory, messaging, schedule, shell  # noqa: F401
+    from anima.tools import files, http, memory, messaging, propose, schedule, shell  # noqa: F401
 
     return dict(_REGISTRY)
 

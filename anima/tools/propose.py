@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from anima.errors import BadProposal, ToolError
-from anima.tools.base import ToolContext, tool
+from anima.tools.base import PROPOSED, ToolContext, tool
 
 
 @tool()
@@ -46,7 +46,7 @@ def propose(
         raise ToolError(str(exc)) from None
     except UnicodeEncodeError:
         raise ToolError("the proposed text is not valid UTF-8") from None
-    ctx.reasons.append(f"proposed {p.id} ({', '.join(p.files)}): {p.reason[:300]}")
+    ctx.reasons.append(f"{PROPOSED}{p.id} ({', '.join(p.files)}): {p.reason[:300]}")
     if p.passed:
         return f"proposal {p.id} filed ({', '.join(p.files)}); its checks passed. It waits for approval."
     problems = "\n".join(f"- {x}" for x in p.problems)
