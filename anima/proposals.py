@@ -715,9 +715,9 @@ def answer(agent: Agent, group: list[Pending]) -> TurnResult | None:
     """When every message of a batch is the owner's "approve ID" / "reject ID", decide them
     without a model call and commit a turn whose reply says what happened. Otherwise None: the
     batch is an ordinary turn (and approves nothing). Call under the agent's lock."""
-    from anima import history, mailbox, turnlog
+    from anima import turnlog
     from anima.context import render_incoming
-    from anima.message import iso, render, utcnow
+    from anima.message import iso, utcnow
     from anima.turn import TurnResult, _reply_for
 
     decisions = [decision(agent, p.message) for p in group]
@@ -749,7 +749,10 @@ def answer(agent: Agent, group: list[Pending]) -> TurnResult | None:
     ]
     for rec in records:
         rec.update(turn=trigger.id, ts=now)
-    record = turnlog.TurnRecord(
+    record = turnlog.TurnRecord.of_batch(
+        agent.path,
+        group,
+        [reply],
         subject=f"turn({agent.name}): proposal decision from {trigger.sender} (no model call)",
         body=text,
         trailers=[
@@ -758,22 +761,8 @@ def answer(agent: Agent, group: list[Pending]) -> TurnResult | None:
             ("Anima-Conversation", conv),
             ("Anima-Model", "none"),
         ],
-        archive=[
-            (
-                str(p.path.relative_to(agent.path)),
-                str(mailbox.archive_path(agent.path, p.message.id).relative_to(agent.path)),
-            )
-            for p in group
-        ],
-        outbox=[
-            (str(mailbox.outbox_path(agent.path, reply.id).relative_to(agent.path)), render(reply))
-        ],
-        history_path=str(
-            history.day_file(agent.path, conv, utcnow().strftime("%Y-%m-%d")).relative_to(
-                agent.path
-            )
-        ),
-        history_records=records,
+        conversation=conv,
+        records=records,
         parent=gitstore.head(agent.path),
     )
     sha = turnlog.commit(agent.path, record)

@@ -17,7 +17,6 @@ from anima import (
     compaction,
     context,
     gitstore,
-    history,
     mailbox,
     proposals,
     schedule,
@@ -29,7 +28,7 @@ from anima.home import Home
 from anima.llm import Event, Retrying, TextDelta, ToolCall
 from anima.loop import ToolResult, TurnCancelled, run_loop
 from anima.mailbox import Pending
-from anima.message import Message, iso, render, utcnow
+from anima.message import Message, iso, utcnow
 from anima.tools import ToolContext
 from anima.toolset import DEFAULT_SOURCES, ToolSource, compose
 
@@ -193,7 +192,10 @@ def run_turn(
         used = (f"{n} ×{k}" if k > 1 else n for n, k in sorted(loop.tools_used.items()))
         body_lines += ["", "Tools: " + ", ".join(used)]
     body_lines += tctx.memory_lines()
-    record = turnlog.TurnRecord(
+    record = turnlog.TurnRecord.of_batch(
+        agent.path,
+        pendings,
+        outgoing,
         subject=_subject(agent, batch, heartbeat_ok, text == context.NO_REPLY),
         body="\n".join(body_lines),
         trailers=[
@@ -206,23 +208,8 @@ def run_turn(
             ("Anima-Tool-Calls", str(loop.tool_calls)),
             ("Anima-Duration-Ms", str(duration_ms)),
         ],
-        archive=[
-            (
-                str(p.path.relative_to(agent.path)),
-                str(mailbox.archive_path(agent.path, p.message.id).relative_to(agent.path)),
-            )
-            for p in pendings
-        ],
-        outbox=[
-            (str(mailbox.outbox_path(agent.path, m.id).relative_to(agent.path)), render(m))
-            for m in outgoing
-        ],
-        history_path=str(
-            history.day_file(agent.path, conversation, utcnow().strftime("%Y-%m-%d")).relative_to(
-                agent.path
-            )
-        ),
-        history_records=loop.records,
+        conversation=conversation,
+        records=loop.records,
         touched=sorted(tctx.touched),
         parent=parent,
     )

@@ -22,10 +22,14 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from anima import gitstore, history
+from anima import gitstore, history, mailbox
 from anima.fsutil import write_atomic
-from anima.message import utcnow
+from anima.message import Message, render, utcnow
+
+if TYPE_CHECKING:
+    from anima.mailbox import Pending
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,43 @@ class TurnRecord:
     touched: list[str] = field(default_factory=list)
     parent: str | None = None
     """HEAD when the turn started: the commit compares-and-swaps against it."""
+
+    @classmethod
+    def of_batch(
+        cls,
+        agent_dir: Path,
+        pendings: Sequence[Pending],
+        outgoing: Sequence[Message],
+        *,
+        subject: str,
+        body: str,
+        trailers: list[tuple[str, str]],
+        conversation: str,
+        records: list[dict[str, object]],
+        touched: Sequence[str] = (),
+        parent: str | None = None,
+    ) -> TurnRecord:
+        """The record of a turn that answers `pendings` with `outgoing`: the messages archived,
+        the replies in outbox/, `records` appended to today's history day file."""
+
+        def rel(path: Path) -> str:
+            return str(path.relative_to(agent_dir))
+
+        return cls(
+            subject=subject,
+            body=body,
+            trailers=trailers,
+            archive=[
+                (rel(p.path), rel(mailbox.archive_path(agent_dir, p.message.id))) for p in pendings
+            ],
+            outbox=[(rel(mailbox.outbox_path(agent_dir, m.id)), render(m)) for m in outgoing],
+            history_path=rel(
+                history.day_file(agent_dir, conversation, utcnow().strftime("%Y-%m-%d"))
+            ),
+            history_records=records,
+            touched=list(touched),
+            parent=parent,
+        )
 
     def paths(self) -> list[str]:
         paths = [dst for _, dst in self.archive] + [p for p, _ in self.outbox]
