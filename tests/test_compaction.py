@@ -57,7 +57,7 @@ def talk(home: Home, agent: Agent, numbers: range) -> None:
 
 def all_user_bodies(agent: Agent, conversation: str) -> list[str]:
     out = []
-    for f in sorted((agent.path / "history" / conversation).glob("*.jsonl")):
+    for f in history.day_files(agent.path, conversation):
         for line in f.read_text().splitlines():
             rec = json.loads(line)
             for b in rec["content"]:

@@ -8,7 +8,7 @@ import time
 import git
 import pytest
 
-from anima import gitstore
+from anima import gitstore, history
 from anima.home import Home
 from anima.runtime import run_once
 from anima.testing import FakeModelServer, Fault, Reply
@@ -101,7 +101,7 @@ def test_two_step_tool_loop_keeps_exact_pairs_and_replays_them(
     (r1,) = run_once(home)
     assert r1.error is None and r1.tool_calls == 2
     assert (agent.workspace / "notes/a.txt").read_text() == "alpha"
-    (hist,) = (agent.path / "history" / "cli").glob("*.jsonl")
+    (hist,) = history.day_files(agent.path, "cli")
     lines = [json.loads(x) for x in hist.read_text().splitlines()]
     assert [m["role"] for m in lines] == [
         "user",
@@ -254,7 +254,7 @@ def test_step_cap_ends_runaway_tool_loop_with_pairs_intact(
     (r,) = run_once(home)
     assert r.error is None and len(fake.requests) == 3
     assert r.reply and "limit of 3 model calls" in r.reply.body
-    (hist,) = (agent.path / "history" / "cli").glob("*.jsonl")
+    (hist,) = history.day_files(agent.path, "cli")
     lines = [json.loads(x) for x in hist.read_text().splitlines()]
     assert lines[-1]["role"] == "assistant"
     uses = [b["id"] for m in lines for b in m["content"] if b["type"] == "tool_use"]

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from anima import history
 from anima.agent import Agent
 from anima.home import Home
 from anima.runtime import run_once
@@ -288,7 +289,7 @@ def test_a_secret_read_in_a_turn_reaches_neither_history_nor_git(
     send(agent, "read leak.txt")
     (result,) = run_once(home)
     assert result.error is None
-    (hist,) = (agent.path / "history" / "cli").glob("*.jsonl")
+    (hist,) = history.day_files(agent.path, "cli")
     assert SECRET not in hist.read_text() and "[redacted: DISCORD_BOT_TOKEN]" in hist.read_text()
     log = subprocess.run(
         ["git", "log", "-p", "--all", "--", "history"],
@@ -332,7 +333,7 @@ def test_agent_scheduling_reminders_in_a_loop_hits_the_cap(
     (result,) = run_once(home)
     assert result.error is None and result.tool_calls == 12
     assert len(list((agent.path / "reminders").glob("*.toml"))) == 5
-    (hist,) = (agent.path / "history" / "cli").glob("*.jsonl")
+    (hist,) = history.day_files(agent.path, "cli")
     results = [
         b
         for line in hist.read_text().splitlines()
