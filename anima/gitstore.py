@@ -1119,8 +1119,9 @@ def gc(path: Path, *, loose_limit: int = GC_LOOSE) -> str:
 
     A geometric repack (`repack --geometric=2`): the loose objects and the packs smaller than
     twice them become one pack, so the work follows what is new, and the packs stay few (each
-    at least twice the next). `git gc --auto` would also walk every object for `prune` and,
-    every 50 packs, rewrite all of them: 38 s at 100k turns, with the agent's turns waiting."""
+    at least twice the next), in the foreground, so the agent's lock covers it. `git gc --auto`
+    detaches itself (gc.autoDetach), running outside the lock, walks every object for `prune`
+    and every 50 packs rewrites all of them (38 s at 100k turns)."""
 
     def loose() -> int:
         out = _git(path, "count-objects", "-v")
