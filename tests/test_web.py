@@ -315,12 +315,14 @@ def test_pairing_request_is_approved_from_the_page(web: WebServer, home: Home) -
     assert again.status == 400 and "no open pairing request" in again.text
 
 
-def _dead_letter(home: Home, body: str) -> str:
+def _dead_letter(
+    home: Home, body: str, reason: str = f"Bad Request: chat not found {HOSTILE}"
+) -> str:
     spool = Spool(home, "telegram")
     msg = Message.create(sender="arya", to="telegram:42", body=body, channel="telegram")
     path = spool.new / f"{msg.id}.md"
     path.write_text(render(msg))
-    spool.mark_failed(path, f"Bad Request: chat not found {HOSTILE}")
+    spool.mark_failed(path, reason)
     return msg.id
 
 
@@ -454,3 +456,17 @@ def test_memory_search_uses_the_index_and_links_each_hit(web: WebServer, arya: A
     assert 'href="/agents/arya/memory/note?path=garden.md"' in results
     assert "[Tomatoes]" in results  # the index's own match marks
     assert "the garden &lt;script&gt;" in page and "<script>alert" not in page
+
+
+def test_a_port_in_use_is_one_clear_line(web: WebServer, home: Home) -> None:
+    port = str(urlsplit(web.url).port)
+    env = {**os.environ, "ANIMA_HOME": str(home.root)}
+    done = subprocess.run(
+        [sys.executable, "-m", "anima", "web", "--port", port],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr

@@ -248,7 +248,7 @@ def test_screenshots_of_the_main_pages(
     access.Access(home, "telegram").request("tg:1001", "Ann Example")
     from tests.test_web import _dead_letter
 
-    _dead_letter(home, "Your reminder: call the plumber")
+    _dead_letter(home, "Your reminder: call the plumber", "Forbidden: bot was blocked by the user")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with WebServer(home) as server:
         for name, path in (

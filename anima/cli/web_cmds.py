@@ -44,6 +44,7 @@ def web(
 ) -> None:
     """Serve the dashboard: agents live, conversations, the audit timeline, memory, approvals."""
     import asyncio
+    import errno
     import secrets
     import signal
 
@@ -71,6 +72,10 @@ def web(
             click.echo(f"anima web: open {url}?token={token} (a new token, shown only now)")
         elif token:
             click.echo(f"anima web: the token is in ${token_env}; open {url}?token=…")
+        if not is_loopback(host):
+            click.echo(
+                "anima web: plain HTTP beyond loopback: use it on a trusted network or behind TLS"
+            )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -79,7 +84,14 @@ def web(
             loop.add_signal_handler(sig, stop.set)
         await serve(home, guard, ready, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise AnimaError(
+            f"cannot listen on {host}:{port}: {exc.strerror} (choose --host/--port)"
+        ) from None
 
 
 def _configured_token(home: Home, name: str) -> str | None:

@@ -310,9 +310,18 @@ def timeline_page(home: Home, params: dict[str, str]) -> Html:
     return page("Timeline", body, current="/timeline")
 
 
+SHOW_MAX = 2_000_000
+"""Characters of a commit's diff shown on its page (a hand edit can touch thousands of files)."""
+
+
 def commit_page(home: Home, name: str, sha: str) -> Html:
     agent = Agent.open(home, name)
     text = gitstore.show(agent.path, queries.check_sha(sha))
+    if len(text) > SHOW_MAX:
+        text = (
+            text[:SHOW_MAX]
+            + f"\n… cut at {SHOW_MAX:,} characters: `anima show {name} {sha[:12]}` shows it all"
+        )
     head, _, diff = text.partition("\ndiff --git ")
     sections = []
     for chunk in f"diff --git {diff}".split("\ndiff --git ") if diff else []:
