@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -623,7 +624,7 @@ def _file_entries(path: Path, paths: Sequence[str]) -> dict[str, tuple[str, str]
     the blobs written by git (`hash-object` applies .gitattributes filters by path). None when
     any path is something else (a directory, a symlink, an ignored or odd name): those go
     through the index."""
-    if not paths or any(_odd(p) for p in paths):
+    if not paths or any(_odd(p) for p in paths) or not _trusts_file_modes(path):
         return None
     modes: dict[str, str | None] = {}
     for rel in paths:
@@ -647,6 +648,26 @@ def _file_entries(path: Path, paths: Sequence[str]) -> dict[str, tuple[str, str]
         return None
     ids = dict(zip(present, blobs, strict=True))
     return {p: (m, ids[p]) if m is not None else None for p, m in modes.items()}
+
+
+def _trusts_file_modes(path: Path) -> bool:
+    """Whether git takes the executable bit from the file on disk (core.fileMode, true unless a
+    person set it false): if not, git keeps the index's mode, and only the index path does too."""
+    config = path / ".git" / "config"
+    try:
+        st = config.stat()
+    except OSError:
+        return False
+    return _file_mode_setting(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_mode_setting(path: str, _mtime_ns: int, _size: int) -> bool:
+    try:
+        value = _git(Path(path), "config", "--bool", "--get", "core.fileMode").strip()
+    except GitFailed:  # unset: git's default
+        return True
+    return value != "false"
 
 
 def _odd(rel: str) -> bool:

@@ -185,3 +185,20 @@ def test_gc_packs_loose_objects_into_few_packs_and_loses_nothing(home: Home) -> 
     assert loose_and_packs()[1] <= 4  # rolled up geometrically, not one pack per gc
     repo = _consistent(d)
     assert len(list(repo.iter_commits())) >= 46
+
+
+def test_a_repository_that_ignores_file_modes_keeps_the_recorded_mode(home: Home) -> None:
+    """core.fileMode=false (a person's choice on a filesystem without exec bits): git keeps the
+    mode the index has, and so must a turn's commit."""
+    agent = make_agent(home)
+    d = agent.path
+    gitstore.commit_external(d)
+    (d / "workspace/tool.sh").write_text("#!/bin/sh\n")
+    (d / "workspace/tool.sh").chmod(0o755)
+    gitstore.commit(d, "turn(arya): tool", paths=["workspace/tool.sh"])
+    subprocess.run(["git", "-C", str(d), "config", "core.fileMode", "false"], check=True)
+    (d / "workspace/tool.sh").chmod(0o644)  # the filesystem lost the bit; git does not care
+    (d / "workspace/tool.sh").write_text("#!/bin/sh\necho hi\n")
+    gitstore.commit(d, "turn(arya): edit tool", paths=["workspace/tool.sh"])
+    repo = _consistent(d)
+    assert repo.git.ls_tree("HEAD", "workspace/tool.sh").startswith("100755 ")

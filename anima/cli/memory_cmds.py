@@ -97,14 +97,12 @@ def search(home: Home, name: str, query: str, limit: int, as_json: bool) -> None
     """Ranked keyword search over NAME's memory notes and conversation history."""
     from dataclasses import asdict
 
-    from anima import gitstore
     from anima import search as index
     from anima.agent import Agent
 
     agent = Agent.open(home, name)
-    # The index follows git: what changed since it last looked, plus edits not committed yet.
-    dirty = gitstore.dirty_paths(agent.path, ["memory", "history"])
-    hits = index.search(agent.path, query, limit=limit, touched=dirty)
+    # The index's own refresh (a walk of the files' stats) also sees edits not committed yet.
+    hits = index.search(agent.path, query, limit=limit)
     if as_json:
         click.echo(json.dumps([asdict(h) for h in hits], indent=2, ensure_ascii=False))
         return
