@@ -470,3 +470,27 @@ def test_a_port_in_use_is_one_clear_line(web: WebServer, home: Home) -> None:
     )
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_overview_says_which_agent_is_replying_now(
+    web: WebServer, home: Home, arya: Agent
+) -> None:
+    from anima.llm import TextDelta
+    from anima.stream import StreamWriter
+    from anima.turn import TurnEnded
+
+    def now_cell() -> str:
+        row = re.search(
+            r'<th scope="row"><a href="/agents/arya/chat">arya</a></th><td>([^<]*)</td>',
+            web.client().get("/").text,
+        )
+        assert row
+        return row.group(1)
+
+    assert now_cell() == "idle"
+    msg = send(arya, "hi")
+    writer = StreamWriter(home)  # what the runtime appends to while the model streams
+    writer(msg, TextDelta("hel"))
+    assert now_cell() == "replying…"
+    writer(msg, TurnEnded(commit="0" * 40, reply=None))
+    assert now_cell() == "idle"

@@ -81,9 +81,10 @@ def overview_fragment(home: Home) -> Html:
         ]
         rows.append(
             render(
-                '<tr><th scope="row"><a href="/agents/{}/chat">{}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+                '<tr><th scope="row"><a href="/agents/{}/chat">{}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
                 name,
                 name,
+                "replying…" if queries.replying(home.run_dir, name) else "idle",
                 info["pending"],
                 last_cell,
                 _when(info["next_heartbeat"]) or "—",
@@ -92,11 +93,11 @@ def overview_fragment(home: Home) -> Html:
             )
         )
     table = render(
-        '<table id="agents-table"><caption>Agents</caption><thead><tr><th scope="col">Agent</th><th scope="col">Pending</th>'
+        '<table id="agents-table"><caption>Agents</caption><thead><tr><th scope="col">Agent</th><th scope="col">Now</th><th scope="col">Pending</th>'
         '<th scope="col">Last turn</th><th scope="col">Next heartbeat</th><th scope="col">Next reminder</th>'
         '<th scope="col">Problems</th></tr></thead><tbody>{}</tbody></table>',
         join(rows)
-        or Html('<tr><td colspan="6">No agents yet: <code>anima new NAME</code>.</td></tr>'),
+        or Html('<tr><td colspan="7">No agents yet: <code>anima new NAME</code>.</td></tr>'),
     )
     return join([runtime, table, channels_fragment(home)])
 
@@ -186,7 +187,7 @@ def chat_page(home: Home, name: str, conversation: str, csrf: str) -> Html:
         '{}<nav aria-label="Conversations"><ul class="threads">{}</ul></nav>'
         '<section aria-labelledby="conv-h"><h2 id="conv-h">{}</h2>'
         '<div id="chat" aria-live="polite">{}</div><div id="streaming" aria-live="polite"></div>'
-        '<form method="post" action="/agents/{}/send" class="send">{}'
+        '{}<form method="post" action="/agents/{}/send" class="send">{}'
         '<input type="hidden" name="c" value="{}">'
         '<label for="body">Message to {}</label><textarea id="body" name="body" rows="3" required maxlength="100000"></textarea>'
         '<button type="submit">Send</button></form></section>',
@@ -194,6 +195,11 @@ def chat_page(home: Home, name: str, conversation: str, csrf: str) -> Html:
         picker,
         conversation,
         chat_fragment(home, name, conversation),
+        Html("")
+        if status.runtime_live(home)
+        else Html(
+            '<p class="warn">No runtime is live: your message waits until <code>anima run</code> starts.</p>'
+        ),
         name,
         csrf_field(csrf),
         conversation,

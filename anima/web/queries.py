@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,3 +320,33 @@ def marker(agent_dir: Path) -> str:
     except FileNotFoundError:
         inbox = []
     return f"{head}:{len(inbox)}:{inbox[-1] if inbox else ''}"
+
+
+REPLYING_SECONDS = 120.0
+"""A stream file untouched this long without its end event is a turn that died, not one running."""
+
+
+def replying(run_dir: Path, agent: str) -> int:
+    """Turns of `agent` streaming now: recent stream files whose last event is not `end`."""
+    now = time.time()
+    count = 0
+    try:
+        entries = list(os.scandir(run_dir / "stream" / agent))
+    except FileNotFoundError:
+        return 0
+    for e in entries:
+        try:
+            st = e.stat()
+        except FileNotFoundError:
+            continue
+        if not e.name.endswith(".jsonl") or now - st.st_mtime > REPLYING_SECONDS:
+            continue
+        with open(e.path, "rb") as fh:
+            fh.seek(max(st.st_size - 4096, 0))
+            tail = fh.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        try:
+            ended = json.loads(tail).get("t") == "end"
+        except (ValueError, AttributeError):
+            ended = False  # a line still being written: the turn is running
+        count += not ended
+    return count
