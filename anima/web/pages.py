@@ -129,7 +129,7 @@ def channels_fragment(home: Home) -> Html:
 
 
 def overview(home: Home) -> Html:
-    body = render('<div id="live" aria-live="polite">{}</div>', overview_fragment(home))
+    body = render('<div id="live">{}</div>', overview_fragment(home))
     return page("Agents", body, current="/", data={"page": "overview"})
 
 
