@@ -56,7 +56,7 @@ def web(
     except ImportError as exc:
         if exc.name != "aiohttp":
             raise
-        raise AnimaError("anima web needs aiohttp: pip install 'anima[webhook]'") from None
+        raise AnimaError("anima web needs aiohttp: pip install 'anima[web]'") from None
 
     log_to_stderr(verbose)
     home.require()
