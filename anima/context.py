@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from anima import history, memory, search
+from anima import history, memory, reflection, search
 from anima.agent import Agent
 from anima.config import Budget
 from anima.llm.base import Block
@@ -209,6 +209,7 @@ SECTIONS: list[Section] = [
     Section("skills", "system", _skills),  # bounded by skills_chars itself, saying what it left out
     Section("history", "history", lambda t: _history(t)),
     Section("recall", "before", lambda t: _text(recall(t.agent, t.incoming, t.conversation))),
+    Section("reflection", "before", reflection.section, reflection.material_chars),
     Section("messages", "messages", _messages),  # each cut by message_chars
     Section("always", "after", _always, lambda b: b.always_chars),
 ]

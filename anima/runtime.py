@@ -20,7 +20,17 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
-from anima import gitstore, mailbox, router, schedule, status, stream, systemd, turnlog
+from anima import (
+    gitstore,
+    mailbox,
+    reflection,
+    router,
+    schedule,
+    status,
+    stream,
+    systemd,
+    turnlog,
+)
 from anima.home import Home
 from anima.mcp_client import McpHub
 from anima.message import iso, utcnow
@@ -511,11 +521,13 @@ class Runtime:
                 schedule.fire_due(self.home, name, now)
                 if schedule.fire_heartbeat(self.home, name, now) is not None:
                     log.info("%s: heartbeat", name)
+                if reflection.fire(self.home, name, now) is not None:
+                    log.info("%s: reflection", name)
                 when = schedule.next_wake(self.home, name, now)
                 # Never sooner than MIN_TIMER from now: a time already past cannot spin.
                 nxt[name] = max(when.timestamp(), time.time() + MIN_TIMER) if when else None
             except Exception as exc:
-                log.warning("%s: firing reminders or heartbeat failed: %s", name, exc)
+                log.warning("%s: firing reminders, heartbeat or reflection failed: %s", name, exc)
                 nxt[name] = time.time() + RETRY_SCHEDULE
         return nxt
 

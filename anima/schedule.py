@@ -327,12 +327,18 @@ def next_due(home: Home, name: str, now: dt.datetime) -> dt.datetime | None:
 
 
 def next_wake(home: Home, name: str, now: dt.datetime) -> dt.datetime | None:
-    """When the runtime must next call fire_due and fire_heartbeat for `name`, having just
-    called them at `now`: its next reminder or heartbeat slot (None: nothing scheduled)."""
+    """When the runtime must next call fire_due, fire_heartbeat and reflection.fire for `name`,
+    having just called them at `now`: its next reminder, heartbeat or reflection slot (None:
+    nothing scheduled)."""
+    from anima import reflection
     from anima.config import load_agent_config
 
-    hb = load_agent_config(home.agents_dir / name / "agent.toml").heartbeat
-    times = [next_due(home, name, now), next_heartbeat(hb, now)]
+    cfg = load_agent_config(home.agents_dir / name / "agent.toml")
+    times = [
+        next_due(home, name, now),
+        next_heartbeat(cfg.heartbeat, now),
+        reflection.next_slot(cfg.reflection, now),
+    ]
     return min((t for t in times if t is not None), default=None)
 
 

@@ -55,6 +55,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "skills": "anima.cli.skills_cmds:skills",
     "proposals": "anima.cli.proposals_cmds:proposals",
     "web": "anima.cli.web_cmds:web",
+    "reflect": "anima.cli.reflect_cmds:reflect",
 }
 """Every `anima` subcommand: name -> "module:attribute" of its click command, imported when run."""
 
