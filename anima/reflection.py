@@ -18,10 +18,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anima import history, mailbox
+from anima import history, mailbox, schedule
 from anima.config import Budget, Reflection, load_agent_config
 from anima.errors import BadConfig
-from anima.fsutil import write_atomic
 from anima.home import Home
 from anima.message import Message, iso, utcnow
 
@@ -33,8 +32,10 @@ CONVERSATION = "reflection"
 KIND = "reminder"
 """Message kinds are message, heartbeat and reminder; a reflection is a timer message of the
 reminder kind, told apart by its `reflection` key (see `is_reflection`)."""
+STATE = "reflections"
+"""run/reflections/<agent>: the latest slot fired."""
 DAY = dt.timedelta(days=1)
-LATE_AFTER = dt.timedelta(seconds=60)
+LATE_AFTER = schedule.LATE_AFTER
 """A slot fired later than this after its time is marked late; a runtime seeing an agent for the
 first time still fires a slot this fresh (a time set to now fires now)."""
 CUT_NOTICE = 60
@@ -88,23 +89,6 @@ def day_of(until: dt.datetime) -> str:
 
 
 # -- delivery ---------------------------------------------------------------------------------
-def _state(home: Home, name: str) -> Path:
-    return home.run_dir / "reflections" / name
-
-
-def last_slot(home: Home, name: str) -> dt.datetime | None:
-    """The latest slot the runtime has fired (or seen) for `name`."""
-    try:
-        when = dt.datetime.fromisoformat(_state(home, name).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
-def _mark(home: Home, name: str, when: dt.datetime) -> None:
-    write_atomic(_state(home, name), iso(when) + "\n", durable=False)
-
-
 def prompt(day: str, tokens: int) -> str:
     """What the reflection message asks; the day's material comes before it (`section`)."""
     from anima.context import NO_REPLY
@@ -152,7 +136,7 @@ def deliver(
     )
     delivered = mailbox.deliver(agent_dir, msg)
     if scheduled is not None:
-        _mark(home, name, scheduled)
+        schedule.mark_fired(home, STATE, name, scheduled)
     return msg if delivered else None
 
 
@@ -163,13 +147,7 @@ def fire(home: Home, name: str, now: dt.datetime | None = None) -> Message | Non
     now = now or utcnow()
     cfg = load_agent_config(home.agent_dir(name) / "agent.toml").reflection
     current = slot(cfg, now)
-    if current is None:
-        return None
-    last = last_slot(home, name)
-    if last is not None and current <= last:
-        return None
-    if last is None and now - current > LATE_AFTER:
-        _mark(home, name, current)  # seen: the first reflection is the next one
+    if current is None or not schedule.unfired(home, STATE, name, current, now, LATE_AFTER):
         return None
     return deliver(home, name, now, scheduled=current)
 

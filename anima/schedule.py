@@ -144,7 +144,7 @@ def tick(
 
 
 def _mark_heartbeat(home: Home, name: str, when: dt.datetime) -> None:
-    write_atomic(home.run_dir / "heartbeats" / name, iso(when) + "\n", durable=False)
+    mark_fired(home, "heartbeats", name, when)
 
 
 def fire_heartbeat(home: Home, name: str, now: dt.datetime | None = None) -> Message | None:
@@ -156,23 +156,50 @@ def fire_heartbeat(home: Home, name: str, now: dt.datetime | None = None) -> Mes
     now = now or utcnow()
     hb = load_agent_config(home.agent_dir(name) / "agent.toml").heartbeat
     slot = heartbeat_slot(hb, now)
-    if slot is None:
+    if slot is None or not unfired(home, "heartbeats", name, slot, now):
         return None
-    last = last_heartbeat(home, name)
-    if last is not None and slot <= last:
-        return None
-    if last is None or not in_active_hours(hb, now):
+    if not in_active_hours(hb, now):
         _mark_heartbeat(home, name, slot)  # seen: nothing to deliver for this slot
         return None
     return tick(home, name, now)
 
 
 def last_heartbeat(home: Home, name: str) -> dt.datetime | None:
+    return last_fired(home, "heartbeats", name)
+
+
+# -- slots: when a daily or periodic trigger last fired ---------------------------------------
+def last_fired(home: Home, folder: str, name: str) -> dt.datetime | None:
+    """The latest slot fired (or seen) for `name`, from run/<folder>/<name>."""
     try:
-        when = dt.datetime.fromisoformat((home.run_dir / "heartbeats" / name).read_text().strip())
+        when = dt.datetime.fromisoformat((home.run_dir / folder / name).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def mark_fired(home: Home, folder: str, name: str, when: dt.datetime) -> None:
+    write_atomic(home.run_dir / folder / name, iso(when) + "\n", durable=False)
+
+
+def unfired(
+    home: Home,
+    folder: str,
+    name: str,
+    slot: dt.datetime,
+    now: dt.datetime,
+    fresh: dt.timedelta = dt.timedelta(0),
+) -> bool:
+    """Is `slot` newer than the last one fired (run/<folder>/<name>)? On a first look at an
+    agent the slot is marked seen and is not fired (a new schedule starts with its next slot),
+    unless it began less than `fresh` ago."""
+    last = last_fired(home, folder, name)
+    if last is not None and slot <= last:
+        return False
+    if last is None and now - slot >= fresh:
+        mark_fired(home, folder, name, slot)
+        return False
+    return True
 
 
 # -- reminders --------------------------------------------------------------------------------
