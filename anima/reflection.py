@@ -35,6 +35,8 @@ reminder kind, told apart by its `reflection` key (see `is_reflection`)."""
 STATE = "reflections"
 """run/reflections/<agent>: the latest slot fired."""
 DAY = dt.timedelta(days=1)
+LOOK_BACK = 7 * DAY
+"""The furthest back a reflection reads: after a week down, the last week."""
 LATE_AFTER = schedule.LATE_AFTER
 """A slot fired later than this after its time is marked late; a runtime seeing an agent for the
 first time still fires a slot this fresh (a time set to now fires now)."""
@@ -89,13 +91,13 @@ def day_of(until: dt.datetime) -> str:
 
 
 # -- delivery ---------------------------------------------------------------------------------
-def prompt(day: str, tokens: int) -> str:
+def prompt(day: str, since: dt.datetime, tokens: int) -> str:
     """What the reflection message asks; the day's material comes before it (`section`)."""
     from anima.context import NO_REPLY
 
     return (
-        f"Nightly reflection for {day}. Your journal and conversations of the last day are "
-        "above. Consolidate your memory with the memory tool, giving a reason for every edit:\n"
+        f"Nightly reflection for {day}. Your journal and conversations since "
+        f"{since.astimezone():%Y-%m-%d %H:%M} are above. Consolidate your memory with the memory tool, giving a reason for every edit:\n"
         "- merge notes that say the same thing: keep one, fold the other into it, delete it;\n"
         "- update the people notes (people/NAME.md) with what you learned about each person;\n"
         "- retire facts that are stale or contradicted: correct or delete them;\n"
@@ -108,14 +110,21 @@ def prompt(day: str, tokens: int) -> str:
 
 
 def deliver(
-    home: Home, name: str, now: dt.datetime | None = None, *, scheduled: dt.datetime | None = None
+    home: Home,
+    name: str,
+    now: dt.datetime | None = None,
+    *,
+    scheduled: dt.datetime | None = None,
+    since: dt.datetime | None = None,
 ) -> Message | None:
-    """Deliver a reflection over the day before `scheduled` (a slot: its id names the day, so
-    a slot is delivered once), or, without one, over the day before now (`anima reflect`: an
-    id of its own). None: that slot's reflection was delivered before."""
+    """Deliver a reflection over the time before `scheduled` (a slot: its id names the day, so
+    a slot is delivered once), or, without one, before now (`anima reflect`: an id of its own).
+    It looks back to `since` (the previous reflection, after downtime) or else a day, and never
+    more than LOOK_BACK. None: that slot's reflection was delivered before."""
     now = now or utcnow()
     agent_dir = home.agent_dir(name)
     until = scheduled or now
+    since = max(since or until - DAY, until - LOOK_BACK)
     day = day_of(until)
     cfg = load_agent_config(agent_dir / "agent.toml")
     msg = Message(
@@ -126,10 +135,10 @@ def deliver(
         conversation=CONVERSATION,
         kind=KIND,
         created=iso(now),
-        body=prompt(day, cfg.budget.reflection_tokens),
+        body=prompt(day, since, cfg.budget.reflection_tokens),
         extra={
             "reflection": day,
-            "since": iso(until - DAY),
+            "since": iso(since),
             "until": iso(until),
             "late": scheduled is not None and now - scheduled > LATE_AFTER,
         },
@@ -142,14 +151,16 @@ def deliver(
 
 def fire(home: Home, name: str, now: dt.datetime | None = None) -> Message | None:
     """The runtime's reflection driver: deliver the current slot's reflection once. A slot
-    missed while nothing ran is delivered once, late; a runtime that has never seen the agent
+    missed while nothing ran is delivered once, late, reading back to the previous reflection
+    (see `deliver`); a runtime that has never seen the agent
     starts with the next slot, unless this one is under a minute old."""
     now = now or utcnow()
     cfg = load_agent_config(home.agent_dir(name) / "agent.toml").reflection
     current = slot(cfg, now)
+    last = schedule.last_fired(home, STATE, name)
     if current is None or not schedule.unfired(home, STATE, name, current, now, LATE_AFTER):
         return None
-    return deliver(home, name, now, scheduled=current)
+    return deliver(home, name, now, scheduled=current, since=last)
 
 
 # -- the turn ---------------------------------------------------------------------------------

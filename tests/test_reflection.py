@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from anima import gitstore, history, mailbox, reflection
 from anima.agent import Agent
 from anima.cli import main
+from anima.errors import BadConfig
 from anima.home import Home
-from anima.message import utcnow
+from anima.message import iso, utcnow
 from anima.runtime import run_once
 from anima.testing import FakeModelServer
 from anima.testing.fake_model import Reply
@@ -146,6 +147,8 @@ def test_a_new_agent_waits_for_its_next_slot_and_a_missed_one_comes_once_late(ho
     three_days_later = noon + 3 * reflection.DAY  # the runtime was down meanwhile
     msg = reflection.fire(home, "arya", three_days_later)
     assert msg is not None and msg.id == "reflect-2026-12-01" and msg.extra["late"] is True
+    # It reads back to the reflection before the downtime, not just the last day.
+    assert msg.extra["since"] == iso(reflection.slot(cfg, noon))
     assert reflection.fire(home, "arya", three_days_later + dt.timedelta(hours=1)) is None
 
 
@@ -195,3 +198,9 @@ def test_a_reflection_commit_is_named_for_its_day(home: Home, fake: FakeModelSer
     run_once(home, ["arya"])
     head = gitstore.log(home.agents_dir / "arya", limit=1)[0]
     assert head.subject == f"turn(arya): reflection for {msg.extra['reflection']}"
+
+
+def test_a_mistyped_time_is_a_config_error_that_says_how_to_write_it(home: Home) -> None:
+    _reflecting(home, at="half past three")
+    with pytest.raises(BadConfig, match="use a local time 'HH:MM'"):
+        reflection.fire(home, "arya", utcnow())
