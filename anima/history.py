@@ -123,10 +123,10 @@ Turn = tuple[list[dict[str, Any]], int]
 @functools.lru_cache(maxsize=128)
 def _day_turns_cached(path: Path, mtime_ns: int, size: int) -> tuple[Turn, ...]:
     # Keyed by mtime and size: past days never change, today's file only grows.
-    return tuple((t, sum(estimate_tokens(m["content"]) for m in t)) for t in _day_turns(path))
+    return tuple((t, sum(estimate_tokens(m["content"]) for m in t)) for t in day_turns(path))
 
 
-def _day_turns(path: Path) -> list[list[dict[str, Any]]]:
+def day_turns(path: Path) -> list[list[dict[str, Any]]]:
     """One day file's turns, in order, each a list of its messages."""
     turns: list[list[dict[str, Any]]] = []
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -125,9 +125,12 @@ def run_loop(
     tctx: ToolContext,
     emit: Emit,
     cancel: threading.Event | None = None,
+    *,
+    token_limit: int = 0,
 ) -> LoopResult:
     """Call the model, run the tools it asks for, feed the results back, until it answers
-    without tools or `max_steps` calls were made. `records` gets every message added."""
+    without tools, `max_steps` calls were made, or (`token_limit`, 0: none) the calls have
+    spent that many tokens. `records` gets every message added."""
     cfg = agent.config
     specs = [t.spec for t in tools.values()]
     chain = choose(cfg, agent.home.config())
@@ -136,6 +139,8 @@ def run_loop(
     for _step in range(cfg.max_steps):
         if cancel is not None and cancel.is_set():
             raise TurnCancelled("shutting down")
+        if token_limit and out.tokens_in + out.tokens_out >= token_limit:
+            return _stopped(out, f"the budget of {token_limit} tokens for this turn was spent")
         request = ChatRequest("", system, messages, specs, cfg.max_tokens, cfg.temperature)
         completed, chain = call_model(chain, agent.home, request, emit, cancel)
         out.tokens_in += completed.tokens_in
@@ -164,7 +169,12 @@ def run_loop(
             )
         messages.append({"role": "user", "content": results})
         out.records.append({"role": "user", "content": results})
-    note = f"[stopped: the limit of {cfg.max_steps} model calls in one turn was reached]"
+    return _stopped(out, f"the limit of {cfg.max_steps} model calls in one turn was reached")
+
+
+def _stopped(out: LoopResult, why: str) -> LoopResult:
+    """End the loop early, saying why in the turn's record and reply."""
+    note = f"[stopped: {why}]"
     out.records.append({"role": "assistant", "content": [{"type": "text", "text": note}]})
     out.texts.append(note)
     return out

@@ -218,7 +218,7 @@ def _conversation(agent_dir: Path, name: str, days: set[str], since: str, until:
     turns = []
     for path in history.day_files(agent_dir, name):
         if path.stem in days:  # history day files are named for UTC days
-            turns += [t for t in history._day_turns(path) if since <= t[0].get("ts", "") < until]
+            turns += [t for t in history.day_turns(path) if since <= t[0].get("ts", "") < until]
     return history.transcript(turns, agent_dir.name) if turns else ""
 
 

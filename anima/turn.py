@@ -19,6 +19,7 @@ from anima import (
     gitstore,
     mailbox,
     proposals,
+    reflection,
     schedule,
     turnlog,
 )
@@ -159,7 +160,10 @@ def run_turn(
             cancel=cancel,
         )
         try:
-            loop = run_loop(agent, ctx.system, ctx.messages(), tools, tctx, emit, cancel)
+            limit = reflection.token_limit(agent, batch)
+            loop = run_loop(
+                agent, ctx.system, ctx.messages(), tools, tctx, emit, cancel, token_limit=limit
+            )
             loop.records.insert(0, {"role": "user", "content": ctx.incoming})
             tctx.touched.update(schedule.retire(agent.path, batch))
             break
@@ -196,7 +200,8 @@ def run_turn(
         agent.path,
         pendings,
         outgoing,
-        subject=_subject(agent, batch, heartbeat_ok, text == context.NO_REPLY),
+        subject=reflection.subject(agent, batch)
+        or _subject(agent, batch, heartbeat_ok, text == context.NO_REPLY),
         body="\n".join(body_lines),
         trailers=[
             ("Anima-Trigger", f"{trigger.kind}:{trigger.channel}:{trigger.sender}"),

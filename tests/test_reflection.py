@@ -170,13 +170,6 @@ def test_a_live_runtime_delivers_a_missed_reflection_once_and_answers_it(
     assert mailbox.archive_path(agent.path, f"reflect-{reflection.day_of(slot)}").exists()
 
 
-NEEDS_TURN_HOOKS = (
-    "needs turn.py to pass reflection.token_limit to run_loop (loop.py: token_limit) and to "
-    "take reflection.subject: see the reflection report"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NEEDS_TURN_HOOKS)
 def test_a_runaway_reflection_stops_at_its_token_budget_and_still_commits(
     home: Home, fake: FakeModelServer
 ) -> None:
@@ -189,7 +182,6 @@ def test_a_runaway_reflection_stops_at_its_token_budget_and_still_commits(
     assert "[stopped: " in gitstore.log(agent.path, limit=1)[0].body
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_TURN_HOOKS)
 def test_a_reflection_commit_is_named_for_its_day(home: Home, fake: FakeModelServer) -> None:
     _reflecting(home)
     msg = reflection.deliver(home, "arya")
