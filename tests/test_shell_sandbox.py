@@ -237,11 +237,13 @@ def test_shutdown_stops_a_running_shell_command_and_undoes_the_turn(
     msg = send(agent, "run the long thing")
 
     def running() -> bool:
-        return any(
-            marker.encode() in p.read_bytes()
-            for p in Path("/proc").glob("[0-9]*/cmdline")
-            if p.exists()
-        )
+        for p in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if marker.encode() in p.read_bytes():
+                    return True
+            except OSError:  # the process ended between the listing and the read
+                continue
+        return False
 
     with LiveRuntime(agent.home) as rt:
         wait_for(running, what="the shell command")

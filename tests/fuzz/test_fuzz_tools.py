@@ -172,6 +172,7 @@ NAMES = [
     "unschedule",
     "http_fetch",
     "shell",
+    "propose",
 ]
 EXAMPLES = {"shell": 15, "memory": 60, "write_file": 40, "edit_file": 30}
 
