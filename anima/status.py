@@ -145,6 +145,14 @@ def _heartbeat(agent_dir: Path) -> Heartbeat | None:
         return None
 
 
+def _reflection_at(agent_dir: Path) -> str:
+    """The agent's `[reflection] at`, "" when off or unreadable."""
+    try:
+        return load_agent_config(agent_dir / "agent.toml").reflection.at
+    except AnimaError:
+        return ""
+
+
 @dataclass(frozen=True)
 class Known:
     """What status would otherwise ask git and parse agent.toml for, per agent (the bulk of
@@ -153,6 +161,7 @@ class Known:
     last_turn: dict[str, Any] | None
     heartbeat: Heartbeat | None
     live: bool
+    reflection_at: str = ""
 
 
 def _cache_path(home: Home) -> Path:
@@ -188,6 +197,9 @@ def known_agents(home: Home, names: list[str], *, live: bool, workers: int = 4) 
         entry: dict[str, Any] = {"config": _file_key(agent_dir / "agent.toml")}
         heartbeats[name] = hb = _heartbeat_of(agent_dir, entry["config"], old)
         entry["heartbeat"] = dataclasses.asdict(hb) if hb else None
+        same = entry["config"] is not None and entry["config"] == old.get("config")
+        kept_at = old.get("reflection") if same else None
+        entry["reflection"] = kept_at if isinstance(kept_at, str) else _reflection_at(agent_dir)
         with suppress(AnimaError, OSError):
             entry["head"] = gitstore.head(agent_dir)
         if "head" in entry and old.get("head") == entry["head"] and "last_turn" in old:
@@ -204,7 +216,9 @@ def known_agents(home: Home, names: list[str], *, live: bool, workers: int = 4) 
     if entries != kept:
         with suppress(OSError):  # a read-only home still answers, more slowly
             write_atomic(_cache_path(home), json.dumps(entries), durable=False)
-    return {n: Known(e["last_turn"], heartbeats[n], live) for n, e in entries.items()}
+    return {
+        n: Known(e["last_turn"], heartbeats[n], live, e["reflection"]) for n, e in entries.items()
+    }
 
 
 def _heartbeat_of(agent_dir: Path, key: list[int] | None, kept: dict[str, Any]) -> Heartbeat | None:
@@ -220,7 +234,12 @@ def agent_status(home: Home, name: str, known: Known | None = None) -> dict[str,
     known_agents found for it; by default asked of git and agent.toml now)."""
     agent_dir = home.agents_dir / name
     if known is None:
-        known = Known(last_turn(agent_dir), _heartbeat(agent_dir), runtime_live(home))
+        known = Known(
+            last_turn(agent_dir),
+            _heartbeat(agent_dir),
+            runtime_live(home),
+            _reflection_at(agent_dir),
+        )
     inbox = f"{agent_dir}/inbox"
     info: dict[str, Any] = {
         "pending": _count(inbox, ".md"),
@@ -236,9 +255,25 @@ def agent_status(home: Home, name: str, known: Known | None = None) -> dict[str,
     if known.heartbeat is not None:
         plan = _heartbeat_plan(home, name, known.heartbeat, known.live)
         info["next_heartbeat"], info["heartbeat_driver"] = plan
-    nxt = schedule.next_due(home, name, dt.datetime.now(dt.UTC))
+    now = dt.datetime.now(dt.UTC)
+    nxt = schedule.next_due(home, name, now)
     info["next_reminder"] = nxt.isoformat() if nxt else None
+    info["next_reflection"] = _next_reflection(known.reflection_at, now)
     return info
+
+
+def _next_reflection(at: str, now: dt.datetime) -> str | None:
+    """When the nightly reflection comes next (ISO, UTC); None when off or mistyped."""
+    if not at:
+        return None
+    from anima import reflection
+    from anima.config import Reflection
+
+    try:
+        when = reflection.next_slot(Reflection(at), now)
+    except AnimaError:
+        return None
+    return when.isoformat() if when else None
 
 
 def _count(folder: str, suffix: str) -> int:

@@ -196,3 +196,20 @@ def test_a_mistyped_time_is_a_config_error_that_says_how_to_write_it(home: Home)
     _reflecting(home, at="half past three")
     with pytest.raises(BadConfig, match="use a local time 'HH:MM'"):
         reflection.fire(home, "arya", utcnow())
+
+
+def test_status_says_when_the_next_reflection_comes(home: Home) -> None:
+    from anima import status
+
+    agent = make_agent(home, provider="offline")
+    assert status.agent_status(home, agent.name)["next_reflection"] is None
+    with open(agent.path / "agent.toml", "a") as fh:
+        fh.write('\n[reflection]\nat = "03:30"\n')
+    nxt = status.collect(home)["agents"][agent.name]["next_reflection"]
+    when = dt.datetime.fromisoformat(nxt)
+    assert when > dt.datetime.now(dt.UTC) and when.astimezone().strftime("%H:%M") == "03:30"
+    # agent.toml changes again: the status cache must not keep the old time
+    text = (agent.path / "agent.toml").read_text().replace('at = "03:30"', 'at = "04:45"')
+    (agent.path / "agent.toml").write_text(text + "\n# edited\n")
+    nxt = status.collect(home)["agents"][agent.name]["next_reflection"]
+    assert dt.datetime.fromisoformat(nxt).astimezone().strftime("%H:%M") == "04:45"
