@@ -565,6 +565,18 @@ def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError)
 
 
+def _unclashed(tools: list[Tool]) -> list[Tool]:
+    """`tools` without the names two servers share: server `a`'s tool `b__c` and server
+    `a__b`'s tool `c` are both `a__b__c`, and whichever came first would take the other's calls
+    (and arguments). Neither is offered."""
+    seen: dict[str, int] = {}
+    for t in tools:
+        seen[t.name] = seen.get(t.name, 0) + 1
+    for name in sorted(n for n, k in seen.items() if k > 1):
+        log.warning("MCP: two servers offer a tool named %s; neither is offered", name)
+    return [t for t in tools if seen[t.name] == 1]
+
+
 class McpHub:
     """The MCP servers of a home's agents, as one ToolSource. Thread-safe: turns of different
     agents may ask for tools and call them at once. Call `close()` when done (the runtime on
@@ -595,7 +607,7 @@ class McpHub:
         out: list[Tool] = []
         for session, remote in zip(sessions, listed, strict=True):
             out += self._offer(session, remote or [])
-        return out
+        return _unclashed(out)
 
     def _call(
         self,
@@ -724,6 +736,7 @@ class McpHub:
                 log.debug("MCP server %s: tool %r left out: %s", session.name, rt.name, why)
                 continue
             description = (rt.description or rt.title or rt.name)[:MAX_DESCRIPTION_CHARS]
+            description = redact(description, session.secrets)  # it goes to the model as is
             fn: Callable[[dict[str, Any], threading.Event | None], str] = partial(
                 self._call, session, rt.name
             )

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,29 @@ SAFE_ID = re.compile(r"[a-zA-Z0-9_-]{1,40}")  # used with fullmatch
 NO_NAME = "unnamed_tool"
 """A call that arrived without a name gets this one: no tool has it, so the model is told,
 and history stays valid (both APIs refuse a call with no name)."""
+
+BAD_NAME = "invalid_tool_name"
+"""A call whose name no provider accepts (a hostile or broken server: newlines, 10 kB of text)
+gets this one instead: the model is told no such tool exists, and the name never reaches
+history, the commit body or the next request (where the API would refuse it every time)."""
+
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # used with fullmatch
+"""Tool names both APIs accept."""
+
+MAX_CALLS = 128
+"""Tool calls one answer may ask for; a server asking for more is broken (or hostile)."""
+
+CHARS_PER_TOKEN = 32
+SLACK_CHARS = 64 * 1024
+"""A stream may carry at most max_tokens * CHARS_PER_TOKEN + SLACK_CHARS characters of text,
+tool names and arguments: a server that ignores max_tokens cannot fill memory or history."""
+
+CHUNKS_PER_TOKEN = 4
+SLACK_CHUNKS = 1000
+DEADLINE_FACTOR = 10
+"""A stream must end within DEADLINE_FACTOR times the provider's timeout (which bounds each
+read only): a server trickling empty chunks for ever cannot hold the agent's turn (and its
+lock) for ever."""
 
 NO_KEY = "anima-no-key"
 """Sent when `api_key_env` is empty: local servers need no key, but the SDK insists on one."""
@@ -129,7 +153,7 @@ def parse_arguments(raw: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested 100,000 deep
         value = None
     return value if isinstance(value, dict) else {INVALID_ARGUMENTS: raw}
 
@@ -162,10 +186,10 @@ class _Assembly:
             self.calls.append(known)
             if index is not None:
                 self.feeding[index] = len(self.calls) - 1
-        known.id = delta.id or known.id
+        known.id = _text(delta.id, "a tool call's id") or known.id
         if delta.function is not None:
-            known.name += delta.function.name or ""
-            known.arguments.append(delta.function.arguments or "")
+            known.name += _text(delta.function.name, "a tool call's name")
+            known.arguments.append(_text(delta.function.arguments, "a tool call's arguments"))
 
 
 def _used_ids(req: ChatRequest) -> set[str]:
@@ -182,8 +206,78 @@ def finish_calls(partials: list[_PartialCall], used: set[str]) -> list[ToolCall]
             call_id = f"call_{secrets.token_hex(12)}"
         used.add(call_id)
         name = p.name or NO_NAME
+        if not TOOL_NAME.fullmatch(name):
+            name = BAD_NAME
         calls.append(ToolCall(call_id, name, parse_arguments("".join(p.arguments))))
     return calls
+
+
+class _Malformed(Exception):
+    """What a server sent is not a Chat Completions stream Anima can use."""
+
+
+def _text(value: Any, what: str) -> str:
+    """`value` if it is a string ("" for None); _Malformed for anything else (a number, a list:
+    the SDK does not check the types of what a server streams)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _Malformed(f"{what} is not a string but {type(value).__name__}")
+    return value
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+class _Received:
+    """What a stream has brought so far, within bounds: a server that ignores max_tokens, asks
+    for endless tool calls or never finishes is a ProviderError, not a turn held for ever."""
+
+    def __init__(self, name: str, max_tokens: int, seconds: float):
+        self.name, self.seconds = name, seconds
+        self.text: list[str] = []
+        self.assembly = _Assembly()
+        self.usage: Any = None
+        self.finish: str | None = None
+        self.model = ""
+        self.max_chars = max(max_tokens, 1) * CHARS_PER_TOKEN + SLACK_CHARS
+        self.max_chunks = max(max_tokens, 1) * CHUNKS_PER_TOKEN + SLACK_CHUNKS
+        self.deadline = time.monotonic() + seconds
+        self.chars = self.chunks = 0
+
+    def feed(self, chunk: Any) -> list[str]:
+        """Take one chunk; its text, to stream on."""
+        self.chunks += 1
+        if self.chunks > self.max_chunks:
+            raise ProviderError(f"{self.name}: the answer never ends ({self.chunks} chunks)")
+        if time.monotonic() > self.deadline:
+            raise ProviderError(f"{self.name}: the answer never ends (over {self.seconds:g}s)")
+        self.model = _text(chunk.model, "the model's name") or self.model
+        self.usage = chunk.usage or self.usage
+        out = []
+        for choice in chunk.choices or ():
+            delta = choice.delta
+            if delta is None:
+                continue
+            content = _text(delta.content, "the text")
+            if content:
+                out.append(content)
+                self.chars += len(content)
+            for tc in delta.tool_calls or ():
+                self.assembly.add(tc)
+                if tc.function is not None:
+                    self.chars += len(tc.function.name or "") + len(tc.function.arguments or "")
+            self.finish = _text(choice.finish_reason, "the finish reason") or self.finish
+        self.text += out
+        if len(self.assembly.calls) > MAX_CALLS:
+            raise ProviderError(f"{self.name}: asked for more than {MAX_CALLS} tool calls at once")
+        if self.chars > self.max_chars:
+            raise ProviderError(
+                f"{self.name}: the answer is longer than {self.max_chars} characters "
+                "(max_tokens ignored?)"
+            )
+        return out
 
 
 class OpenAIProvider:
@@ -195,6 +289,7 @@ class OpenAIProvider:
         self.name = name
         self._sdk = openai
         self._settings = settings
+        self._timeout = timeout
         key = NO_KEY
         if settings.api_key_env:
             key = os.environ.get(settings.api_key_env, "")
@@ -259,33 +354,31 @@ class OpenAIProvider:
         return exc
 
     def stream(self, request: ChatRequest) -> Iterator[Event]:
-        text: list[str] = []
-        assembly = _Assembly()
-        usage = None
-        finish = None
-        model = ""
+        params = self._params(request)
+        got = _Received(self.name, request.max_tokens, self._timeout * DEADLINE_FACTOR)
         try:
-            with self._client.chat.completions.create(**self._params(request)) as chunks:
+            with self._client.chat.completions.create(**params) as chunks:
                 for chunk in chunks:
-                    model = chunk.model or model
-                    usage = chunk.usage or usage
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if delta.content:
-                            text.append(delta.content)
-                            yield TextDelta(delta.content)
-                        for tc in delta.tool_calls or ():
-                            assembly.add(tc)
-                        finish = choice.finish_reason or finish
+                    yield from (TextDelta(t) for t in got.feed(chunk))
+        except ProviderError:
+            raise
+        except _Malformed as exc:
+            raise ProviderError(f"{self.name}: malformed stream: {exc}", retryable=True) from exc
         except Exception as exc:
             err = self._error(exc)
-            if err is exc:
-                raise
-            raise err from exc
-        if finish is None:
+            if err is not exc:
+                raise err from exc
+            if isinstance(exc, ValueError | TypeError | AttributeError | KeyError | RecursionError):
+                # what the server sent broke the SDK's parsing (or ours): the server's fault
+                detail = f"{type(exc).__name__}: {str(exc)[:MAX_DETAIL]}"
+                raise ProviderError(
+                    f"{self.name}: malformed stream: {detail}", retryable=True
+                ) from exc
+            raise
+        if got.finish is None:
             raise ProviderError(f"{self.name}: stream ended before it finished", retryable=True)
-        calls = finish_calls(assembly.calls, _used_ids(request))
-        content: list[Block] = [{"type": "text", "text": "".join(text)}] if text else []
+        calls = finish_calls(got.assembly.calls, _used_ids(request))
+        content: list[Block] = [{"type": "text", "text": "".join(got.text)}] if got.text else []
         for call in calls:
             content.append(
                 {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}
@@ -293,10 +386,10 @@ class OpenAIProvider:
             yield call
         yield Completed(
             content=content,
-            stop_reason="tool_use" if calls else STOP_REASONS.get(finish, finish),
-            tokens_in=usage.prompt_tokens if usage else 0,
-            tokens_out=usage.completion_tokens if usage else 0,
-            model=model or request.model,
+            stop_reason="tool_use" if calls else STOP_REASONS.get(got.finish, got.finish),
+            tokens_in=_count(getattr(got.usage, "prompt_tokens", 0)),
+            tokens_out=_count(getattr(got.usage, "completion_tokens", 0)),
+            model=got.model or request.model,
         )
 
     def warm(self) -> None:
