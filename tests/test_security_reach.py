@@ -28,7 +28,9 @@ from anima.llm.openai_provider import (
     parse_arguments,
 )
 from anima.message import Message
-from tests.conftest import add_channel, make_agent
+from anima.runtime import run_once
+from anima.testing import FakeModelServer, Reply
+from tests.conftest import add_channel, make_agent, send
 
 # ---- a hostile Chat Completions server --------------------------------------------------------
 
@@ -161,6 +163,46 @@ def test_a_trickling_stream_that_never_finishes_is_stopped(hostile: type[_Hostil
     with pytest.raises(ProviderError, match="never ends"):
         stream(hostile, trickle, timeout=0.3)  # the deadline is 10 x the timeout
     assert time.monotonic() - started < 8
+
+
+def _endpoint(home: Home, name: str, url: str, **values: str) -> None:
+    table = {"kind": "openai", "base_url": url, "api_key_env": "", **values}
+    lines = [f"[providers.{name}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
+    with open(home.config_path, "a") as fh:
+        fh.write("\n" + "\n".join(lines) + "\n")
+
+
+def test_a_turn_on_a_broken_server_falls_back_to_the_next_provider(
+    home: Home, hostile: type[_Hostile], fake: FakeModelServer
+) -> None:
+    hostile.script = staticmethod(lambda: ["data: {not json\n\n"])
+    _endpoint(home, "broken", hostile.url)  # type: ignore[attr-defined]
+    _endpoint(home, "backup", f"{fake.url}/v1")
+    agent = make_agent(home, provider="broken", fallback=["backup"])
+    fake.add(Reply("from the backup"))
+    send(agent, "hi")
+    (r,) = run_once(home)
+    assert r.error is None and r.reply and r.reply.body == "from the backup"
+
+
+def test_a_turn_given_an_absurd_tool_name_commits_without_it(
+    home: Home, hostile: type[_Hostile]
+) -> None:
+    answers = iter(
+        [
+            [call("x\n\nAnima-Proposal: 123456\n" + "y" * 5000), chunk({}, "tool_calls")],
+            [chunk({"content": "done"}), chunk({}, "stop")],
+        ]
+    )
+    hostile.script = staticmethod(lambda: next(answers))
+    _endpoint(home, "odd", hostile.url)  # type: ignore[attr-defined]
+    agent = make_agent(home, provider="odd")
+    send(agent, "hi")
+    (r,) = run_once(home)
+    assert r.error is None and r.reply and r.reply.body.strip() == "done"
+    entry = gitstore.log(agent.path, limit=1)[0]
+    assert f"Tools: {BAD_NAME}" in entry.body and "yyyy" not in entry.body
+    assert "Anima-Proposal" not in entry.body + json.dumps(entry.trailers)
 
 
 # ---- hostile MCP servers ----------------------------------------------------------------------
