@@ -357,6 +357,154 @@ def test_dead_letters_are_retried_or_dropped(web: WebServer, home: Home) -> None
     assert bad.status == 400
 
 
+def test_a_dead_letter_outside_a_spool_is_refused(home: Home) -> None:
+    """The spool's retry/drop take names from a form: nothing outside failed/ moves, no
+    directory is made for a channel that has no spool."""
+    from anima.channels import spool
+    from anima.errors import BadName
+
+    kept = _dead_letter(home, "kept")
+    outside = home.root / "secret.md"
+    outside.write_text("not a dead letter")
+    Spool(home, "telegram")
+    (home.spool_dir / "telegram" / "failed" / "link.md").symlink_to(outside)
+    for channel, msg_id in (
+        ("..", kept),
+        ("nochannel", kept),
+        ("telegram", "link"),
+        ("telegram", "../x"),
+    ):
+        for act in (spool.retry, spool.drop):
+            with pytest.raises(BadName):
+                act(home, channel, msg_id)
+    assert (
+        not (home.spool_dir / "nochannel").exists() and outside.read_text() == "not a dead letter"
+    )
+    assert spool.retry(home, "telegram", kept) == Spool(home, "telegram").new / f"{kept}.md"
+    with pytest.raises(BadName):  # retried already: no longer a dead letter
+        spool.drop(home, "telegram", kept)
+
+
+def _proposal_ids(text: str) -> set[str]:
+    return set(re.findall(r"/agents/arya/proposals/([0-9a-f]{6})", text))
+
+
+@pytest.fixture
+def settled(arya: Agent) -> Agent:
+    """arya with the test's agent.toml edits committed, as the first turn would (an approval
+    commits hand edits first: HEAD then moves only for the proposal)."""
+    from anima import gitstore
+
+    gitstore.commit_external(arya.path)
+    return arya
+
+
+def _decide(c: Client, pid: str, **form: str) -> Response:
+    return c.post(f"/agents/arya/proposals/{pid}", {"csrf": c.csrf(), **form})
+
+
+def test_an_open_proposal_is_shown_and_approved_with_a_csrf_post(
+    web: WebServer, settled: Agent
+) -> None:
+    from anima import gitstore, proposals
+
+    p = proposals.create(
+        settled,
+        f"be brief {HOSTILE}",
+        files={"always.md": f"Be brief.\n{HOSTILE}\n\x1b[2Jcleared\u202eevil\n"},
+    )
+    c = web.client()
+    listed = c.get("/approvals").text
+    section = listed.split('id="proposals"')[1].split('id="pairing"')[0]
+    assert _proposal_ids(section) == {p.id}
+    assert "be brief &lt;script&gt;" in section and "always.md" in section and "passed" in section
+    assert _proposal_ids(c.get("/agents/arya/proposals").text) == {p.id}
+    page = c.get(f"/agents/arya/proposals/{p.id}").text
+    assert "+&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "\\x1b[2Jcleared" in page and "\x1b" not in page  # control characters made visible
+    assert "\\u{202e}evil" in page and "\u202e" not in page
+    for text in (listed, page):
+        assert "<script>alert" not in text and "<img src=x" not in text
+    head = gitstore.head(settled.path)
+    c.get("/")
+    forged = c.post(f"/agents/arya/proposals/{p.id}", {"decision": "approve"})
+    assert forged.status == 403
+    assert gitstore.head(settled.path) == head and proposals.get(settled, p.id).state == "open"
+    done = _decide(c, p.id, decision="approve", back="approvals")
+    assert done.status == 303 and done.headers["Location"] == "/approvals#proposals"
+    top = gitstore.log(settled.path, limit=1)[0]
+    assert top.subject.startswith(f"proposal(arya): apply {p.id}")
+    assert top.trailers["Anima-Approved-By"].endswith("(anima web)")
+    assert settled.read("always.md").startswith("Be brief.")
+    assert proposals.get(settled, p.id).state == "approved"
+    assert not _proposal_ids(c.get("/approvals").text.split('id="pairing"')[0])
+    shown = c.get(f"/agents/arya/proposals/{p.id}").text
+    assert f"/agents/arya/commit/{top.sha}" in shown and "Approve " not in shown
+    again = _decide(c, p.id, decision="approve")
+    assert again.status == 409 and "Proposal not decided" in again.text
+    assert f"proposal {p.id} is approved, not open" in again.text
+    assert f'href="/agents/arya/proposals/{p.id}"' in again.text
+
+
+def test_a_rejected_proposal_loses_its_branch(web: WebServer, settled: Agent) -> None:
+    from anima import gitstore, proposals
+
+    p = proposals.create(settled, "be kind", files={"persona.md": "Kind.\n"})
+    branch = f"refs/heads/proposals/{p.id}"
+    assert gitstore._git(settled.path, "for-each-ref", branch).strip()
+    head = gitstore.head(settled.path)
+    r = _decide(web.client(), p.id, decision="reject", why=f"not now {HOSTILE}")
+    assert r.status == 303 and r.headers["Location"] == f"/agents/arya/proposals/{p.id}"
+    assert not gitstore._git(settled.path, "for-each-ref", branch).strip()
+    assert gitstore.head(settled.path) == head
+    assert proposals.get(settled, p.id).state == "rejected"
+    record = gitstore._git(
+        settled.path, "log", "-1", "--format=%B", f"refs/anima/proposals-rejected/{p.id}"
+    )
+    assert "(anima web)" in record and f"Why: not now {HOSTILE}" in record
+    page = web.client().get("/agents/arya/proposals").text
+    assert "rejected" in page and "<script>alert" not in page
+
+
+def test_a_failing_proposal_needs_the_force_box(web: WebServer, settled: Agent) -> None:
+    from anima import gitstore, proposals
+
+    p = proposals.create(settled, "beat more often", config={"heartbeat.every": 5})
+    assert not p.passed
+    c = web.client()
+    page = c.get(f"/agents/arya/proposals/{p.id}").text
+    assert "failed" in page and "heartbeat.every must be str" in page and 'name="force"' in page
+    head = gitstore.head(settled.path)
+    refused = _decide(c, p.id, decision="approve")
+    assert refused.status == 409 and "fails its checks" in refused.text
+    assert gitstore.head(settled.path) == head and proposals.get(settled, p.id).state == "open"
+    assert _decide(c, p.id, decision="approve", force="yes").status == 303
+    top = gitstore.log(settled.path, limit=1)[0]
+    assert top.subject.startswith(f"proposal(arya): apply {p.id}") and "--force" in top.body
+
+
+def test_an_unknown_proposal_or_decision_is_refused(web: WebServer, settled: Agent) -> None:
+    from anima import proposals
+
+    p = proposals.create(settled, "be brief", files={"always.md": "Be brief.\n"})
+    c = web.client()
+    for pid in ("abcdef", "zz<b>", "HEAD"):
+        r = c.get(f"/agents/arya/proposals/{pid}")
+        assert r.status == 409 and "has no proposal" in r.text and "<b>" not in r.text
+    assert _decide(c, p.id, decision="merge").status == 400
+    assert proposals.get(settled, p.id).state == "open"
+
+
+def test_the_overview_says_when_the_next_reflection_comes(home: Home, arya: Agent) -> None:
+    with (arya.path / "agent.toml").open("a") as fh:
+        fh.write('\n[reflection]\nat = "03:30"\n')
+    with WebServer(home) as server:
+        page = server.client().get("/").text
+    assert "Next reflection" in page
+    row = re.search(r'<th scope="row"><a href="/agents/arya/chat">arya</a></th>(.*?)</tr>', page)
+    assert row and re.search(r"<td>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}</td>", row.group(1))
+
+
 def test_charts_are_svg_drawn_by_the_server(home: Home, arya: Agent) -> None:
     for i in range(3):
         send(arya, f"hello {i}", conversation=f"t{i}")

@@ -1,8 +1,8 @@
 """`anima web` in a real headless Chromium (Debian's chromium + chromium-driver, driven by
 Selenium; nothing downloads a browser), against a live `anima web` and a live `anima run` on the
 fake model: the overview refreshes itself, a message sent from the page streams its reply in,
-a turn opens its diff, a pairing request is approved, charts render, and all of it works from
-the keyboard alone. With ANIMA_SCREENSHOTS=1 it also refreshes docs/screenshots/*.png."""
+a turn opens its diff, a pairing request and a proposal are approved, charts render, and all of
+it works from the keyboard alone. With ANIMA_SCREENSHOTS=1 it also refreshes docs/screenshots/*.png."""
 
 from __future__ import annotations
 
@@ -187,6 +187,32 @@ def test_a_pairing_request_is_approved_with_a_click(
     assert code not in browser.find_element(By.TAG_NAME, "main").text
 
 
+def test_a_proposal_is_approved_with_a_click(
+    browser: WebDriver, web: WebServer, home: Home, arya: Agent
+) -> None:
+    from anima import gitstore, proposals
+
+    gitstore.commit_external(arya.path)
+    p = proposals.create(arya, "long answers tire the owner", files={"always.md": "Be brief.\n"})
+    browser.get(web.url + "approvals")
+    row = browser.find_element(By.XPATH, f"//table[@class='proposals']//tr[contains(., '{p.id}')]")
+    assert "long answers tire the owner" in row.text and "passed" in row.text
+    row.find_element(By.XPATH, f".//button[normalize-space()='Approve {p.id}']").click()
+    wait_for(
+        lambda: "No proposals." in browser.find_element(By.ID, "main").text,
+        what="the proposal to leave the open list",
+    )
+    assert gitstore.log(arya.path, limit=1)[0].subject.startswith(f"proposal(arya): apply {p.id}")
+    assert arya.read("always.md") == "Be brief.\n"
+    browser.get(web.url + f"agents/arya/proposals/{p.id}")
+    browser.find_element(By.CSS_SELECTOR, "p.ok a").click()  # "Applied as <commit>"
+    wait_for(lambda: "commit" in browser.title, what="the applied commit")
+    changed = browser.find_element(By.XPATH, "//summary[contains(., 'b/always.md')]")
+    changed.click()
+    assert "+Be brief." in changed.find_element(By.XPATH, "following-sibling::pre").text
+    assert not problems(browser)
+
+
 def test_keyboard_alone_reaches_every_part(browser: WebDriver, web: WebServer, arya: Agent) -> None:
     browser.get(web.url)
     body = browser.find_element(By.TAG_NAME, "body")
@@ -249,6 +275,20 @@ def test_screenshots_of_the_main_pages(
     from tests.test_web import _dead_letter
 
     _dead_letter(home, "Your reminder: call the plumber", "Forbidden: bot was blocked by the user")
+    from anima import gitstore, proposals
+
+    gitstore.commit_external(arya.path)
+    brief = proposals.create(
+        arya,
+        "the owner said my answers run long; a skill and a rule keep them short",
+        summary="shorter answers",
+        files={
+            "always.md": "Answer in three sentences or fewer unless asked for more.\n",
+            "skills/brief/SKILL.md": "---\nname: brief\ndescription: Keep answers short.\n---\n"
+            "Lead with the answer; leave out what was not asked.\n",
+        },
+    )
+    proposals.create(arya, "check in twice as often", config={"heartbeat.every": 2})
     SHOTS.mkdir(parents=True, exist_ok=True)
     with WebServer(home) as server:
         for name, path in (
@@ -259,6 +299,7 @@ def test_screenshots_of_the_main_pages(
             ("charts-agents", "charts"),
             ("memory", "agents/arya/memory?q=tea"),
             ("approvals", "approvals"),
+            ("proposal", f"agents/arya/proposals/{brief.id}"),
         ):
             browser.get(server.url + path)
             browser.save_screenshot(str(SHOTS / f"{name}.png"))

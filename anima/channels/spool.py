@@ -32,11 +32,11 @@ from typing import Any
 from anima import router
 from anima.channels.base import PermanentError, TransientError
 from anima.channels.config import Delivery
-from anima.errors import BadMessage
+from anima.errors import BadMessage, BadName
 from anima.fsutil import fsync_dir, write_atomic
 from anima.home import Home
 from anima.mailbox import read_message
-from anima.message import Message, iso, utcnow
+from anima.message import Message, iso, utcnow, valid_id
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,59 @@ class Spool:
             note += "\nAttempts:\n" + "".join(f"- {e}\n" for e in errors)
         write_atomic(self.failed / f"{path.stem}.error.md", note)
         return self._finish(path, router.failed_path(self.home, self.channel, path.stem))
+
+    def dead_letter(self, msg_id: str) -> Path:
+        """The record `msg_id` in failed/ (a plain file, not a symlink), else BadName."""
+        if not valid_id(msg_id):
+            raise BadName(f"not a message id: {msg_id[:60]!r}")
+        path = router.failed_path(self.home, self.channel, msg_id)
+        if path.is_symlink() or not path.is_file():
+            raise BadName(f"no dead letter {msg_id} in {self.channel}")
+        return path
+
+    def retry(self, msg_id: str) -> Path:
+        """Send a dead letter again: back into new/ with a fresh retry schedule (its error note
+        and progress go), so the adapter takes it up like a new record. Returns its new path."""
+        path = self.dead_letter(msg_id)
+        target = self.new / path.name
+        os.replace(path, target)
+        fsync_dir(self.new)
+        for stale in (self.failed / f"{msg_id}.error.md", self.state / f"{msg_id}.json"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        return target
+
+    def drop(self, msg_id: str) -> Path:
+        """Set a dead letter aside for good: into dropped/ with its error note (the agent's
+        outbox keeps the record in git either way). Returns its new path."""
+        path = self.dead_letter(msg_id)
+        dropped = self.root / "dropped"
+        dropped.mkdir(exist_ok=True)
+        note = self.failed / f"{msg_id}.error.md"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(note, dropped / note.name)
+        target = dropped / path.name
+        os.replace(path, target)
+        fsync_dir(dropped)
+        return target
+
+
+def existing(home: Home, channel: str) -> Spool:
+    """The spool of a channel that has one; BadName for any other name (nothing is created)."""
+    root = home.spool_dir / channel
+    if not valid_id(channel) or root.is_symlink() or not root.is_dir():
+        raise BadName(f"no spool for channel {channel[:60]!r}")
+    return Spool(home, channel)
+
+
+def retry(home: Home, channel: str, msg_id: str) -> Path:
+    """`Spool.retry` on `channel`'s spool, the names checked first (e.g. from a web form)."""
+    return existing(home, channel).retry(msg_id)
+
+
+def drop(home: Home, channel: str, msg_id: str) -> Path:
+    """`Spool.drop` on `channel`'s spool, the names checked first (e.g. from a web form)."""
+    return existing(home, channel).drop(msg_id)
 
 
 def prune(directory: Path, keep_months: int) -> list[str]:

@@ -16,13 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
-from anima import audit, mailbox, stream
+from anima import audit, mailbox, proposals, stream
 from anima.agent import Agent
-from anima.channels import access
-from anima.errors import AgentNotFound, AnimaError
+from anima.channels import access, spool
+from anima.errors import AgentNotFound, AnimaError, BadProposal
 from anima.home import Home
 from anima.message import Message
-from anima.web import actions, pages, queries
+from anima.web import pages, queries
 from anima.web.html import Html
 from anima.web.security import HEADERS, Guard, middleware
 
@@ -53,6 +53,9 @@ async def errors(
         return await handler(request)
     except AgentNotFound as exc:
         return _html(pages.error_page(404, str(exc)), 404)
+    except BadProposal as exc:  # not applied, not rejected: say why, and lead back to it
+        m = request.match_info
+        return _html(pages.proposal_error_page(m.get("name", ""), m.get("pid", ""), str(exc)), 409)
     except AnimaError as exc:
         return _html(pages.error_page(400, str(exc)), 400)
 
@@ -166,15 +169,54 @@ async def pairing(request: web.Request) -> web.Response:
 
 async def dead_letter(request: web.Request) -> web.Response:
     form = await request.post()
-    act = {"retry": actions.retry_dead_letter, "drop": actions.drop_dead_letter}.get(
-        str(form.get("action"))
-    )
+    act = {"retry": spool.retry, "drop": spool.drop}.get(str(form.get("action")))
     if act is None:
         raise AnimaError("action must be retry or drop")
     await asyncio.to_thread(
         act, request.app[HOME], str(form.get("channel", "")), str(form.get("id", ""))
     )
     raise _see("/approvals#dead")
+
+
+async def proposals_list(request: web.Request) -> web.Response:
+    return await _in_thread(
+        pages.proposals_page, request.app[HOME], request.match_info["name"], request["csrf"]
+    )
+
+
+async def proposal(request: web.Request) -> web.Response:
+    m = request.match_info
+    return await _in_thread(
+        pages.proposal_page, request.app[HOME], m["name"], m["pid"], request["csrf"]
+    )
+
+
+def web_user() -> str:
+    """Who decided, as the proposal's record says: the user running `anima web`."""
+    import getpass
+
+    try:
+        return f"{getpass.getuser()} (anima web)"
+    except Exception:  # no user name in a container: still say where it came from
+        return "anima web"
+
+
+async def decide_proposal(request: web.Request) -> web.Response:
+    """Approve (`force=yes` to apply one whose checks fail) or reject (`why`) a proposal."""
+    m = request.match_info
+    agent = Agent.open(request.app[HOME], m["name"])
+    form = await request.post()
+    decision = str(form.get("decision", ""))
+    if decision == "approve":
+        force = form.get("force") == "yes"
+        await asyncio.to_thread(proposals.approve, agent, m["pid"], by=web_user(), force=force)
+    elif decision == "reject":
+        why = str(form.get("why", ""))
+        await asyncio.to_thread(proposals.reject, agent, m["pid"], by=web_user(), why=why)
+    else:
+        raise AnimaError("decision must be approve or reject")
+    back = "/approvals#proposals" if form.get("back") == "approvals" else ""
+    raise _see(back or f"/agents/{agent.name}/proposals/{m['pid']}")
 
 
 async def static(request: web.Request) -> web.Response:
@@ -309,6 +351,9 @@ def make_app(home: Home, guard: Guard) -> web.Application:
             web.get("/agents/{name}/stats", stats),
             web.get("/agents/{name}/memory", memory_view),
             web.get("/agents/{name}/memory/note", note),
+            web.get("/agents/{name}/proposals", proposals_list),
+            web.get("/agents/{name}/proposals/{pid}", proposal),
+            web.post("/agents/{name}/proposals/{pid}", decide_proposal),
         ]
     )
     return app

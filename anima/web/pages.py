@@ -4,9 +4,11 @@ escaped HTML. Synchronous (they read files and ask git): the server runs them in
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
-from anima import audit, gitstore, memory, search, status
+from anima import audit, gitstore, memory, proposals, search, status
 from anima.agent import Agent
 from anima.channels import access
 from anima.errors import AnimaError
@@ -26,6 +28,7 @@ def agent_nav(name: str, current: str) -> Html:
         (f"/timeline?{urlencode({'agent': name})}", "Timeline"),
         (f"/agents/{name}/memory", "Memory"),
         (f"/agents/{name}/stats", "Charts"),
+        (f"/agents/{name}/proposals", "Proposals"),
     )
     return render(
         '<nav class="sub" aria-label="{}"><ul>{}</ul></nav>',
@@ -81,7 +84,7 @@ def overview_fragment(home: Home) -> Html:
         ]
         rows.append(
             render(
-                '<tr><th scope="row"><a href="/agents/{}/chat">{}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+                '<tr><th scope="row"><a href="/agents/{}/chat">{}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
                 name,
                 name,
                 "replying…" if queries.replying(home.run_dir, name) else "idle",
@@ -89,15 +92,16 @@ def overview_fragment(home: Home) -> Html:
                 last_cell,
                 _when(info["next_heartbeat"]) or "—",
                 _when(info["next_reminder"]) or "—",
+                _when(info.get("next_reflection")) or "—",
                 "; ".join(p for p in problems if p) or "—",
             )
         )
     table = render(
         '<table id="agents-table"><caption>Agents</caption><thead><tr><th scope="col">Agent</th><th scope="col">Now</th><th scope="col">Pending</th>'
         '<th scope="col">Last turn</th><th scope="col">Next heartbeat</th><th scope="col">Next reminder</th>'
-        '<th scope="col">Problems</th></tr></thead><tbody>{}</tbody></table>',
+        '<th scope="col">Next reflection</th><th scope="col">Problems</th></tr></thead><tbody>{}</tbody></table>',
         join(rows)
-        or Html('<tr><td colspan="7">No agents yet: <code>anima new NAME</code>.</td></tr>'),
+        or Html('<tr><td colspan="8">No agents yet: <code>anima new NAME</code>.</td></tr>'),
     )
     return join([runtime, table, channels_fragment(home)])
 
@@ -320,14 +324,9 @@ SHOW_MAX = 2_000_000
 """Characters of a commit's diff shown on its page (a hand edit can touch thousands of files)."""
 
 
-def commit_page(home: Home, name: str, sha: str) -> Html:
-    agent = Agent.open(home, name)
-    text = gitstore.show(agent.path, queries.check_sha(sha))
-    if len(text) > SHOW_MAX:
-        text = (
-            text[:SHOW_MAX]
-            + f"\n… cut at {SHOW_MAX:,} characters: `anima show {name} {sha[:12]}` shows it all"
-        )
+def _diff(text: str, unfold: Callable[[str], bool]) -> tuple[str, Html]:
+    """`git show` output as its head (message, stats) and one foldable section per file,
+    unfolded where `unfold(title)`; added and removed lines marked."""
     head, _, diff = text.partition("\ndiff --git ")
     sections = []
     for chunk in f"diff --git {diff}".split("\ndiff --git ") if diff else []:
@@ -341,21 +340,32 @@ def commit_page(home: Home, name: str, sha: str) -> Html:
             )
             for ln in chunk.splitlines()[1:]
         )
-        opened = Html(" open") if " a/memory/" in f" {title}" else Html("")
         sections.append(
             render(
                 '<details{}><summary>{}</summary><pre class="diff">{}</pre></details>',
-                opened,
+                Html(" open") if unfold(title) else Html(""),
                 title,
                 lines,
             )
         )
+    return head, join(sections)
+
+
+def commit_page(home: Home, name: str, sha: str) -> Html:
+    agent = Agent.open(home, name)
+    text = gitstore.show(agent.path, queries.check_sha(sha))
+    if len(text) > SHOW_MAX:
+        text = (
+            text[:SHOW_MAX]
+            + f"\n… cut at {SHOW_MAX:,} characters: `anima show {name} {sha[:12]}` shows it all"
+        )
+    head, sections = _diff(text, lambda title: " a/memory/" in f" {title}")
     body = render(
         '{}<pre class="commit">{}</pre><h2>Files</h2><p class="muted">Memory changes are unfolded.</p>{}'
         '<p><a href="/agents/{}/undo/{}">Undo this turn…</a></p>',
         agent_nav(name, ""),
         head,
-        join(sections),
+        sections,
         name,
         sha,
     )
@@ -552,6 +562,162 @@ def note_page(home: Home, name: str, rel: str) -> Html:
 # -- approvals --------------------------------------------------------------------------------
 
 
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """Bidirectional controls shown as \\u{...}: a diff never reads other than it applies
+    (proposals.diff already shows the C0/C1 control characters as \\xNN)."""
+    return _BIDI.sub(lambda m: f"\\u{{{ord(m.group()):04x}}}", text)
+
+
+def _checks(p: proposals.Proposal) -> Html:
+    if p.passed:
+        return Html('<span class="ok">passed</span>')
+    return render(
+        '<span class="warn">failed</span><ul class="problems">{}</ul>',
+        join(render("<li>{}</li>", visible(problem)) for problem in p.problems),
+    )
+
+
+def _decide(name: str, p: proposals.Proposal, csrf: str, back: str) -> Html:
+    """Approve (a failing one only with its "force" box ticked) and reject (with why)."""
+    url = f"/agents/{name}/proposals/{p.id}"
+    force = (
+        Html("")
+        if p.passed
+        else Html(
+            '<label class="force"><input type="checkbox" name="force" value="yes"> '
+            "apply although its checks fail</label> "
+        )
+    )
+    return render(
+        '<form method="post" action="{}" class="decide">{}'
+        '<input type="hidden" name="decision" value="approve"><input type="hidden" name="back" value="{}">'
+        '{}<button type="submit">Approve {}</button></form>'
+        '<form method="post" action="{}" class="decide">{}'
+        '<input type="hidden" name="decision" value="reject"><input type="hidden" name="back" value="{}">'
+        '<label>Why <input name="why" maxlength="2000" size="16"></label> '
+        '<button type="submit" class="secondary">Reject {}</button></form>',
+        url,
+        csrf_field(csrf),
+        back,
+        force,
+        p.id,
+        url,
+        csrf_field(csrf),
+        back,
+        p.id,
+    )
+
+
+def proposals_table(
+    found: Sequence[tuple[str, proposals.Proposal]], csrf: str, *, back: str, caption: str
+) -> Html:
+    """Proposals with their reason, files and checks; the open ones with their decision."""
+    rows = [
+        render(
+            '<tr><td><a href="/agents/{}/chat">{}</a></td><td><a href="/agents/{}/proposals/{}">{}</a>'
+            ' <span class="muted">{}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            name,
+            name,
+            name,
+            p.id,
+            p.id,
+            _when(p.date),
+            visible(p.reason),
+            ", ".join(p.files),
+            _checks(p),
+            p.state,
+            _decide(name, p, csrf, back) if p.state == "open" else Html(""),
+        )
+        for name, p in found
+    ]
+    return render(
+        '<table class="proposals"><caption>{}</caption><thead><tr><th scope="col">Agent</th><th scope="col">Proposal</th>'
+        '<th scope="col">Reason</th><th scope="col">Files</th><th scope="col">Checks</th><th scope="col">State</th>'
+        '<th scope="col">Decision</th></tr></thead><tbody>{}</tbody></table>',
+        caption,
+        join(rows) or Html('<tr><td colspan="7">No proposals.</td></tr>'),
+    )
+
+
+def proposals_page(home: Home, name: str, csrf: str) -> Html:
+    agent = Agent.open(home, name)
+    found = proposals.proposals(agent)
+    body = join(
+        [
+            agent_nav(name, "Proposals"),
+            Html(
+                "<p>Changes the agent proposed to itself (persona, always.md, skills, agent.toml "
+                "keys). Approving applies one as a commit on its main branch.</p>"
+            ),
+            proposals_table(
+                [(name, p) for p in found if p.state == "open"],
+                csrf,
+                back="proposal",
+                caption="Open",
+            ),
+            proposals_table(
+                [(name, p) for p in found if p.state != "open"],
+                csrf,
+                back="proposal",
+                caption="Decided",
+            ),
+        ]
+    )
+    return page(f"{name} · proposals", body)
+
+
+def proposal_page(home: Home, name: str, pid: str, csrf: str) -> Html:
+    agent = Agent.open(home, name)
+    p = proposals.get(agent, pid)
+    text = visible(proposals.diff(agent, p.id))
+    if len(text) > SHOW_MAX:
+        text = text[:SHOW_MAX] + f"\n… cut at {SHOW_MAX:,} characters"
+    head, sections = _diff(text, lambda title: True)
+    applied = Html("")
+    if p.state == "approved":
+        sha = proposals.applied_commit(agent, p.id)
+        applied = render(
+            '<p class="ok">Applied as <a href="/agents/{}/commit/{}">{}</a>.</p>',
+            name,
+            sha,
+            sha[:8],
+        )
+    body = render(
+        '{}<dl class="facts"><dt>State</dt><dd>{}</dd><dt>Reason</dt><dd>{}</dd><dt>Files</dt><dd>{}</dd>'
+        "<dt>Checks</dt><dd>{}</dd><dt>Proposed</dt><dd>{}</dd></dl>{}{}"
+        '<h2>Changes</h2>{}<h2>Commit</h2><pre class="commit">{}</pre>',
+        agent_nav(name, "Proposals"),
+        p.state,
+        visible(p.reason),
+        ", ".join(p.files),
+        _checks(p),
+        _when(p.date),
+        applied,
+        render('<div class="decision">{}</div>', _decide(name, p, csrf, "proposal"))
+        if p.state == "open"
+        else Html(""),
+        sections,
+        head,
+    )
+    return page(f"{name} · proposal {p.id}", body)
+
+
+def open_proposals(home: Home) -> tuple[list[tuple[str, proposals.Proposal]], list[str]]:
+    """Every agent's open proposals, newest first, and what could not be read (per agent)."""
+    found, problems = [], []
+    for name in home.agent_names():
+        try:
+            found += [(name, p) for p in proposals.proposals(Agent.open(home, name))]
+        except (AnimaError, OSError) as exc:
+            problems.append(f"{name}: {exc}")
+    return sorted(
+        ((n, p) for n, p in found if p.state == "open"), key=lambda np: np[1].date, reverse=True
+    ), problems
+
+
 def approvals_page(home: Home, csrf: str) -> Html:
     requests = [
         render(
@@ -597,11 +763,15 @@ def approvals_page(home: Home, csrf: str) -> Html:
         )
         for d in queries.dead_letters(home)
     ]
+    waiting, unreadable = open_proposals(home)
     body = render(
+        '<h2 id="proposals">Proposals</h2>{}{}'
         '<h2 id="pairing">Pairing requests</h2><table><thead><tr><th scope="col">Channel</th><th scope="col">Code</th>'
         '<th scope="col">Who</th><th scope="col">Asked</th><th scope="col">Decision</th></tr></thead><tbody>{}</tbody></table>'
         '<h2 id="dead">Dead letters</h2><table><thead><tr><th scope="col">Channel</th><th scope="col">Id</th><th scope="col">To</th>'
         '<th scope="col">Message</th><th scope="col">Why</th><th scope="col">Decision</th></tr></thead><tbody>{}</tbody></table>',
+        proposals_table(waiting, csrf, back="approvals", caption="Open proposals of every agent"),
+        join(render('<p class="warn">{}</p>', u) for u in unreadable),
         join(requests) or Html('<tr><td colspan="5">No open requests.</td></tr>'),
         join(letters) or Html('<tr><td colspan="6">No dead letters.</td></tr>'),
     )
@@ -613,5 +783,20 @@ def error_page(status_code: int, message: str) -> Html:
         "Refused" if status_code < 500 else "Error",
         render(
             '<p class="warn" role="alert">{}</p><p><a href="/">Back to the agents</a></p>', message
+        ),
+    )
+
+
+def proposal_error_page(name: str, pid: str, message: str) -> Html:
+    """A proposal that could not be decided: why (nothing changed), and the way back to it."""
+    back = (
+        render('<a href="/agents/{}/proposals/{}">Back to proposal {}</a>', name, pid, pid)
+        if name and re.fullmatch(r"[0-9a-f]{6}", pid)
+        else Html('<a href="/approvals#proposals">Back to the approvals</a>')
+    )
+    return page(
+        "Proposal not decided",
+        render(
+            '<p class="warn" role="alert">{}</p><p>Nothing was changed.</p><p>{}</p>', message, back
         ),
     )
