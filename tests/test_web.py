@@ -419,6 +419,7 @@ def test_an_open_proposal_is_shown_and_approved_with_a_csrf_post(
     assert _proposal_ids(section) == {p.id}
     assert "be brief &lt;script&gt;" in section and "always.md" in section and "passed" in section
     assert _proposal_ids(c.get("/agents/arya/proposals").text) == {p.id}
+    assert "1 open proposal to decide" in c.get("/agents/arya/chat").text
     page = c.get(f"/agents/arya/proposals/{p.id}").text
     assert "+&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "\\x1b[2Jcleared" in page and "\x1b" not in page  # control characters made visible
@@ -438,6 +439,7 @@ def test_an_open_proposal_is_shown_and_approved_with_a_csrf_post(
     assert settled.read("always.md").startswith("Be brief.")
     assert proposals.get(settled, p.id).state == "approved"
     assert not _proposal_ids(c.get("/approvals").text.split('id="pairing"')[0])
+    assert "open proposal" not in c.get("/agents/arya/chat").text
     shown = c.get(f"/agents/arya/proposals/{p.id}").text
     assert f"/agents/arya/commit/{top.sha}" in shown and "Approve " not in shown
     again = _decide(c, p.id, decision="approve")

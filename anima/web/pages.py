@@ -171,6 +171,20 @@ def chat_fragment(home: Home, name: str, conversation: str) -> Html:
     )
 
 
+def _proposals_waiting(agent: Agent) -> Html:
+    """A line leading to the agent's open proposals, when it has any."""
+    waiting = [p.id for p in proposals.proposals(agent) if p.state == "open"]
+    if not waiting:
+        return Html("")
+    return render(
+        '<p class="notice"><a href="/agents/{}/proposals">{} open proposal{} to decide</a>: {}</p>',
+        agent.name,
+        len(waiting),
+        "" if len(waiting) == 1 else "s",
+        ", ".join(waiting),
+    )
+
+
 def chat_page(home: Home, name: str, conversation: str, csrf: str) -> Html:
     agent = Agent.open(home, name)
     queries.check_conversation(conversation)
@@ -188,7 +202,7 @@ def chat_page(home: Home, name: str, conversation: str, csrf: str) -> Html:
     marker = queries.marker(agent.path)  # before the chat is read: a change after it shows
     pending_ids = ",".join(m.id for m in queries.pending(agent.path, name))
     body = render(
-        '{}<nav aria-label="Conversations"><ul class="threads">{}</ul></nav>'
+        '{}{}<nav aria-label="Conversations"><ul class="threads">{}</ul></nav>'
         '<section aria-labelledby="conv-h"><h2 id="conv-h">{}</h2>'
         '<div id="chat" aria-live="polite">{}</div><div id="streaming" aria-live="polite"></div>'
         '{}<form method="post" action="/agents/{}/send" class="send">{}'
@@ -196,6 +210,7 @@ def chat_page(home: Home, name: str, conversation: str, csrf: str) -> Html:
         '<label for="body">Message to {}</label><textarea id="body" name="body" rows="3" required maxlength="100000"></textarea>'
         '<button type="submit">Send</button></form></section>',
         agent_nav(name, "Conversation"),
+        _proposals_waiting(agent),
         picker,
         conversation,
         chat_fragment(home, name, conversation),
