@@ -565,6 +565,10 @@ def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError)
 
 
+def _holds_secret(text: str, secrets: dict[str, str]) -> bool:
+    return redact(text, secrets) != text
+
+
 def _unclashed(tools: list[Tool]) -> list[Tool]:
     """`tools` without the names two servers share: server `a`'s tool `b__c` and server
     `a__b`'s tool `c` are both `a__b__c`, and whichever came first would take the other's calls
@@ -732,8 +736,13 @@ class McpHub:
                 why = f"its input schema is larger than {MAX_SCHEMA_CHARS} characters"
             elif len(out) >= MAX_TOOLS:
                 why = f"the server offers more than {MAX_TOOLS} tools"
+            elif _holds_secret(exposed + json.dumps(schema), session.secrets):
+                # a name or schema is not redacted (that would break it), yet both reach the
+                # model, and a name called reaches history and the commit
+                why = "its name or schema holds a value the server was handed"
             if why:
-                log.debug("MCP server %s: tool %r left out: %s", session.name, rt.name, why)
+                shown = redact(repr(rt.name), session.secrets)
+                log.debug("MCP server %s: tool %s left out: %s", session.name, shown, why)
                 continue
             description = (rt.description or rt.title or rt.name)[:MAX_DESCRIPTION_CHARS]
             description = redact(description, session.secrets)  # it goes to the model as is

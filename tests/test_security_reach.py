@@ -246,6 +246,26 @@ def test_a_server_putting_its_secret_in_a_description_is_redacted(tmp_path: Path
     assert "[redacted: GITHUB_TOKEN]" in tool.description
 
 
+def test_a_server_putting_its_secret_in_a_tool_name_or_schema_loses_that_tool(
+    tmp_path: Path,
+) -> None:
+    """A name is not redacted (it would no longer be callable) but a called tool's name is in
+    history and the commit body: such a tool is left out."""
+    from mcp.types import Tool as RemoteTool
+
+    from anima.mcp_client import McpHub
+
+    home = Home(tmp_path / "home")
+    session = _session(home, "gh", {"GITHUB_TOKEN": "ghp_secretvalue123456"})
+    schema = {"type": "object", "properties": {"x": {"default": "ghp_secretvalue123456"}}}
+    remote = [
+        _remote("ghp_secretvalue123456"),
+        RemoteTool(name="t", description="d", input_schema=schema),
+        _remote("fine"),
+    ]
+    assert [t.name for t in McpHub(home)._offer(session, remote)] == ["gh__fine"]
+
+
 RAW_SERVER = r"""
 import json, os, signal, subprocess, sys
 
