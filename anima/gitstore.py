@@ -15,6 +15,7 @@ import fcntl
 import functools
 import hashlib
 import logging
+import mmap
 import os
 import stat
 import subprocess
@@ -114,7 +115,8 @@ def _git_waiting(path: Path, *args: str, **kw: object) -> str:
         try:
             return _git(path, *args, **kw)  # type: ignore[arg-type]
         except GitFailed as exc:
-            if not any(m in str(exc) for m in _LOCK_BUSY) or time.monotonic() > deadline:
+            moved = " but expected " in str(exc)  # a ref another commit moved: no lock held
+            if moved or not any(m in str(exc) for m in _LOCK_BUSY) or time.monotonic() > deadline:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
@@ -543,7 +545,7 @@ INDEX_FREE = frozenset(
 """Git commands that neither read nor write `.git/index`: they need not wait for its sync."""
 
 
-_SYNC_ARGS = ("update-index", "--add", "--remove", "-z", "--stdin")
+_SYNC_ARGS = ("update-index", "--add", "--remove", "--replace", "-z", "--stdin")
 
 
 def _nul_separated(paths: Sequence[str]) -> bytes:
@@ -613,7 +615,12 @@ class _IndexSync:
         proc, paths = job
         if proc.wait() != 0:
             _log.info("%s: index sync failed; redoing it", path.name)
-            _git_waiting(path, *_SYNC_ARGS, input=_nul_separated(paths))
+            try:
+                _git_waiting(path, *_SYNC_ARGS, input=_nul_separated(paths))
+            except GitFailed as exc:  # the commit landed: a path git now refuses is left out
+                if any(m in str(exc) for m in _LOCK_BUSY):
+                    raise
+                _stage_each(path, paths, None)
 
 
 _INDEX_SYNC = _IndexSync()
@@ -627,7 +634,10 @@ def _file_entries(path: Path, paths: Sequence[str]) -> dict[str, tuple[str, str]
     if not paths or any(_odd(p) for p in paths) or not _trusts_file_modes(path):
         return None
     modes: dict[str, str | None] = {}
+    dirs: dict[str, bool] = {}  # each ancestor directory: a real one (not a symlink)?
     for rel in paths:
+        if not all(_real_dir(path, d, dirs) for d in _ancestors(rel)):
+            return None  # git refuses a path beyond a symbolic link; the index path says so
         try:
             st = os.lstat(path / rel)
         except FileNotFoundError:
@@ -635,19 +645,53 @@ def _file_entries(path: Path, paths: Sequence[str]) -> dict[str, tuple[str, str]
             continue
         except NotADirectoryError:
             return None
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or _has_cr(path / rel, st.st_size):
             return None
         modes[rel] = "100755" if st.st_mode & 0o100 else "100644"
     present = [p for p, m in modes.items() if m is not None]
-    blobs = (
-        _git(path, "hash-object", "-w", "--stdin-paths", input="\n".join(present) + "\n").split()
-        if present
-        else []
-    )
+    try:
+        blobs = (
+            _git(
+                path, "hash-object", "-w", "--stdin-paths", input="\n".join(present) + "\n"
+            ).split()
+            if present
+            else []
+        )
+    except GitFailed:  # a clean filter failed, a file went away: the index path leaves it out
+        return None
     if len(blobs) != len(present):
         return None
     ids = dict(zip(present, blobs, strict=True))
     return {p: (m, ids[p]) if m is not None else None for p, m in modes.items()}
+
+
+def _ancestors(rel: str) -> Iterator[str]:
+    parts = rel.split("/")
+    for k in range(1, len(parts)):
+        yield "/".join(parts[:k])
+
+
+def _real_dir(root: Path, rel: str, seen: dict[str, bool]) -> bool:
+    """Is `rel` a directory itself, or absent (a removal), but not a symlink or a file?"""
+    if rel not in seen:
+        try:
+            seen[rel] = stat.S_ISDIR(os.lstat(root / rel).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            seen[rel] = True  # gone: a removal; a symlink above it is still looked at
+    return seen[rel]
+
+
+def _has_cr(file: Path, size: int) -> bool:
+    """Does the file hold a carriage return? Then git's end-of-line conversion may depend on
+    the blob the index has (`text=auto`, `core.autocrlf`: a file committed with CRLF keeps
+    them), which `hash-object` does not read: such a file goes through the index."""
+    if size == 0:
+        return False
+    try:
+        with open(file, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(b"\r") != -1
+    except (OSError, ValueError):
+        return True
 
 
 def _trusts_file_modes(path: Path) -> bool:
@@ -672,9 +716,14 @@ def _file_mode_setting(path: str, _mtime_ns: int, _size: int) -> bool:
 
 def _odd(rel: str) -> bool:
     """A path the plain tree edit leaves to git's own staging (which knows every rule)."""
+    try:
+        rel.encode("utf-8")  # a name that is not UTF-8 (bytes kept as surrogates)
+    except UnicodeEncodeError:
+        return True
     parts = rel.split("/")
-    return any(c in rel for c in '\n\t\\"') or any(
-        p in ("", ".", "..") or p.lower() == ".git" for p in parts
+    # hash-object --stdin-paths reads lines: a name ending in CR would name another file
+    return any(c in rel for c in '\n\r\t\\"') or any(
+        p in ("", ".", "..") or p.lower() in (".git", ".gitattributes") for p in parts
     )
 
 
@@ -778,6 +827,11 @@ def _pack(kind: int, bodies: Sequence[bytes]) -> bytes:
     return bytes(out) + hashlib.sha1(out).digest()  # noqa: S324 (the pack's checksum)
 
 
+_STAGE = ("update-index", "--add", "--remove", "--replace")
+"""As `git add` stages a file: a file that replaced a directory (or the other way round)
+replaces the entries it conflicts with."""
+
+
 def _stage_paths(path: Path, paths: Sequence[str], env: Mapping[str, str] | None = None) -> None:
     """Bring `paths` into the index as git would commit them. Files go through `update-index`
     (blob ids and modes by git, filters applied); directories through `git add -A`, after
@@ -786,7 +840,7 @@ def _stage_paths(path: Path, paths: Sequence[str], env: Mapping[str, str] | None
     files = [p for p in paths if p not in dirs]
     for chunk in _chunks(files):
         try:
-            _git_waiting(path, "update-index", "--add", "--remove", "--", *chunk, env=env)
+            _git_waiting(path, *_STAGE, "--", *chunk, env=env)
         except GitFailed as exc:
             if any(m in str(exc) for m in _LOCK_BUSY):
                 raise
@@ -800,7 +854,7 @@ def _stage_each(path: Path, files: Sequence[str], env: Mapping[str, str] | None)
     git reserves): one odd path must not leave the repository unable to commit."""
     for rel in files:
         try:
-            _git_waiting(path, "update-index", "--add", "--remove", "--", rel, env=env)
+            _git_waiting(path, *_STAGE, "--", rel, env=env)
         except GitFailed as exc:
             if any(m in str(exc) for m in _LOCK_BUSY):
                 raise  # not the path's fault: the whole commit waits for another day
