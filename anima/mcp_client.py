@@ -417,6 +417,9 @@ class _Session:
             params = StdioServerParameters(
                 command=cfg.command, args=cfg.args, env={**env, **cfg.env, **passed}
             )
+            sdk_log = logging.getLogger("mcp.client.stdio")
+            if _STRAY_LINES not in sdk_log.filters:
+                sdk_log.addFilter(_STRAY_LINES)
             stderr = _StderrLog(self.log_path, self.secrets)
             stack.push_async_callback(stderr.close)
             streams = await stack.enter_async_context(stdio_client(params, errlog=stderr.writer))
@@ -563,6 +566,23 @@ def _is_timeout(exc: BaseException) -> bool:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return isinstance(exc, TimeoutError)
+
+
+class _StrayLines(logging.Filter):
+    """The SDK logs every line a stdio server writes to stdout that is not JSON-RPC as an error
+    with a traceback: a server printing its debug output to stdout would fill the log (and the
+    journal) at its own pace. Such a line is skipped (`_notice`); its log record is one line at
+    DEBUG, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to parse JSONRPC message"):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_STRAY_LINES = _StrayLines()
 
 
 def _holds_secret(text: str, secrets: dict[str, str]) -> bool:

@@ -4,6 +4,7 @@ servers, proposals decided or written by someone other than the owner."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import tomllib
@@ -307,7 +308,7 @@ while True:
 
 
 def test_a_hostile_stdio_server_gets_no_secrets_and_costs_at_most_its_timeout(
-    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Garbage on stdout, a child keeping stdout open after the server died mid-call, SIGTERM
     ignored: each call costs at most the timeout, closing is bounded, the server sees neither the
@@ -329,6 +330,7 @@ def test_a_hostile_stdio_server_gets_no_secrets_and_costs_at_most_its_timeout(
         )
     agent = make_agent(home)
     hub = McpHub(home)
+    caplog.set_level(logging.INFO)
     try:
         tools = {t.name: t for t in hub.tools(agent)}
         assert set(tools) == {"raw__die", "raw__leak"}
@@ -340,6 +342,8 @@ def test_a_hostile_stdio_server_gets_no_secrets_and_costs_at_most_its_timeout(
             tools["raw__die"].fn({}, None)
         assert time.monotonic() - started < 5
         assert "raw__leak" in {t.name for t in hub.tools(agent)}  # restarted
+        # the garbage line on stdout: no error with a traceback per line in the log
+        assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     finally:
         started = time.monotonic()
         hub.close()
