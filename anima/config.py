@@ -205,9 +205,10 @@ class RuntimeSettings:
     """Failed turns a message gets before it is moved to inbox/rejected/ with its errors."""
     grace_seconds: float = 30.0
     """On SIGTERM, how long an in-flight turn may take to finish before it is abandoned."""
-    watch_step_ms: int = 2
-    """watchfiles step: a change is seen within step..2*step ms. 2 ms measured no idle-CPU
-    cost over 5 ms here (bench/watcher_idle.py) and cut wake p50 from 20 to 14 ms."""
+    watch_step_ms: int = 4
+    """watchfiles step: a change is seen within step..2*step ms. The watcher thread wakes every
+    step, whatever the number of agents: 2 ms cost ~0.9 % of a core idle, 4 ms ~0.3 %, for
+    ~2 ms more wake latency (bench/watcher_idle.py, bench/wake_latency.py)."""
     settle_ms: int = 200
     """A file written in place (not renamed in) is read once unchanged for this long."""
     retry_backoff: float = 5.0
