@@ -49,6 +49,9 @@ TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 """What every provider accepts as a tool name (Anthropic's and OpenAI's rule)."""
 MAX_TOOLS = 128
 """Tools offered per server; the rest of a longer list is left out."""
+MAX_LISTED = 1000
+"""Tools kept of a server's listing (all pages): each turn looks through them for the ones to
+offer, so a listing of 100,000 cost every turn seconds and the hub its memory."""
 MAX_DESCRIPTION_CHARS = 2000
 MAX_SCHEMA_CHARS = 16000
 """A larger input schema is not cut (a cut schema is wrong) but the tool is left out."""
@@ -465,9 +468,9 @@ class _Session:
         for _ in range(MAX_PAGES):
             params = PaginatedRequestParams(cursor=cursor) if cursor else None
             page = await session.list_tools(params=params)
-            tools += page.tools
+            tools += page.tools[: MAX_LISTED - len(tools)]
             cursor = page.next_cursor
-            if not cursor:
+            if not cursor or len(tools) >= MAX_LISTED:
                 break
         return tools
 
@@ -740,7 +743,10 @@ class McpHub:
         """The model's view of a server's tools: allowed, safely named, bounded."""
         cfg = session.config
         out: dict[str, Tool] = {}
-        for rt in remote:
+        for rt in remote[:MAX_LISTED]:
+            if len(out) >= MAX_TOOLS:
+                log.debug("MCP server %s offers more than %d tools", session.name, MAX_TOOLS)
+                break
             if cfg.allow and rt.name not in cfg.allow:
                 continue
             exposed = tool_name(session.name, rt.name)
@@ -754,8 +760,6 @@ class McpHub:
                 why = "its input schema is not an object schema"
             elif len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
                 why = f"its input schema is larger than {MAX_SCHEMA_CHARS} characters"
-            elif len(out) >= MAX_TOOLS:
-                why = f"the server offers more than {MAX_TOOLS} tools"
             elif _holds_secret(exposed + json.dumps(schema), session.secrets):
                 # a name or schema is not redacted (that would break it), yet both reach the
                 # model, and a name called reaches history and the commit

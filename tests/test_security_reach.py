@@ -235,6 +235,21 @@ def test_two_servers_whose_names_make_the_same_tool_name_offer_neither(tmp_path:
     assert [t.name for t in _unclashed(a + ab)] == ["a__ok"]
 
 
+def test_an_enormous_tool_list_costs_a_turn_little(tmp_path: Path) -> None:
+    """Each turn looks through the listing: 100,000 tools with big schemas cost ~2.5 s a turn."""
+    from mcp.types import Tool as RemoteTool
+
+    from anima.mcp_client import MAX_TOOLS, McpHub
+
+    schema = {"type": "object", "properties": {f"p{j}": {"type": "string"} for j in range(50)}}
+    big = RemoteTool(name="x", description="d" * 2000, input_schema=schema)
+    remote = [big.model_copy(update={"name": f"t{i}"}) for i in range(100_000)]
+    home = Home(tmp_path / "home")
+    started = time.monotonic()
+    offered = McpHub(home)._offer(_session(home, "big"), remote)
+    assert len(offered) == MAX_TOOLS and time.monotonic() - started < 0.5
+
+
 def test_a_server_putting_its_secret_in_a_description_is_redacted(tmp_path: Path) -> None:
     """Descriptions go to the model as they are; the model may repeat them into a reply, which
     is committed. Results were redacted; descriptions were not."""
