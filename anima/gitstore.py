@@ -723,7 +723,7 @@ def _odd(rel: str) -> bool:
     parts = rel.split("/")
     # hash-object --stdin-paths reads lines: a name ending in CR would name another file
     return any(c in rel for c in '\n\r\t\\"') or any(
-        p in ("", ".", "..") or p.lower() in (".git", ".gitattributes") for p in parts
+        p in ("", ".", "..") or p.lower() == ".git" for p in parts
     )
 
 

@@ -345,3 +345,17 @@ def test_a_kill_before_the_sync_then_a_persons_commit_keeps_the_turns_record(rep
     git(repo, "commit", "-qam", "person: notes")  # what `git status` offered them
     gitstore.commit_external(repo)  # the runtime's full check when it starts again
     assert "outbox/2026-11/r.md" in git(repo, "ls-tree", "-r", "--name-only", "HEAD")
+
+
+def test_a_gitattributes_removed_in_the_same_turn_no_longer_governs(repo: Path) -> None:
+    """A turn removes .gitattributes and writes a file it governed: git add -A hashes the file
+    without them, and so do the tree edit and the index sync (held up)."""
+    write(repo, ".gitattributes", "*.id ident\n")
+    turn(repo, [".gitattributes"])
+    (repo / ".gitattributes").unlink()
+    write(repo, "v.id", "$Id: kept as written $\n")
+    sha = turn(repo, ["v.id", ".gitattributes"])
+    assert git(repo, "cat-file", "-p", "HEAD:v.id") == "$Id: kept as written $\n"
+    assert gitstore.commit_external(repo) is None
+    assert gitstore.head(repo) == sha
+    assert_clean(repo)
