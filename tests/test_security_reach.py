@@ -45,6 +45,15 @@ class _Hostile(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("content-length", 0)))
+        failure = getattr(type(self), "failure", None)
+        if failure is not None:  # (status, JSON body)
+            data = json.dumps(failure[1]).encode()
+            self.send_response(failure[0])
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("connection", "close")
@@ -164,6 +173,27 @@ def test_a_trickling_stream_that_never_finishes_is_stopped(hostile: type[_Hostil
     with pytest.raises(ProviderError, match="never ends"):
         stream(hostile, trickle, timeout=0.3)  # the deadline is 10 x the timeout
     assert time.monotonic() - started < 8
+
+
+@pytest.mark.parametrize(("status", "before"), [(401, 300), (500, 462)])
+def test_an_error_echoing_the_key_does_not_carry_it_on(
+    hostile: type[_Hostile], monkeypatch: pytest.MonkeyPatch, status: int, before: int
+) -> None:
+    """Proxies answer "invalid key sk-..."; the error goes to the log and the message's failure
+    notes (run/attempts, inbox/rejected/*.error.md). The key is cut out first, even when the
+    echo straddles the point where a long message is cut."""
+    key = "sk-proj-" + "k" * 40
+    monkeypatch.setenv("ANIMA_TEST_ECHO_KEY", key)
+    message = "x" * before + f" Incorrect API key provided: {key}."
+    hostile.failure = (status, {"error": {"message": message, "code": key}})  # type: ignore[attr-defined]
+    settings = OpenAISettings(base_url=hostile.url, api_key_env="ANIMA_TEST_ECHO_KEY")  # type: ignore[attr-defined]
+    provider = OpenAIProvider("proxy", settings, timeout=5)
+    user = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    with pytest.raises(ProviderError) as caught:
+        list(provider.stream(ChatRequest("m", ["s"], [user], [], 64)))
+    assert key[:9] not in str(caught.value)  # at 462: the cut would leave "sk-proj-k"
+    if before < 400:
+        assert "[redacted: ANIMA_TEST_ECHO_KEY]" in str(caught.value)
 
 
 def _endpoint(home: Home, name: str, url: str, **values: str) -> None:

@@ -298,6 +298,7 @@ class OpenAIProvider:
                     f"no API key for provider {name!r}: set {settings.api_key_env} in the "
                     'environment (or api_key_env = "" for a server that needs no key)'
                 )
+        self._key = key if settings.api_key_env and len(key) >= 8 else ""
         self._client = openai.OpenAI(
             api_key=key,
             base_url=settings.base_url or None,
@@ -331,13 +332,18 @@ class OpenAIProvider:
             params["temperature"] = req.temperature
         return params
 
+    def _said(self, exc: Any) -> str:
+        """What the server said in an error, without our key: proxies echo the key they were
+        sent ("invalid key sk-..."), and errors go to the log and the message's failure notes."""
+        return _detail(exc, {self._settings.api_key_env: self._key} if self._key else {})
+
     def _error(self, exc: Exception) -> Exception:
         """SDK and transport errors → ProviderError (ContextOverflow when the prompt was too
         long); anything else is a bug and is returned unchanged, to be re-raised."""
         sdk = self._sdk
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
-            detail = _detail(exc)
+            detail = self._said(exc)
             if status in (401, 403) and self._settings.api_key_env:
                 detail += f"; check {self._settings.api_key_env}"
             return provider_error(
@@ -348,7 +354,9 @@ class OpenAIProvider:
         if isinstance(exc, sdk.APIConnectionError):  # timeouts too
             return ProviderError(f"{self.name}: API unreachable: {exc}", retryable=True)
         if isinstance(exc, sdk.APIError):  # an error event mid-stream (a failed upstream)
-            return provider_error(f"{self.name}: error mid-stream: {_detail(exc)}", retryable=True)
+            return provider_error(
+                f"{self.name}: error mid-stream: {self._said(exc)}", retryable=True
+            )
         if is_transport_error(exc):
             return ProviderError(f"{self.name}: stream broke off: {exc}", retryable=True)
         return exc
@@ -411,13 +419,18 @@ class OpenAIProvider:
             pass
 
 
-def _detail(exc: Any) -> str:
-    """An SDK error's message and code, cut short: a proxy may answer with a whole HTML page."""
+def _detail(exc: Any, secrets: dict[str, str] | None = None) -> str:
+    """An SDK error's message and code, `secrets` redacted, cut short: a proxy may answer with
+    a whole HTML page."""
     body = exc.body if isinstance(exc.body, dict) else {}
     detail = str(body.get("message") or exc.message)
+    if exc.code:
+        detail += f" ({str(exc.code)[:100]})"
+    for env, value in (secrets or {}).items():  # before the cut, which could halve a key
+        detail = detail.replace(value, f"[redacted: {env}]")
     if len(detail) > MAX_DETAIL:
         detail = detail[:MAX_DETAIL] + f"… [{len(detail)} characters]"
-    return detail + (f" ({exc.code})" if exc.code else "")
+    return detail
 
 
 def _warm_stream(http: Any) -> Any:
