@@ -160,6 +160,17 @@ def test_endless_tool_calls_are_stopped(hostile: type[_Hostile]) -> None:
         stream(hostile, calls)
 
 
+def test_endless_empty_chunks_are_stopped(hostile: type[_Hostile]) -> None:
+    def empty() -> Iterator[str]:
+        while True:
+            yield 'data: {"id": "x", "choices": []}\n\n' * 100
+
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="never ends"):
+        stream(hostile, empty)
+    assert time.monotonic() - started < 10
+
+
 def test_a_trickling_stream_that_never_finishes_is_stopped(hostile: type[_Hostile]) -> None:
     """Each read is within the timeout, so the SDK never times out: before, a turn (and the
     agent's lock) was held for ever."""

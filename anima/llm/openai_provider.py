@@ -60,7 +60,7 @@ SLACK_CHARS = 64 * 1024
 """A stream may carry at most max_tokens * CHARS_PER_TOKEN + SLACK_CHARS characters of text,
 tool names and arguments: a server that ignores max_tokens cannot fill memory or history."""
 
-CHUNKS_PER_TOKEN = 4
+CHUNKS_PER_TOKEN = 16  # a server may stream a character per chunk
 SLACK_CHUNKS = 1000
 DEADLINE_FACTOR = 10
 """A stream must end within DEADLINE_FACTOR times the provider's timeout (which bounds each
