@@ -15,7 +15,6 @@ import fcntl
 import functools
 import hashlib
 import logging
-import mmap
 import os
 import stat
 import subprocess
@@ -687,11 +686,14 @@ def _has_cr(file: Path, size: int) -> bool:
     them), which `hash-object` does not read: such a file goes through the index."""
     if size == 0:
         return False
-    try:
-        with open(file, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return m.find(b"\r") != -1
-    except (OSError, ValueError):
+    try:  # read, not mmap: a file truncated meanwhile would raise SIGBUS
+        with open(file, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                if b"\r" in chunk:
+                    return True
+    except OSError:
         return True
+    return False
 
 
 def _trusts_file_modes(path: Path) -> bool:
