@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterable
 
 from anima.errors import BadConfig
 from anima.home import Home
@@ -53,14 +54,16 @@ MIN_SECRET_CHARS = 8
 """Shorter values are not treated as secrets: redacting them would garble ordinary text."""
 
 
-def known_secrets(home: Home) -> dict[str, str]:
-    """Every secret value this home is configured with, by variable name: the provider key,
-    each channel's secret variables, everything in credentials.env, and environment variables
-    whose names say they hold a key, token, secret or password. For redaction, so the file is
-    read whatever its mode, and a config that cannot be read only narrows the list."""
+def known_secrets(home: Home, also: Iterable[str] = ()) -> dict[str, str]:
+    """Every secret value this home is configured with, by variable name: the provider keys,
+    what MCP servers are handed, each channel's secret variables, everything in
+    credentials.env, environment variables whose names say they hold a key, token, secret or
+    password, and the variables named in `also` (an agent's own settings). For redaction, so the
+    file is read whatever its mode, and a config that cannot be read only narrows the list."""
     from anima.channels import config as channels
 
     names = {n for n in os.environ if any(w in n.upper() for w in _SECRET_WORDS)}
+    names.update(also)
     with contextlib.suppress(BadConfig):
         from anima.llm.registry import secret_envs
 

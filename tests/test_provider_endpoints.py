@@ -137,3 +137,44 @@ def test_variables_handed_to_mcp_servers_are_redacted_secrets(
     )
     found = known_secrets(home)
     assert found["GH_PAT"] == "ghp-abcdef-123456" and found["SEARCH_BEARER"] == "Bearer zzz-999"
+
+
+def test_variables_an_agent_hands_its_own_mcp_servers_are_redacted_in_its_turns(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anima.tools.base import ToolContext
+
+    monkeypatch.setenv("NOTES_PAT", "pat-value-98765")
+    agent = make_agent(home)
+    with open(agent.path / "agent.toml", "a") as fh:
+        fh.write('\n[mcp.notes]\ncommand = "x"\npass_env = ["NOTES_PAT"]\n')
+    agent = Agent(home, "arya")
+    ctx = ToolContext(agent.name, agent.path, agent.config, [], [], "cli")
+    assert ctx.secrets()["NOTES_PAT"] == "pat-value-98765"
+
+
+def test_a_named_endpoint_sends_no_key_it_was_not_given(
+    home: Home, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A [providers.NAME] table of another kind's endpoint that names no api_key_env must not
+    send that kind's default key (OPENAI_API_KEY, ANTHROPIC_API_KEY) to its server."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-the-real-key")
+    _config(
+        home,
+        f'[providers]\nretries = 0\n[providers.gw]\nkind = "anthropic"\nbase_url = "{fake.url}"\n',
+    )
+    ep = registry.endpoint("gw", load_global_config(home.config_path).providers)
+    assert ep.settings.api_key_env == ""
+    agent = make_agent(home, provider="gw")
+    send(agent, "hi")
+    fake.add(Reply("x"))
+    (result,) = run_once(home)
+    assert result.error and "providers.gw" in result.error and "api_key_env" in result.error
+    assert not fake.requests  # nothing, and no key, was sent
+    # the built-in endpoint keeps its default
+    assert (
+        registry.endpoint(
+            "anthropic", load_global_config(home.config_path).providers
+        ).settings.api_key_env
+        == "ANTHROPIC_API_KEY"
+    )

@@ -644,3 +644,18 @@ def test_the_overview_says_which_agent_is_replying_now(
     assert now_cell() == "replying…"
     writer(msg, TurnEnded(commit="0" * 40, reply=None))
     assert now_cell() == "idle"
+
+
+def test_a_message_sent_from_the_page_is_from_the_agents_owner(home: Home, arya: Agent) -> None:
+    # The page is the owner's: an owner named otherwise than "you" must still be the sender
+    # (their "approve ID" decides a proposal only when it comes from the owner).
+    text = (arya.path / "agent.toml").read_text().replace('owner = "you"', 'owner = "sam"')
+    (arya.path / "agent.toml").write_text(text)
+    with WebServer(home) as web:
+        c = web.client()
+        r = c.post(
+            "/agents/arya/send", {"csrf": c.csrf("/agents/arya/chat"), "c": "cli", "body": "hi"}
+        )
+        assert r.status == 303
+    (msg,) = [mailbox.read_message(p, "arya") for p in arya.inbox.glob("*.md")]
+    assert msg.sender == "sam"

@@ -67,6 +67,10 @@ class AnthropicProvider:
 
         self.name = name
         self._sdk = anthropic
+        if not settings.api_key_env:  # a named endpoint is sent only the key it names
+            raise ProviderError(
+                f"[providers.{name}] names no api_key_env: add the variable holding its key"
+            )
         key = os.environ.get(settings.api_key_env)
         if not key:
             raise ProviderError(

@@ -120,6 +120,8 @@ def _resolve(tables_json: str) -> dict[str, Endpoint]:
         if not isinstance(model, str):
             raise BadConfig(f"{where}.model must be text, not {model!r}")
         kind = _KINDS[kind_name]
+        if name != kind_name and "api_key_env" in _field_set(kind.settings):
+            data.setdefault("api_key_env", "")  # never send a kind's default key elsewhere
         out[name] = Endpoint(name, kind, build(kind.settings, data, where), model)
     return out
 
@@ -213,6 +215,10 @@ def choose(agent: AgentConfig, global_: GlobalConfig) -> list[tuple[str, str]]:
         if (name, fb_model) not in chain and not (not fb_model and name in (n for n, _ in chain)):
             chain.append((name, fb_model))
     return [(name, model or _endpoint_model(name, global_.providers)) for name, model in chain]
+
+
+def _field_set(settings: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(settings)}
 
 
 def _endpoint_model(name: str, settings: ProviderSettings) -> str:

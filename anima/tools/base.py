@@ -72,7 +72,12 @@ class ToolContext:
             from anima.credentials import known_secrets
             from anima.home import Home
 
-            self._secrets = known_secrets(Home(self.agent_dir.parent.parent))
+            handed = [  # what this agent's own MCP servers are handed (agent.toml)
+                name
+                for server in self.config.mcp.values()
+                for name in (*server.pass_env, *server.headers_env.values())
+            ]
+            self._secrets = known_secrets(Home(self.agent_dir.parent.parent), handed)
         return self._secrets
 
 

@@ -97,7 +97,11 @@ async def send(request: web.Request) -> web.Response:
     if not body:
         raise AnimaError("the message is empty")
     msg = Message.create(
-        sender="you", to=agent.name, body=body, channel="cli", conversation=conversation
+        sender=agent.config.owner,
+        to=agent.name,
+        body=body,
+        channel="cli",
+        conversation=conversation,
     )
     await asyncio.to_thread(mailbox.deliver, agent.path, msg)
     raise _see(f"/agents/{agent.name}/chat?c={conversation}")
