@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -162,23 +163,24 @@ def test_a_file_replacing_a_directory_and_back_is_committed_as_git_add_does(repo
     assert_clean(repo)
 
 
-def test_an_index_sync_redone_on_a_changed_path_does_not_fail_the_landed_turn(
-    repo: Path, tmp_path: Path
-) -> None:
-    """The sync failed (a person's git held index.lock) and the file became a directory before
-    it was redone: the redo raised GitFailed out of the agent lock's release, after the turn
-    had landed. It now leaves out what git refuses, as staging does."""
+def test_a_sync_that_cannot_take_the_index_lands_nothing(repo: Path, tmp_path: Path) -> None:
+    """A person's git holds index.lock past the wait: the turn's commit fails before HEAD moves
+    (the messages wait for the next pass), never after it (where a failing redo used to raise
+    out of the agent lock's release with the turn landed and the index behind)."""
+    before = gitstore.head(repo)
     lock = repo / ".git" / "index.lock"
     lock.write_text("")
-    with gitstore.agent_lock(tmp_path / "arya.lock"):
-        write(repo, "x", "x\n")
-        sha = gitstore.commit(repo, "turn(arya): x", paths=["x"])
-        gitstore._INDEX_SYNC._running[repo][0].wait()  # it failed on the lock
+    try:
+        with gitstore.agent_lock(tmp_path / "arya.lock"):
+            write(repo, "x", "x\n")
+            with pytest.raises(gitstore.GitFailed, match="index.lock"):
+                gitstore.commit(repo, "turn(arya): x", paths=["x"])
+    finally:
         lock.unlink()
-        (repo / "x").unlink()
-        write(repo, "x/y", "y\n")
-    assert gitstore.head(repo) == sha
-    assert git(repo, "cat-file", "-p", "HEAD:x") == "x\n"
+    assert gitstore.head(repo) == before
+    sha = gitstore.commit(repo, "turn(arya): x", paths=["x"])
+    assert git(repo, "cat-file", "-p", f"{sha}:x") == "x\n"
+    assert_clean(repo)
 
 
 # -- tried, and held up ---------------------------------------------------------------------------
@@ -300,50 +302,45 @@ def test_a_persons_commit_racing_the_turn_is_its_parent(repo: Path) -> None:
     assert_clean(repo)
 
 
-# -- found, not fixed: the index is behind HEAD until the sync lands ------------------------------
+# -- found and fixed: the index lagged HEAD until a background sync landed ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="by design of the background index sync: a person's commit made before the turn's "
-    "sync lands is built from an index without the turn's files, and undoes them",
-)
-def test_a_persons_commit_before_the_sync_lands_keeps_the_turns_files(
+def test_a_persons_commit_right_after_the_turn_keeps_the_turns_files(
     repo: Path, tmp_path: Path
 ) -> None:
-    """The person's `git add` holds index.lock as the turn commits, so the sync fails and is
-    left for the lock's release; their `git commit` comes first and records the turn's new file
-    as deleted (the index path put it in the index before HEAD moved)."""
+    """The person's `git add` holds index.lock as the turn commits: the turn waits for it and
+    puts its files in the index before HEAD moves, so the person's `git commit` that follows
+    carries them (it used to record the turn's new file as deleted)."""
     write(repo, "notes.md", "mine\n")
     git(repo, "add", "notes.md")
     lock = repo / ".git" / "index.lock"
-    lock.write_text("")  # their next git at work
+    lock.write_text("")  # their git at work, done a moment later
+    threading.Timer(0.5, lock.unlink).start()
     with gitstore.agent_lock(tmp_path / "arya.lock"):
         write(repo, "outbox/2026-11/r.md", "reply\n")
         gitstore.commit(repo, "turn(arya): reply", paths=["outbox/2026-11/r.md"])
-        job = gitstore._INDEX_SYNC._running.get(repo)
-        if job is not None:
-            job[0].wait()
-        lock.unlink()
         git(repo, "commit", "-qm", "person: notes")
     assert "outbox/2026-11/r.md" in git(repo, "ls-tree", "-r", "--name-only", "HEAD")
+    assert "notes.md" in git(repo, "ls-tree", "-r", "--name-only", "HEAD")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a kill between update-ref and the index sync leaves the index behind HEAD; a "
-    "person's `git commit -a` then deletes the turn's record, which the full check never "
-    "looks for again (no new files are searched for in outbox/)",
-)
-def test_a_kill_before_the_sync_then_a_persons_commit_keeps_the_turns_record(repo: Path) -> None:
-    write(repo, "notes.md", "v1\n")
-    turn(repo, ["notes.md"])
+def test_the_index_holds_the_turns_files_before_head_moves(repo: Path, tmp_path: Path) -> None:
+    """So a kill between the index and HEAD leaves the index ahead (a person's `git commit -a`
+    then commits the turn's record), never behind (where it deleted it)."""
+    seen: list[str] = []
     write(repo, "outbox/2026-11/r.md", "reply\n")
-    turn(repo, ["outbox/2026-11/r.md"])
-    git(repo, "read-tree", "HEAD~1")  # killed: the sync never ran
+    with gitstore.agent_lock(tmp_path / "arya.lock"):
+        gitstore.commit(
+            repo,
+            "turn(arya): reply",
+            paths=["outbox/2026-11/r.md"],
+            on_object=lambda _sha: seen.append(git(repo, "ls-files", "outbox")),
+        )
+    assert seen and "outbox/2026-11/r.md" in seen[0]
+    git(repo, "reset", "-q", "--soft", "HEAD~1")  # killed after the index, before HEAD moved
     write(repo, "notes.md", "v2, by hand\n")
-    git(repo, "commit", "-qam", "person: notes")  # what `git status` offered them
-    gitstore.commit_external(repo)  # the runtime's full check when it starts again
+    git(repo, "add", "notes.md")
+    git(repo, "commit", "-qam", "person: notes")
     assert "outbox/2026-11/r.md" in git(repo, "ls-tree", "-r", "--name-only", "HEAD")
 
 
