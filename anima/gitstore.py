@@ -1,13 +1,14 @@
 """The agent repository: init, the per-agent lock, committing a turn with trailers, the log, undo.
 
-Only this module runs git. Every object and every ref update is git's own work, through its
-plumbing (`update-index`, `write-tree`, `commit-tree`, `update-ref NEW OLD`): blob ids, modes
-(executable bit, symlinks), `.gitattributes` filters and `core.autocrlf` are whatever git says
-they are, and a ref moves only from the commit the writer read, so a person's own commit made
-meanwhile is never orphaned. Each git runs in its own session, so a terminal's Ctrl-C reaches
-only Anima, never a git that is half-way through writing the index.
+Only this module runs git. Blobs, modes and filters are git's own work: `hash-object` (by path,
+so `.gitattributes` and `core.autocrlf` apply) or `update-index`. A turn's tree is edited from
+its parent's trees along the touched paths only (the one object Anima serialises itself, checked
+against git's `write-tree` in the tests), and anything unusual (directories, symlinks, odd names,
+CRs, `core.fileMode=false`) goes through the index instead; the index gets the turn's files before
+HEAD moves. A ref moves only from the commit the writer read (`update-ref NEW OLD`), so a
+person's own commit made meanwhile is never orphaned. Each git runs in its own session, so a
+terminal's Ctrl-C reaches only Anima, never a git that is half-way through writing the index.
 """
-
 from __future__ import annotations
 
 import contextlib
