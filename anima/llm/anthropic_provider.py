@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Iterator
@@ -17,8 +16,10 @@ from anima.llm.base import (
     Event,
     TextDelta,
     ToolCall,
+    http_library,
     is_transport_error,
     parse_retry_after,
+    run_canned,
 )
 from anima.llm.registry import register
 
@@ -111,9 +112,7 @@ class AnthropicProvider:
     def warm(self) -> None:
         """Run one canned stream through the SDK, no network: its first real call would
         otherwise spend ~30 ms building pydantic schemas for the stream's event types."""
-        mro = type(self._client._client).__mro__  # the SDK's client subclasses httpx's
-        lib = next(c.__module__.split(".")[0] for c in mro if c.__module__.startswith("httpx"))
-        http: Any = importlib.import_module(lib)
+        http = http_library(self._client._client)
         client = self._sdk.Anthropic(
             api_key="warm-up",
             base_url="http://warm-up.invalid",
@@ -122,10 +121,7 @@ class AnthropicProvider:
         )
         twin = object.__new__(AnthropicProvider)
         twin.__dict__.update(self.__dict__, _client=client)
-        text = [{"type": "text", "text": "hi"}]
-        request = ChatRequest("warm-up", ["warm-up"], [{"role": "user", "content": text}], [], 8)
-        for _ in twin.stream(request):
-            pass
+        run_canned(twin)
 
     def stream(self, request: ChatRequest) -> Iterator[Event]:
         sdk = self._sdk

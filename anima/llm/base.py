@@ -7,6 +7,7 @@ stores: {"type": "text", "text"}, {"type": "tool_use", "id", "name", "input"},
 
 from __future__ import annotations
 
+import importlib
 import logging
 import random
 import time
@@ -123,6 +124,23 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def http_library(client: Any) -> Any:
+    """The HTTP library an SDK's client is built on (its client subclasses httpx's Client, or
+    httpx2's in newer releases), for a canned warm-up transport of that same library."""
+    mro = type(client).__mro__
+    lib = next(c.__module__.split(".")[0] for c in mro if c.__module__.startswith("httpx"))
+    return importlib.import_module(lib)
+
+
+def run_canned(provider: Provider) -> None:
+    """Stream one tiny request through `provider` (a twin wired to a canned transport), so the
+    SDK builds its response types before the first real call."""
+    text = [{"type": "text", "text": "hi"}]
+    request = ChatRequest("warm-up", ["warm-up"], [{"role": "user", "content": text}], [], 8)
+    for _ in provider.stream(request):
+        pass
 
 
 def is_transport_error(exc: BaseException) -> bool:

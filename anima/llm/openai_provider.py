@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -27,8 +26,10 @@ from anima.llm.base import (
     Event,
     TextDelta,
     ToolCall,
+    http_library,
     is_transport_error,
     parse_retry_after,
+    run_canned,
 )
 from anima.llm.registry import register
 
@@ -403,9 +404,7 @@ class OpenAIProvider:
     def warm(self) -> None:
         """Run one canned stream through the SDK, no network, so the first real call does not
         pay for building the SDK's response types."""
-        mro = type(self._client._client).__mro__  # the SDK's client subclasses httpx's
-        lib = next(c.__module__.split(".")[0] for c in mro if c.__module__.startswith("httpx"))
-        http: Any = importlib.import_module(lib)
+        http = http_library(self._client._client)
         twin = copy.copy(self)
         twin._client = self._sdk.OpenAI(
             api_key="warm-up",
@@ -413,10 +412,7 @@ class OpenAIProvider:
             max_retries=0,
             http_client=http.Client(transport=_warm_stream(http)),
         )
-        text = [{"type": "text", "text": "hi"}]
-        request = ChatRequest("warm-up", ["warm-up"], [{"role": "user", "content": text}], [], 8)
-        for _ in twin.stream(request):
-            pass
+        run_canned(twin)
 
 
 def _detail(exc: Any, secrets: dict[str, str] | None = None) -> str:
