@@ -3,7 +3,7 @@ argument that is not `Html`. Pages are plain server-side strings, no template en
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from html import escape
 
 
@@ -35,18 +35,23 @@ NAV = (
 )
 
 
-def page(title: str, body: Html, *, current: str = "", data: dict[str, str] | None = None) -> Html:
-    """A whole page: skip link, navigation, main landmark; scripts and styles only from /static
-    (the Content-Security-Policy allows nothing else)."""
-    nav = join(
+def nav_items(links: Iterable[tuple[str, str]], is_current: Callable[[str, str], bool]) -> Html:
+    """`<li>` links, the current one marked for screen readers and styles (aria-current)."""
+    return join(
         render(
             '<li><a href="{}"{}>{}</a></li>',
             href,
-            Html(' aria-current="page"') if href == current else Html(""),
+            Html(' aria-current="page"') if is_current(href, label) else Html(""),
             label,
         )
-        for href, label in NAV
+        for href, label in links
     )
+
+
+def page(title: str, body: Html, *, current: str = "", data: dict[str, str] | None = None) -> Html:
+    """A whole page: skip link, navigation, main landmark; scripts and styles only from /static
+    (the Content-Security-Policy allows nothing else)."""
+    nav = nav_items(NAV, lambda href, _label: href == current)
     attrs = join(render(' data-{}="{}"', k, v) for k, v in (data or {}).items())
     return render(
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -14,7 +14,7 @@ from anima.channels import access
 from anima.errors import AnimaError
 from anima.home import Home
 from anima.web import queries
-from anima.web.html import Html, csrf_field, join, page, post_button, render
+from anima.web.html import Html, csrf_field, join, nav_items, page, post_button, render
 from anima.web.svg import bar_chart
 
 
@@ -33,15 +33,7 @@ def agent_nav(name: str, current: str) -> Html:
     return render(
         '<nav class="sub" aria-label="{}"><ul>{}</ul></nav>',
         f"Agent {name}",
-        join(
-            render(
-                '<li><a href="{}"{}>{}</a></li>',
-                href,
-                Html(' aria-current="page"') if label == current else Html(""),
-                label,
-            )
-            for href, label in links
-        ),
+        nav_items(links, lambda _href, label: label == current),
     )
 
 
