@@ -9,10 +9,10 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -27,6 +27,7 @@ from anima.web.html import Html
 from anima.web.security import HEADERS, Guard, middleware
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HOME = web.AppKey("home", Home)
 STOP = web.AppKey("stop", asyncio.Event)
@@ -160,11 +161,17 @@ async def approvals(request: web.Request) -> web.Response:
     return await _in_thread(pages.approvals_page, request.app[HOME], request["csrf"])
 
 
+def _chosen(form: Mapping[str, Any], field: str, choices: dict[str, T]) -> T:
+    """What the form's `field` picks among `choices`, or a clear error naming them."""
+    picked = choices.get(str(form.get(field)))
+    if picked is None:
+        raise AnimaError(f"{field} must be {' or '.join(choices)}")
+    return picked
+
+
 async def pairing(request: web.Request) -> web.Response:
     form = await request.post()
-    decide = {"approve": access.approve, "deny": access.deny}.get(str(form.get("decision")))
-    if decide is None:
-        raise AnimaError("decision must be approve or deny")
+    decide = _chosen(form, "decision", {"approve": access.approve, "deny": access.deny})
     await asyncio.to_thread(
         decide, request.app[HOME], str(form.get("channel", "")), str(form.get("code", ""))
     )
@@ -173,9 +180,7 @@ async def pairing(request: web.Request) -> web.Response:
 
 async def dead_letter(request: web.Request) -> web.Response:
     form = await request.post()
-    act = {"retry": spool.retry, "drop": spool.drop}.get(str(form.get("action")))
-    if act is None:
-        raise AnimaError("action must be retry or drop")
+    act = _chosen(form, "action", {"retry": spool.retry, "drop": spool.drop})
     await asyncio.to_thread(
         act, request.app[HOME], str(form.get("channel", "")), str(form.get("id", ""))
     )
