@@ -506,7 +506,10 @@ def commit(
         # person's commit made meanwhile, or after a kill, then carries them instead of
         # recording them as deleted. Under the agent lock the sync runs while the trees are
         # edited. (Syncing after the move instead was ~14 ms cheaper at 100k turns.)
-        _INDEX_SYNC.start(path, [p for p in paths if p in entries])
+        # Removals first: git hashes a file with the .gitattributes the index still holds
+        # when the work tree has none, so one removed in this turn must be gone by then.
+        gone = [p for p, entry in entries.items() if entry is None]
+        _INDEX_SYNC.start(path, gone + [p for p, entry in entries.items() if entry is not None])
         tree = _edit_tree(path, parent, entries)
         _INDEX_SYNC.settle(path)
     if tree is None:

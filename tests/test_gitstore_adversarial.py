@@ -64,12 +64,17 @@ def repo(tmp_path: Path) -> Path:
 
 
 def write(repo: Path, rel: str, data: str | bytes) -> None:
+    """Write a file dated a little in the past: never racily clean, so git trusts an index
+    entry's stat and blob as it does on a slow machine, instead of re-reading the file (which
+    hid a wrong index blob on a fast one)."""
     p = repo / rel
     p.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, bytes):
         p.write_bytes(data)
     else:
         p.write_text(data)
+    past = time.time() - 10
+    os.utime(p, (past, past), follow_symlinks=False)
 
 
 # -- found, and fixed -----------------------------------------------------------------------------
@@ -346,11 +351,15 @@ def test_the_index_holds_the_turns_files_before_head_moves(repo: Path, tmp_path:
 
 def test_a_gitattributes_removed_in_the_same_turn_no_longer_governs(repo: Path) -> None:
     """A turn removes .gitattributes and writes a file it governed: git add -A hashes the file
-    without them, and so do the tree edit and the index sync (held up)."""
+    without them, and so do the tree edit and the index sync. The sync hashed the file while
+    the index still held .gitattributes (git falls back to it when the work tree has none) and
+    recorded `$Id$`; a file older than the index is trusted by its stat, so the next hand-edit
+    check committed that blob as a person's edit (seen in CI, where the turn ran slower).
+    The sync now records removals first."""
     write(repo, ".gitattributes", "*.id ident\n")
     turn(repo, [".gitattributes"])
     (repo / ".gitattributes").unlink()
-    write(repo, "v.id", "$Id: kept as written $\n")
+    write(repo, "v.id", "$Id: kept as written $\n")  # dated in the past: see write()
     sha = turn(repo, ["v.id", ".gitattributes"])
     assert git(repo, "cat-file", "-p", "HEAD:v.id") == "$Id: kept as written $\n"
     assert gitstore.commit_external(repo) is None
