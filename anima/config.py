@@ -218,6 +218,40 @@ class RuntimeSettings:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """How an adapter retries outgoing messages."""
+
+    max_attempts: int = 8
+    """Transient failures before a message is dead-lettered to spool/<channel>/failed/ (or spool/peer-NAME/)."""
+    backoff: float = 2.0
+    """First retry delay in seconds; doubles each attempt up to max_backoff."""
+    max_backoff: float = 300.0
+    send_timeout: float = 30.0
+    """One send taking longer than this counts as a transient failure (a stuck recipient)."""
+    concurrency: int = 4
+    keep_months: int = 3
+    """Sent records (copies: the agent's outbox keeps the original in git) and webhook replies
+    older than this many months are removed, so the spool does not grow for ever."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """`[peers.NAME]`: another Anima home, reached as `agent@NAME`."""
+
+    url: str = ""
+    """`ssh://[user@]host[:port]/path/to/home` runs `anima serve-peer` there over SSH;
+    `http(s)://host[:port][/prefix]` is the other home's webhook channel (needs secret_env);
+    `file:///path/to/home` is another home on this machine."""
+    secret_env: str = ""
+    """HTTP peers: the environment variable holding the HMAC secret both homes share."""
+    ssh_command: list[str] = field(default_factory=lambda: ["ssh"])
+    """The SSH client and its options, e.g. ["ssh", "-i", "~/.ssh/anima"]."""
+    remote_command: str = "anima"
+    """How to run Anima on the other side (ssh:// and file:// peers)."""
+    delivery: Delivery = field(default_factory=Delivery)
+
+
+@dataclass(frozen=True)
 class GlobalConfig:
     provider: str = "auto"
     model: str = ""
@@ -225,6 +259,9 @@ class GlobalConfig:
     providers: ProviderSettings = field(default_factory=ProviderSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     mcp: dict[str, McpServer] = field(default_factory=dict)
+    host_name: str = ""
+    """This home's name as its peers know it (`arya@NAME`); default: the machine's host name."""
+    peers: dict[str, PeerConfig] = field(default_factory=dict)
     owner_addresses: frozenset[str] = frozenset()
     """`channel:user` of the owner on each [channels.NAME] table (trusted senders); read from
     those tables, not set directly."""

@@ -103,7 +103,7 @@ def test_split_text_keeps_every_word_within_the_limit(limit: int) -> None:
 
 
 def test_a_record_already_sent_or_dead_lettered_is_not_spooled_again(home: Home) -> None:
-    from anima.channels.spool import Spool
+    from anima.spool import Spool
 
     spool = Spool(home, "telegram")
     sent = Message.create(sender="arya", to="telegram:1", body="once", channel="telegram")
@@ -141,7 +141,7 @@ def test_split_text_counts_telegram_length_in_utf16_units() -> None:
 
 
 def test_old_sent_shards_are_pruned_and_recent_ones_kept(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
-    from anima.channels.spool import Spool, prune
+    from anima.spool import Spool, prune
 
     monkeypatch.setenv("ANIMA_NOW", "2026-11-30T10:00:00Z")
     spool = Spool(home, "webhook")

@@ -16,7 +16,7 @@ from anima import router
 from anima.channels import access
 from anima.channels.config import load
 from anima.channels.discord import DiscordAdapter, DiscordPort
-from anima.channels.spool import attempt
+from anima.spool import attempt
 from anima.home import Home
 from anima.mailbox import read_message
 from anima.message import Message

@@ -19,7 +19,7 @@ import pytest
 from anima import mailbox
 from anima.agent import Agent
 from anima.channels import access
-from anima.channels.spool import Spool
+from anima.spool import Spool
 from anima.home import Home
 from anima.message import Message, render
 from anima.testing import FakeModelServer, Reply
@@ -360,7 +360,7 @@ def test_dead_letters_are_retried_or_dropped(web: WebServer, home: Home) -> None
 def test_a_dead_letter_outside_a_spool_is_refused(home: Home) -> None:
     """The spool's retry/drop take names from a form: nothing outside failed/ moves, no
     directory is made for a channel that has no spool."""
-    from anima.channels import spool
+    from anima import spool
     from anima.errors import BadName
 
     kept = _dead_letter(home, "kept")

@@ -19,6 +19,8 @@ from anima.channels.access import Access
 from anima.errors import AnimaError
 from anima.home import Home
 from anima.message import Message, iso, utcnow
+from anima.spool import PermanentError as PermanentError  # the adapters raise base.*Error
+from anima.spool import TransientError as TransientError
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,6 @@ def require(module: str, extra: str) -> Any:
         raise AnimaError(
             f"the {extra} channel needs {module}, which is not installed: {install_hint(extra)}"
         ) from exc
-
-
-class TransientError(Exception):
-    """The service may accept the message later (network, 5xx, rate limit): retry with backoff."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentError(Exception):
-    """The service will never accept it (chat gone, bot blocked, bad request): dead-letter it."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Protocol
 from anima.channels import base
 from anima.channels.access import Access
 from anima.channels.config import ChatChannel
-from anima.channels.spool import Progress, Spool, drain
+from anima.spool import Progress, Spool, drain
 from anima.home import Home
 from anima.message import Message
 

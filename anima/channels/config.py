@@ -7,26 +7,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from anima.config import build, load_toml
+from anima.config import Delivery, build, load_toml
 from anima.errors import BadConfig
 from anima.home import Home
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """How an adapter retries outgoing messages."""
-
-    max_attempts: int = 8
-    """Transient failures before a message is dead-lettered to spool/<channel>/failed/."""
-    backoff: float = 2.0
-    """First retry delay in seconds; doubles each attempt up to max_backoff."""
-    max_backoff: float = 300.0
-    send_timeout: float = 30.0
-    """One send taking longer than this counts as a transient failure (a stuck recipient)."""
-    concurrency: int = 4
-    keep_months: int = 3
-    """Sent records (copies: the agent's outbox keeps the original in git) and webhook replies
-    older than this many months are removed, so the spool does not grow for ever."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from anima.channels import base
 from anima.channels.config import WebhookChannel
 from anima.channels.guard import BACKLOG, ClientErrors, ConnectionGuard, quiet_fd_exhaustion
-from anima.channels.spool import Progress, Spool, drain
+from anima.spool import Progress, Spool, drain
 from anima.credentials import secret
 from anima.errors import BadConfig
 from anima.fsutil import write_atomic

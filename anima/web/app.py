@@ -18,7 +18,8 @@ from aiohttp import web
 
 from anima import audit, mailbox, proposals, stream
 from anima.agent import Agent
-from anima.channels import access, spool
+from anima import spool
+from anima.channels import access
 from anima.errors import AgentNotFound, AnimaError, BadProposal
 from anima.home import Home
 from anima.message import Message

@@ -1,4 +1,7 @@
-"""Outbound delivery for a channel adapter: drain `spool/<channel>/new/` into the service.
+"""Outbound delivery: the spool of each channel and peer, `spool/<name>/`, and its drain.
+
+The router enqueues a record into `new/` (idempotent by id: a record already waiting, sent or
+dead-lettered is not enqueued again); a channel adapter or a peer drain sends it.
 
 A record moves to `sent/YYYY-MM/` once the service accepted every part of it, or to `failed/`
 with `<id>.error.md` when the service refused it for good or it kept failing. Each record is
@@ -29,16 +32,27 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from anima import router
-from anima.channels.base import PermanentError, TransientError
-from anima.channels.config import Delivery
+from anima import mailbox
+from anima.config import Delivery
 from anima.errors import BadMessage, BadName
 from anima.fsutil import fsync_dir, write_atomic
 from anima.home import Home
 from anima.mailbox import read_message
-from anima.message import Message, iso, utcnow, valid_id
+from anima.message import Message, iso, render, utcnow, valid_id
 
 log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """The service may accept the message later (network, 5xx, rate limit): retry with backoff."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """The service will never accept it (chat gone, bot blocked, bad request): dead-letter it."""
 
 
 class Progress:
@@ -65,9 +79,12 @@ Send = Callable[[Message, Progress], Awaitable[None]]
 
 
 class Spool:
-    """The directories of one channel's outgoing spool."""
+    """One channel's or peer's outgoing spool: `new/` waiting, `sent/YYYY-MM/`, `failed/` (each
+    with `<id>.error.md`), `state/` (progress of records in flight), `tmp/`."""
 
-    def __init__(self, home: Home, channel: str):
+    def __init__(self, home: Home, channel: str, *, create: bool = True):
+        if not valid_id(channel):
+            raise BadName(f"not a channel name: {channel[:60]!r}")
         self.home = home
         self.channel = channel
         self.root = home.spool_dir / channel
@@ -75,8 +92,25 @@ class Spool:
         self.sent = self.root / "sent"
         self.failed = self.root / "failed"
         self.state = self.root / "state"
-        for d in (self.root / "tmp", self.new, self.sent, self.failed, self.state):
-            d.mkdir(parents=True, exist_ok=True)
+        if create:
+            for d in (self.root / "tmp", self.new, self.sent, self.failed, self.state):
+                d.mkdir(parents=True, exist_ok=True)
+
+    def holds(self, msg_id: str) -> bool:
+        """Already handed to this spool: waiting, sent, or dead-lettered."""
+        paths = (self.new / f"{msg_id}.md", self.sent_path(msg_id), self.failed_path(msg_id))
+        return any(p.exists() for p in paths)
+
+    def enqueue(self, msg: Message) -> Path | None:
+        """Put `msg` in new/ for the drain, atomically; None when this spool already had it."""
+        if self.holds(msg.id):
+            return None
+        target = self.new / f"{msg.id}.md"
+        write_atomic(target, render(msg), tmp_dir=self.root / "tmp")
+        return target
+
+    def failed_path(self, msg_id: str) -> Path:
+        return self.failed / f"{msg_id}.md"
 
     def waiting(self) -> list[Path]:
         return sorted(
@@ -96,7 +130,8 @@ class Spool:
             return Progress(path)
 
     def sent_path(self, msg_id: str) -> Path:
-        return router.sent_path(self.home, self.channel, msg_id)
+        """Sent records by month: no directory grows for ever."""
+        return self.sent / mailbox.month_of(msg_id) / f"{msg_id}.md"
 
     def _finish(self, path: Path, target: Path) -> Path:
         """Move a record out of new/ for good; its progress is no longer needed."""
@@ -127,13 +162,13 @@ class Spool:
         if errors:
             note += "\nAttempts:\n" + "".join(f"- {e}\n" for e in errors)
         write_atomic(self.failed / f"{path.stem}.error.md", note)
-        return self._finish(path, router.failed_path(self.home, self.channel, path.stem))
+        return self._finish(path, self.failed_path(path.stem))
 
     def dead_letter(self, msg_id: str) -> Path:
         """The record `msg_id` in failed/ (a plain file, not a symlink), else BadName."""
         if not valid_id(msg_id):
             raise BadName(f"not a message id: {msg_id[:60]!r}")
-        path = router.failed_path(self.home, self.channel, msg_id)
+        path = self.failed_path(msg_id)
         if path.is_symlink() or not path.is_file():
             raise BadName(f"no dead letter {msg_id} in {self.channel}")
         return path

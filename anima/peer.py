@@ -1,0 +1,303 @@
+"""Peers: other Anima homes, addressed `agent@peer` (DESIGN §7a, "across machines").
+
+A peer is reached the way git reaches a remote: over SSH, running `anima serve-peer` on the
+other side and speaking JSON lines on its stdin/stdout (one session kept open: a warm
+connection); over HTTP(S), POSTing to the other home's webhook channel, each request signed
+with the HMAC secret both homes share; or, for another home on this machine, running
+`anima serve-peer --home PATH` directly. Every request is `{"op", "from", ...}` and every
+answer `{"ok": true, ...}` or `{"ok": false, "error", "permanent"}` (see peer_ops).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import http.client
+import json
+import logging
+import os
+import re
+import select
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from anima.config import PeerConfig
+from anima.errors import AnimaError, BadConfig
+from anima.home import Home
+
+log = logging.getLogger(__name__)
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+PEER_NAME = re.compile(rf"^{_NAME}$")
+ADDRESS = re.compile(rf"^([a-z0-9][a-z0-9_-]*)@({_NAME})$")
+"""`agent@peer`: an agent of another home."""
+MAX_LINE = 4 * 1024 * 1024
+"""The longest request or answer line (a message is at most 1 MiB, JSON-escaped)."""
+CALL_TIMEOUT = 30.0
+
+
+class PeerError(AnimaError):
+    """A peer could not be reached or refused a request. `permanent`: asking again is useless
+    (no such agent there, a message it will never accept); otherwise retry later."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def split_address(to: str) -> tuple[str, str] | None:
+    """(agent, peer) for `agent@peer`, else None."""
+    m = ADDRESS.match(to)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def spool_name(peer: str) -> str:
+    """The spool a peer's outgoing messages wait in: spool/peer-NAME/."""
+    return f"peer-{peer}"
+
+
+def this_host(home: Home) -> str:
+    """This home's name as its peers know it: `host_name` in anima.toml, else the machine's."""
+    return home.config().host_name or socket.gethostname().split(".")[0] or "localhost"
+
+
+def config(home: Home, name: str) -> PeerConfig:
+    """The `[peers.NAME]` table, checked; BadConfig names the peers there are."""
+    peers = home.config().peers
+    if name not in peers:
+        known = ", ".join(sorted(peers)) or "none"
+        raise BadConfig(f"no peer {name!r} in {home.config_path} (peers: {known})")
+    cfg = peers[name]
+    if not PEER_NAME.match(name):
+        raise BadConfig(f"[peers.{name}]: a peer name is letters, digits, '.', '_' or '-'")
+    scheme = urlsplit(cfg.url).scheme
+    if scheme not in ("ssh", "http", "https", "file"):
+        raise BadConfig(
+            f"[peers.{name}] url must be ssh://, http(s):// or file://, not {cfg.url[:80]!r}"
+        )
+    if scheme in ("http", "https") and not cfg.secret_env:
+        raise BadConfig(f"[peers.{name}] is an HTTP peer: it needs secret_env (the HMAC secret)")
+    return cfg
+
+
+class Transport(Protocol):
+    def call(self, request: dict[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def _answer(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise PeerError(f"{where}: not an answer: {raw[:120]!r} ({exc})") from None
+    if not isinstance(data, dict):
+        raise PeerError(f"{where}: not an answer: {raw[:120]!r}")
+    if not data.get("ok"):
+        why = str(data.get("error") or "refused, without a reason")
+        raise PeerError(f"{where}: {why}", permanent=bool(data.get("permanent")))
+    return data
+
+
+class PipeTransport:
+    """A resident `anima serve-peer` over SSH (or run locally): one request line, one answer
+    line. Started on first use and again after it died; one call at a time."""
+
+    def __init__(self, name: str, argv: list[str]):
+        self.name = name
+        self.argv = argv
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.lock = threading.Lock()
+        self.buffer = b""
+        self.errors: collections.deque[str] = collections.deque(maxlen=20)
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self.proc is None or self.proc.poll() is not None:
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                    env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+                )
+            except OSError as exc:
+                raise PeerError(f"peer {self.name}: cannot run {self.argv[0]}: {exc}") from exc
+            self.buffer = b""
+            threading.Thread(target=self._read_errors, args=(self.proc,), daemon=True).start()
+        return self.proc
+
+    def _fail(self, why: str) -> PeerError:
+        """Stop the session (the next call starts a new one) and say what went wrong, with the
+        last line the other side (or ssh) wrote to stderr."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
+        last = self.errors[-1] if self.errors else ""
+        return PeerError(f"peer {self.name}: {why}" + (f": {last[:300]}" if last else ""))
+
+    def _read_errors(self, proc: subprocess.Popen[bytes]) -> None:
+        """Keep the last lines of stderr (read always, so a chatty remote never blocks)."""
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").strip()
+            if line:
+                self.errors.append(line)
+
+    def _readline(self, proc: subprocess.Popen[bytes], deadline: float) -> bytes:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._fail("no answer in time")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise self._fail("the connection closed")
+            self.buffer += chunk
+            if len(self.buffer) > MAX_LINE:
+                raise self._fail("answer too long")
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def call(self, request: dict[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+        with self.lock:
+            proc = self._start()
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(json.dumps(request).encode() + b"\n")
+                proc.stdin.flush()
+            except OSError as exc:
+                raise self._fail(f"cannot send ({exc})") from None
+            return _answer(self._readline(proc, time.monotonic() + timeout), f"peer {self.name}")
+
+    def close(self) -> None:
+        with self.lock:
+            proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class HttpTransport:
+    """POST /v1/peer on the other home's webhook channel, HMAC-signed; keep-alive."""
+
+    def __init__(self, name: str, url: str, key: str):
+        parts = urlsplit(url)
+        self.name = name
+        self.secure = parts.scheme == "https"
+        self.netloc = parts.netloc
+        self.path = parts.path.rstrip("/") + "/v1/peer"
+        self.key = key
+        self.conn: http.client.HTTPConnection | None = None
+        self.lock = threading.Lock()
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.conn is None:
+            cls = http.client.HTTPSConnection if self.secure else http.client.HTTPConnection
+            self.conn = cls(self.netloc, timeout=timeout)
+        self.conn.timeout = timeout
+        return self.conn
+
+    def call(self, request: dict[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+        from anima.channels.webhook import SIG_HEADER, TS_HEADER, signature
+
+        body = json.dumps(request).encode()
+        with self.lock:
+            for attempt in (1, 2):  # a keep-alive connection the server closed: once more
+                ts = str(int(time.time()))
+                headers = {
+                    "Content-Type": "application/json",
+                    TS_HEADER: ts,
+                    SIG_HEADER: signature(self.key, ts, "POST", self.path, body),
+                }
+                try:
+                    conn = self._connection(timeout)
+                    conn.request("POST", self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    raw = resp.read(MAX_LINE + 1)
+                    break
+                except (OSError, http.client.HTTPException) as exc:
+                    self.close_connection()
+                    if attempt == 2 or isinstance(exc, TimeoutError | ConnectionRefusedError):
+                        raise PeerError(f"peer {self.name}: {type(exc).__name__}: {exc}") from None
+        where = f"peer {self.name} (HTTP {resp.status})"
+        if resp.status == 429 or resp.status >= 500:
+            raise PeerError(f"{where}: {raw[:200].decode('utf-8', 'replace')}")
+        if resp.status in (401, 403, 404, 405):  # wrong secret or URL: not worth retrying soon
+            raise PeerError(f"{where}: {raw[:200].decode('utf-8', 'replace')}", permanent=True)
+        return _answer(raw, where)
+
+    def close_connection(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def close(self) -> None:
+        with self.lock:
+            self.close_connection()
+
+
+def _ssh_argv(name: str, cfg: PeerConfig) -> list[str]:
+    parts = urlsplit(cfg.url)
+    if not parts.hostname or parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+        raise BadConfig(f"[peers.{name}] url {cfg.url[:80]!r} has no usable host")
+    target = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
+    path = unquote(parts.path)
+    if path.startswith("/~"):
+        path = path[1:]  # ssh://host/~/.anima: relative to the remote home directory
+    remote = [cfg.remote_command]
+    if path not in ("", "/"):
+        remote += ["--home", path]
+    remote.append("serve-peer")
+    quoted = " ".join(shlex.quote(a) if not a.startswith("~/") else "~/" + shlex.quote(a[2:]) for a in remote)
+    port = ["-p", str(parts.port)] if parts.port else []
+    return [*cfg.ssh_command, "-o", "BatchMode=yes", *port, "--", target, quoted]
+
+
+def connect(home: Home, name: str) -> Transport:
+    """A transport to peer `name` (not connected until its first call)."""
+    cfg = config(home, name)
+    parts = urlsplit(cfg.url)
+    if parts.scheme == "ssh":
+        return PipeTransport(name, _ssh_argv(name, cfg))
+    if parts.scheme == "file":
+        path = Path(unquote(parts.path)).expanduser()
+        argv = [*shlex.split(cfg.remote_command), "--home", str(path), "serve-peer"]
+        return PipeTransport(name, argv)
+    from anima.credentials import secret
+
+    key = secret(home, cfg.secret_env, f"the HMAC secret of peer {name}")
+    return HttpTransport(name, cfg.url, key)
+
+
+def call(home: Home, name: str, op: str, *, timeout: float = CALL_TIMEOUT, **args: Any) -> dict[str, Any]:
+    """One request to peer `name` on a connection of its own; PeerError when it fails."""
+    transport = connect(home, name)
+    try:
+        return transport.call(request(home, op, **args), timeout)
+    finally:
+        transport.close()
+
+
+def request(home: Home, op: str, **args: Any) -> dict[str, Any]:
+    return {"op": op, "from": this_host(home), **args}
