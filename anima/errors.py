@@ -94,3 +94,16 @@ class BadSkill(AnimaError):
 class BadProposal(AnimaError):
     """A proposal that cannot be made or decided: a path or key outside the whitelist, no such
     proposal, failing checks without --force, or main changed the same file meanwhile."""
+
+
+class BadSource(AnimaError):
+    """A git URL, agent template, skill repository or marketplace index that cannot be used: a
+    hostile URL or tree, a missing file, a fetch that failed."""
+
+
+class NeedsConsent(AnimaError):
+    """A skill carrying scripts was not confirmed (re-run with --yes)."""
+
+
+class UpdateConflict(AnimaError):
+    """An agent's own changes conflict with its template's update; the merge was aborted."""
