@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import importlib
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from functools import partial
 from pathlib import Path
@@ -57,6 +58,25 @@ MIN_TIMER = 0.25
 WARM_AGENTS = 8
 """Agents whose context (search index, memory and history caches) is loaded at start: the
 most recently active; each other agent's first turn loads its own."""
+
+
+SERVICES: tuple[str, ...] = ("anima.peer_drain:serve",)
+"""What runs beside the watcher for the runtime's whole life, as "module:function": each is
+called with (home, stop) and returns a coroutine that ends soon after `stop` is set (draining
+the peer spools, pushing to git remotes). A service that fails is logged, never fatal."""
+
+
+def _service(target: str) -> Callable[[Home, asyncio.Event], Coroutine[Any, Any, None]]:
+    module, _, name = target.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+
+    async def guarded(home: Home, stop: asyncio.Event) -> None:
+        try:
+            await fn(home, stop)
+        except Exception:
+            log.exception("runtime service %s failed; the runtime goes on without it", target)
+
+    return guarded
 
 
 def needs_pass(home: Home, name: str) -> bool:
@@ -582,8 +602,10 @@ class Runtime:
             self._recount |= self._known
             for name in self._known:
                 self._reschedule(name)
+            services = [_service(target)(self.home, stop) for target in SERVICES]
             workers = [
-                loop.create_task(c) for c in (self._watch(), self._reminders(), self._status())
+                loop.create_task(c)
+                for c in (self._watch(), self._reminders(), self._status(), *services)
             ]
             systemd.notify("READY=1")
             if self.on_ready is not None:

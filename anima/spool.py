@@ -310,11 +310,17 @@ class Drain:
         send: Send,
         policy: Delivery,
         on_sent: Callable[[Message], None] | None = None,
+        *,
+        ordered_by: Callable[[Message], str] | None = None,
     ):
         self.spool = spool
         self.send = send
         self.policy = policy
         self.on_sent = on_sent
+        self.ordered_by = ordered_by
+        """With it, records of one key (a conversation) go one at a time, oldest first: a
+        record waiting for its retry holds back the later ones of its key."""
+        self._keys: dict[str, str] = {}
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.slots = asyncio.Semaphore(policy.concurrency)
         self.wake = asyncio.Event()
@@ -326,18 +332,37 @@ class Drain:
             with contextlib.suppress(Exception):
                 self.on_sent(read_message(self.spool.sent_path(path.stem), self.spool.channel))
 
+    def _group(self, path: Path) -> str | None:
+        """The ordering key of a waiting record (read once), or None when unordered."""
+        if self.ordered_by is None:
+            return None
+        if path.stem not in self._keys:
+            try:
+                self._keys[path.stem] = self.ordered_by(read_message(path, self.spool.channel))
+            except (BadMessage, OSError):
+                self._keys[path.stem] = ""  # attempt() dead-letters it
+        return self._keys[path.stem]
+
     def _finished(self, key: str, _task: asyncio.Task[None]) -> None:
         self.inflight.pop(key, None)
+        if not (self.spool.new / f"{key}.md").exists():
+            self._keys.pop(key, None)  # sent or dead-lettered: its key is not needed again
         self.wake.set()  # a retry may now be scheduled: recompute the next wake-up
 
     def start_due(self) -> float:
         """Start every record that is due; return seconds until the next one falls due."""
         now = time.time()
         wait = RESCAN
+        busy = {self._keys.get(k, "") for k in self.inflight} if self.ordered_by else set()
         for path in self.spool.waiting():
             key = path.stem
             if key in self.inflight:
                 continue
+            group = self._group(path)
+            if group is not None:
+                if group in busy:
+                    continue  # an earlier record of its conversation is in flight or waiting
+                busy.add(group)
             next_at = float(self.spool.progress(key).data.get("next_at", 0))
             if next_at > now:
                 wait = min(wait, next_at - now)
