@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import http.client
 import json
 import logging
 import os
@@ -24,12 +23,15 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from anima.config import PeerConfig
 from anima.errors import AnimaError, BadConfig
 from anima.home import Home
+
+if TYPE_CHECKING:
+    import http.client
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +204,9 @@ class HttpTransport:
     """POST /v1/peer on the other home's webhook channel, HMAC-signed; keep-alive."""
 
     def __init__(self, name: str, url: str, key: str):
+        import http.client
+
+        self.http = http.client
         parts = urlsplit(url)
         self.name = name
         self.secure = parts.scheme == "https"
@@ -213,7 +218,7 @@ class HttpTransport:
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.conn is None:
-            cls = http.client.HTTPSConnection if self.secure else http.client.HTTPConnection
+            cls = self.http.HTTPSConnection if self.secure else self.http.HTTPConnection
             self.conn = cls(self.netloc, timeout=timeout)
         self.conn.timeout = timeout
         return self.conn
@@ -236,7 +241,7 @@ class HttpTransport:
                     resp = conn.getresponse()
                     raw = resp.read(MAX_LINE + 1)
                     break
-                except (OSError, http.client.HTTPException) as exc:
+                except (OSError, self.http.HTTPException) as exc:
                     self.close_connection()
                     if attempt == 2 or isinstance(exc, TimeoutError | ConnectionRefusedError):
                         raise PeerError(f"peer {self.name}: {type(exc).__name__}: {exc}") from None

@@ -1,4 +1,4 @@
-"""Outbox → inboxes and channel spools (DESIGN §4), after the turn's commit. Idempotent by id.
+"""Outbox → inboxes, channel spools and peer spools (DESIGN §4), after the turn's commit. Idempotent by id.
 
 A per-agent cursor in run/routed/ remembers the last commit whose outbox records were routed, so
 records committed just before a crash are routed on the next start, exactly once.
@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anima import gitstore, mailbox
-from anima.errors import BadMessage
+from anima import gitstore, mailbox, peer
+from anima.errors import BadMessage, BadName
 from anima.fsutil import write_atomic
 from anima.home import Home
-from anima.message import Message, render
+from anima.message import Message
+from anima.spool import Spool
 
 if TYPE_CHECKING:
     from anima.turn import AgentRun, TurnResult
@@ -33,27 +34,6 @@ class Routed:
     delivered: list[Path] = field(default_factory=list)
     held: list[Message] = field(default_factory=list)
     """Agent messages not delivered because their chain reached max_agent_hops."""
-
-
-def spool_path(home: Home, channel: str, msg_id: str) -> Path:
-    return home.spool_dir / channel / "new" / f"{msg_id}.md"
-
-
-def sent_path(home: Home, channel: str, msg_id: str) -> Path:
-    """Where a channel adapter files a record once sent (by month: no directory grows forever)."""
-    return home.spool_dir / channel / "sent" / mailbox.month_of(msg_id) / f"{msg_id}.md"
-
-
-def failed_path(home: Home, channel: str, msg_id: str) -> Path:
-    """Where a channel adapter sets aside a record it could not deliver (beside <id>.error.md)."""
-    return home.spool_dir / channel / "failed" / f"{msg_id}.md"
-
-
-def spooled(home: Home, channel: str, msg_id: str) -> bool:
-    """Already handed to the channel: waiting, sent, or dead-lettered."""
-    return any(
-        where(home, channel, msg_id).exists() for where in (spool_path, sent_path, failed_path)
-    )
 
 
 def route(home: Home, messages: Iterable[Message], *, max_hops: int | None = None) -> Routed:
@@ -73,18 +53,32 @@ def route(home: Home, messages: Iterable[Message], *, max_hops: int | None = Non
                 )
                 out.held.append(msg)
                 continue
-            targets = [a for a in agents if a != msg.sender] if msg.to == "all" else [msg.to]
+            remote = peer.split_address(msg.to)
+            if remote is not None and remote[1] != peer.this_host(home):
+                _enqueue(home, peer.spool_name(remote[1]), msg, out)
+                continue
+            to = remote[0] if remote is not None else msg.to
+            targets = [a for a in agents if a != msg.sender] if to == "all" else [to]
             for name in targets:
                 if name in agents:
                     path = mailbox.deliver(home.agents_dir / name, msg.with_(to=name))
                     if path:
                         out.delivered.append(path)
         elif msg.channel not in LOCAL_CHANNELS:
-            if not spooled(home, msg.channel, msg.id):
-                target = spool_path(home, msg.channel, msg.id)
-                write_atomic(target, render(msg), tmp_dir=target.parent.parent / "tmp")
-                out.delivered.append(target)
+            _enqueue(home, msg.channel, msg, out)
     return out
+
+
+def _enqueue(home: Home, channel: str, msg: Message, out: Routed) -> None:
+    """Into the spool of a channel or peer, once (a record naming no valid spool is logged
+    and left in the outbox: git keeps it)."""
+    try:
+        path = Spool(home, channel, create=False).enqueue(msg)
+    except BadName:
+        log.warning("not routing %s: %r is not a channel or peer name", msg.id, channel[:60])
+        return
+    if path is not None:
+        out.delivered.append(path)
 
 
 def _cursor(home: Home, name: str) -> Path:

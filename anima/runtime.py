@@ -146,6 +146,13 @@ def run_once(
                     len(run.paused),
                     name,
                 )
+    if home.config().peers:  # what the turns (or earlier ones) sent to other homes
+        from anima import peer_drain
+
+        try:
+            peer_drain.once(home)
+        except Exception as exc:  # a peer down is retried next time; never fails the pass
+            log.warning("peers: delivery failed: %s", exc)
     return results
 
 

@@ -16,10 +16,10 @@ from anima import router
 from anima.channels import access
 from anima.channels.config import load
 from anima.channels.discord import DiscordAdapter, DiscordPort
-from anima.spool import attempt
 from anima.home import Home
 from anima.mailbox import read_message
 from anima.message import Message
+from anima.spool import attempt
 from tests.conftest import add_channel, make_agent
 
 OWNER = 4242

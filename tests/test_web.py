@@ -19,9 +19,9 @@ import pytest
 from anima import mailbox
 from anima.agent import Agent
 from anima.channels import access
-from anima.spool import Spool
 from anima.home import Home
 from anima.message import Message, render
+from anima.spool import Spool
 from anima.testing import FakeModelServer, Reply
 from tests.conftest import AnimaProcess, make_agent, send
 

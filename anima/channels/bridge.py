@@ -13,9 +13,9 @@ from typing import Protocol
 from anima.channels import base
 from anima.channels.access import Access
 from anima.channels.config import ChatChannel
-from anima.spool import Progress, Spool, drain
 from anima.home import Home
 from anima.message import Message
+from anima.spool import Progress, Spool, drain
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ from urllib.parse import urlsplit
 from anima.channels import base
 from anima.channels.config import WebhookChannel
 from anima.channels.guard import BACKLOG, ClientErrors, ConnectionGuard, quiet_fd_exhaustion
-from anima.spool import Progress, Spool, drain
 from anima.credentials import secret
 from anima.errors import BadConfig
 from anima.fsutil import write_atomic
 from anima.home import Home
 from anima.mailbox import month_of
 from anima.message import Message, valid_id
+from anima.spool import Progress, Spool, drain
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,16 @@ HELP = (
 )
 _MESSAGE = re.compile(r"<(?:message|untrusted)\b[^>]*>\n(.*?)\n</(?:message|untrusted)>", re.S)
 _REMEMBER = re.compile(r"^\s*(?:please\s+)?remember(?:\s+that)?\s+(.+?)\s*\.?\s*$", re.I | re.S)
-_TELL = re.compile(r"^\s*(?:tell|ask)\s+@?([a-z0-9][a-z0-9_-]*)\s*[:,]\s*(.+)$", re.I | re.S)
+_TELL = re.compile(
+    r"^\s*(?:tell|ask)\s+@?([a-z0-9][a-z0-9_-]*(?:@[A-Za-z0-9][A-Za-z0-9_.-]*)?)\s*[:,]\s*(.+)$",
+    re.I | re.S,
+)
+
+
+def _address(to: str) -> str:
+    """`Gendry` → `gendry`; `Gendry@vps` → `gendry@vps` (a peer's name keeps its case)."""
+    agent, at, peer = to.partition("@")
+    return agent.lower() + at + peer
 
 
 def _last_bodies(req: ChatRequest) -> list[str]:
@@ -113,7 +122,7 @@ class OfflineProvider:
             ]
         if (m := _TELL.match(body)) and "send_message" in tools:
             return [
-                _tool_call("send_message", {"to": m.group(1).lower(), "text": m.group(2).strip()})
+                _tool_call("send_message", {"to": _address(m.group(1)), "text": m.group(2).strip()})
             ]
         if re.search(r"\blist (?:your |the )?files\b", body, re.I) and "list_files" in tools:
             return [_tool_call("list_files", {"path": "."})]

@@ -5,19 +5,23 @@ from __future__ import annotations
 import re
 
 from anima.errors import BadMessage, ToolError
+from anima.home import Home
 from anima.message import Message, parse, render
+from anima.peer import split_address
 from anima.tools.base import ToolContext, tool
 
-_CHANNEL_ADDR = re.compile(r"^[a-z]+:[^\s]{1,200}$")
+_CHANNEL_ADDR = re.compile(r"^[a-z][a-z0-9_-]{0,62}:[^\s]{1,200}$")
+"""`channel:address`, the channel an instance name (`telegram`, `hooks-2`)."""
 
 
 @tool()
 def send_message(ctx: ToolContext, to: str, text: str) -> str:
-    """Send a message to another agent (by name), to every other agent ("all"), or to a channel
-    address such as "telegram:12345". The reply, if any, arrives later in your inbox.
+    """Send a message to another agent (by name, or name@peer for an agent of another home),
+    to every other agent ("all"), or to a channel address such as "telegram:12345". The reply,
+    if any, arrives later in your inbox.
 
     Args:
-        to: an agent name, "all", or channel:address
+        to: an agent name, agent@peer, "all", or channel:address
         text: the message, Markdown
     """
     to = to.strip().lstrip("@")
@@ -25,6 +29,12 @@ def send_message(ctx: ToolContext, to: str, text: str) -> str:
         raise ToolError("text is empty")
     if _CHANNEL_ADDR.match(to):
         channel = to.split(":", 1)[0]
+    elif (remote := split_address(to)) is not None:
+        peers = Home(ctx.agent_dir.parent.parent).config().peers
+        if remote[1] not in peers:
+            known = ", ".join(sorted(peers)) or "none configured"
+            raise ToolError(f"no peer named {remote[1]!r} (peers: {known})")
+        channel = "agent"
     elif to == "all" or to in ctx.known_agents:
         if to == ctx.agent_name:
             raise ToolError("you cannot send a message to yourself")
@@ -39,7 +49,7 @@ def send_message(ctx: ToolContext, to: str, text: str) -> str:
         channel=channel,
         conversation=ctx.conversation
         if channel != "agent"
-        else f"{ctx.agent_name}-{to}"
+        else f"{ctx.agent_name}-{to.replace('@', '-at-')}"
         if to != "all"
         else ctx.conversation,
     )

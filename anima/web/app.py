@@ -16,9 +16,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from anima import audit, mailbox, proposals, stream
+from anima import audit, mailbox, proposals, spool, stream
 from anima.agent import Agent
-from anima import spool
 from anima.channels import access
 from anima.errors import AgentNotFound, AnimaError, BadProposal
 from anima.home import Home
