@@ -252,6 +252,20 @@ class PeerConfig:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """`[remotes.NAME]`: a git remote the agents' repositories are pushed to (anima/remotes.py)."""
+
+    url: str = ""
+    """A git URL; `{agent}` is replaced by the agent's name (`/srv/anima/{agent}.git`)."""
+    agents: list[str] = field(default_factory=list)
+    """The agents pushed here; empty: every agent (then the URL must hold `{agent}`)."""
+    interval: float = 0.0
+    """Seconds between pushes; 0: soon after each turn."""
+    lease_seconds: float = 300.0
+    """How long this host's lease on an agent lasts (renewed in the background at half)."""
+
+
+@dataclass(frozen=True)
 class GlobalConfig:
     provider: str = "auto"
     model: str = ""
@@ -262,6 +276,7 @@ class GlobalConfig:
     host_name: str = ""
     """This home's name as its peers know it (`arya@NAME`); default: the machine's host name."""
     peers: dict[str, PeerConfig] = field(default_factory=dict)
+    remotes: dict[str, RemoteConfig] = field(default_factory=dict)
     owner_addresses: frozenset[str] = frozenset()
     """`channel:user` of the owner on each [channels.NAME] table (trusted senders); read from
     those tables, not set directly."""
