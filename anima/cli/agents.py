@@ -33,14 +33,23 @@ def init(home: Home) -> None:
 
 @click.command()
 @click.argument("name")
+@click.option(
+    "--from",
+    "from_",
+    metavar="GIT_URL[#REF]",
+    help="Make it from a template repository (or a marketplace name); kept as its upstream.",
+)
 @pass_home
-def new(home: Home, name: str) -> None:
+def new(home: Home, name: str, from_: str | None) -> None:
     """Create agent NAME from the template, as a new git repository."""
     from anima.agent import create_agent
+    from anima.templates import new_from
 
     home.init()
-    agent = create_agent(home, name)
+    agent = new_from(home, name, from_) if from_ else create_agent(home, name)
     console.print(f"created agent [bold]{name}[/bold] at {escape(str(agent.path))}")
+    if from_:
+        console.print(f"from template {escape(from_)} (anima update {name} merges its changes)")
     console.print(f"edit {escape(str(agent.path / 'persona.md'))} to say who {name} is")
 
 
@@ -229,3 +238,23 @@ def log_cmd(home: Home, name: str, limit: int, grep: str | None, as_json: bool) 
                     style="dim",
                 )
             )
+
+
+@click.command("update")
+@click.argument("name")
+@pass_home
+def update_cmd(home: Home, name: str) -> None:
+    """Merge the changes of NAME's template (its upstream remote) into it; its memory,
+    history, messages and workspace are never changed. Stops on a conflict, changing nothing."""
+    from anima.templates import update
+
+    done = update(home, name)
+    if done.up_to_date:
+        console.print(f"{escape(name)} is up to date with its template ({done.template[:12]})")
+        return
+    console.print(f"updated {escape(name)} to template {done.template[:12]}: commit {done.after[:8]}")
+    if done.stat.strip():
+        console.print(Text(done.stat.rstrip()))
+    if done.kept:
+        kept = ", ".join(done.kept[:10]) + (" …" if len(done.kept) > 10 else "")
+        console.print(Text(f"kept the agent's own version of: {kept}", style="dim"))

@@ -56,6 +56,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "proposals": "anima.cli.proposals_cmds:proposals",
     "web": "anima.cli.web_cmds:web",
     "reflect": "anima.cli.reflect_cmds:reflect",
+    "update": "anima.cli.agents:update_cmd",
+    "market": "anima.cli.market_cmds:market",
     "serve-peer": "anima.cli.peer_cmds:serve_peer",
 }
 """Every `anima` subcommand: name -> "module:attribute" of its click command, imported when run."""
