@@ -220,12 +220,12 @@ def _channel(home: Home, name: str, failed: int) -> Check:
     where = f"{home.config_path} [channels.{name}]"
     try:
         cfg = config.load(home, name)
-        if importlib.util.find_spec(SDKS[name]) is None:
+        if importlib.util.find_spec(SDKS[cfg.kind]) is None:
             return Check(
                 f"channel {name}",
                 False,
-                f"{SDKS[name]} is not installed",
-                install_hint(name),
+                f"{SDKS[cfg.kind]} is not installed",
+                install_hint(cfg.kind),
             )
         for env in cfg.secret_envs():
             secret(home, env, f"channel {name}")

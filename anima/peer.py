@@ -246,9 +246,9 @@ class HttpTransport:
                     if attempt == 2 or isinstance(exc, TimeoutError | ConnectionRefusedError):
                         raise PeerError(f"peer {self.name}: {type(exc).__name__}: {exc}") from None
         where = f"peer {self.name} (HTTP {resp.status})"
-        if resp.status == 429 or resp.status >= 500:
+        if resp.status in (408, 429) or resp.status >= 500:
             raise PeerError(f"{where}: {raw[:200].decode('utf-8', 'replace')}")
-        if resp.status in (401, 403, 404, 405):  # wrong secret or URL: not worth retrying soon
+        if resp.status >= 300 and not raw.startswith(b"{"):  # a wrong URL, a body too large
             raise PeerError(f"{where}: {raw[:200].decode('utf-8', 'replace')}", permanent=True)
         return _answer(raw, where)
 

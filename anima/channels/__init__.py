@@ -24,7 +24,7 @@ ADAPTERS = {
     "webhook": "anima.channels.webhook:WebhookAdapter",
 }
 SDKS = {"telegram": "telegram", "discord": "discord", "webhook": "aiohttp"}
-"""The module each adapter needs, installed by the extra of the same name (anima[telegram])."""
+"""The module each adapter kind needs, installed by the extra of the same name (anima[telegram])."""
 
 
 def adapter(home: Home, name: str) -> Any:
@@ -35,7 +35,7 @@ def adapter(home: Home, name: str) -> Any:
         raise BadConfig(f"[channels.{name}] needs agent = \"NAME\": the agent this bot serves")
     for agent in served:
         home.agent_dir(agent)  # AgentNotFound names the agents there are
-    module, _, cls = ADAPTERS[name].partition(":")
+    module, _, cls = ADAPTERS[cfg.kind].partition(":")
     return getattr(importlib.import_module(module), cls)(home, cfg)
 
 

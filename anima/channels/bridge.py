@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Protocol
@@ -50,6 +51,7 @@ class ChatBridge:
     async def receive(self, inc: base.Incoming, text: str | None = None) -> str:
         """Handle one message from the service. Returns the verdict (for logs and tests).
         `text`: the message with the bot's mention removed, when the service marks mentions."""
+        inc = dataclasses.replace(inc, channel=self.channel)  # the instance, not its kind
         verdict, detail = base.admit(inc, self.access)
         if verdict == base.PAIR:
             log.info("%s: pairing code %s sent to %s (%s)", self.channel, detail, inc.user, inc.name)

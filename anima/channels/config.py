@@ -10,6 +10,7 @@ from typing import Any
 from anima.config import Delivery, build, load_toml
 from anima.errors import BadConfig
 from anima.home import Home
+from anima.message import valid_id
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class ChatChannel:
     typing_seconds: float = 120.0
     """Show "typing…" for at most this long while the agent works on a message."""
     delivery: Delivery = field(default_factory=Delivery)
+    name: str = ""
+    """The channel instance: the NAME of its [channels.NAME] table (set by `load`)."""
+    kind: str = ""
+    """telegram or discord: the table's `kind`, or its name (set by `load`)."""
 
     def secret_envs(self) -> list[str]:
         return [self.token_env]
@@ -61,6 +66,9 @@ class WebhookChannel:
     """Client connections beyond this (or beyond what the open-file limit leaves room for) are
     answered 503 and closed at once, so the ones already open keep working."""
     delivery: Delivery = field(default_factory=Delivery)
+    name: str = "webhook"
+    """The channel instance: the NAME of its [channels.NAME] table (set by `load`)."""
+    kind: str = "webhook"
 
     def __post_init__(self) -> None:
         for name in ("header_timeout", "body_timeout", "keepalive_timeout", "max_connections"):
@@ -91,19 +99,35 @@ def channel_tables(home: Home) -> dict[str, Any]:
     return tables
 
 
+def kind_of(name: str, table: Any) -> str:
+    """A channel instance's adapter: its table's `kind`, else its name (`[channels.telegram]`)."""
+    kind = table.get("kind", name) if isinstance(table, dict) else name
+    return kind if isinstance(kind, str) else ""
+
+
 def load(home: Home, name: str) -> Any:
-    """The validated config of channel `name`; a clear error when it is missing or wrong."""
-    if name not in KINDS:
-        raise BadConfig(f"unknown channel {name!r}; channels: {', '.join(KINDS)}")
-    table = channel_tables(home).get(name)
-    if table is None:
+    """The validated config of channel instance `name` (`[channels.NAME]`, its adapter named by
+    `kind`, default NAME); a clear error when it is missing or wrong."""
+    tables = channel_tables(home)
+    table = tables.get(name)
+    if table is None or not valid_id(name):
+        configured = ", ".join(sorted(tables)) or "none"
         raise BadConfig(
-            f"{home.config_path} has no [channels.{name}] table; see the README's Channels section"
+            f"{home.config_path} has no [channels.{name[:60]}] table (configured: {configured}); "
+            "see the README's Channels section"
         )
+    kind = kind_of(name, table)
+    if kind not in KINDS:
+        raise BadConfig(
+            f"{home.config_path}: [channels.{name}] kind must be one of {', '.join(KINDS)}"
+            + ("" if "kind" in table else " (a channel named otherwise says which: kind = ...)")
+        )
+    data = {k: v for k, v in table.items() if k not in ("kind", "name")}
     try:
-        cfg: Any = build(KINDS[name], table, f"channels.{name}")
+        cfg: Any = build(KINDS[kind], data, f"channels.{name}")
     except BadConfig as exc:
         raise BadConfig(f"{home.config_path}: {exc}") from exc
+    cfg = dataclasses.replace(cfg, name=name, kind=kind)
     if isinstance(cfg, ChatChannel) and not cfg.token_env:
-        cfg = dataclasses.replace(cfg, token_env=f"{name.upper()}_BOT_TOKEN")
+        cfg = dataclasses.replace(cfg, token_env=f"{kind.upper()}_BOT_TOKEN")
     return cfg

@@ -117,7 +117,7 @@ class DiscordAdapter:
         intents = discord.Intents.default()
         intents.message_content = True
         self.client = discord.Client(intents=intents)
-        self.bridge = ChatBridge(home, "discord", cfg, DiscordPort(self.client))
+        self.bridge = ChatBridge(home, cfg.name, cfg, DiscordPort(self.client))
         self.client.event(self.on_message)
 
     async def on_message(self, message: Any) -> None:

@@ -102,7 +102,7 @@ class TelegramAdapter:
         self.home = home
         self.cfg = cfg
         self.token = secret(home, cfg.token_env, "the Telegram bot token")
-        self.offset_path = home.run_dir / "channels" / "telegram.offset"
+        self.offset_path = home.run_dir / "channels" / f"{cfg.name}.offset"
 
     def _offset(self) -> int | None:
         try:
@@ -122,7 +122,7 @@ class TelegramAdapter:
             raise BadConfig(f"Telegram refused the bot token: {exc}") from exc
         except telegram.error.TelegramError as exc:
             raise ServiceUnavailable(f"cannot reach the Telegram Bot API at {api}: {exc}") from exc
-        bridge = ChatBridge(self.home, "telegram", self.cfg, TelegramPort(bot))
+        bridge = ChatBridge(self.home, self.cfg.name, self.cfg, TelegramPort(bot))
         log.info("telegram: @%s serving %s", bot.username, self.cfg.agent)
         try:  # a long poll cut short leaves its updates unacknowledged: fetched again next start
             await base.supervise(

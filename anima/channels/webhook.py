@@ -102,8 +102,8 @@ class Auth:
 class Requests:
     """What each webhook request became: pending, or answered with its replies."""
 
-    def __init__(self, home: Home):
-        self.root = home.spool_dir / "webhook" / "requests"
+    def __init__(self, home: Home, channel: str = "webhook"):
+        self.root = home.spool_dir / channel / "requests"
 
     def path(self, msg_id: str) -> Path:
         return self.root / month_of(msg_id) / f"{msg_id}.json"
@@ -130,14 +130,19 @@ class Requests:
         return True
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    """The JSON object a body holds; ValueError (never RecursionError) says what is wrong."""
+def _json_any(body: bytes) -> Any:
+    """The JSON a body holds; ValueError (never RecursionError) says what is wrong."""
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except RecursionError as exc:
         raise ValueError("body is not valid JSON: nested too deeply") from exc
     except ValueError as exc:  # bad JSON, bad UTF-8, an integer too long to convert
         raise ValueError(f"body is not valid JSON: {exc}") from exc
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The JSON object a body holds, with a "text" string; ValueError says what is wrong."""
+    data = _json_any(body)
     if not isinstance(data, dict) or not isinstance(data.get("text"), str):
         raise ValueError('JSON body must be an object with a "text" string')
     return data
@@ -178,22 +183,37 @@ def _parse_body(content_type: str, body: bytes) -> tuple[str, str, str]:
 
 class WebhookAdapter:
     def __init__(self, home: Home, cfg: WebhookChannel):
-        if not cfg.token_env and not cfg.secret_env:
-            raise BadConfig(
-                "[channels.webhook] needs token_env or secret_env: an unauthenticated webhook "
-                "would let anyone who can reach it message your agents"
-            )
         self.home = home
         self.cfg = cfg
+        self.name = cfg.name
+        self.peers = self._peer_auths()
+        if not cfg.token_env and not cfg.secret_env and not self.peers:
+            raise BadConfig(
+                f"[channels.{self.name}] needs token_env or secret_env (or [peers.*] with "
+                "secret_env): an unauthenticated webhook would let anyone who can reach it "
+                "message your agents"
+            )
         token = secret(home, cfg.token_env, "the webhook bearer token") if cfg.token_env else None
         key = secret(home, cfg.secret_env, "the webhook signing secret") if cfg.secret_env else None
-        self.auth = Auth(token, key, cfg.replay_window, home.run_dir / "channels" / "webhook.seen.json")
+        seen = home.run_dir / "channels" / f"{self.name}.seen.json"
+        self.auth = Auth(token, key, cfg.replay_window, seen)
         out_env = cfg.outgoing_key_env
         self.out_key = secret(home, out_env, "the outgoing webhook secret") if out_env else None
-        self.requests = Requests(home)
-        self.spool = Spool(home, "webhook")
+        self.requests = Requests(home, self.name)
+        self.spool = Spool(home, self.name)
         self.session: Any = None
         self.guard = ConnectionGuard(cfg.header_timeout, cfg.max_connections)
+
+    def _peer_auths(self) -> dict[str, Auth]:
+        """A signature check per peer with a shared secret: POST /v1/peer is answered for a
+        request signed with one of them, as that peer."""
+        auths = {}
+        for name, peer in self.home.config().peers.items():
+            if peer.secret_env:
+                key = secret(self.home, peer.secret_env, f"the HMAC secret of peer {name}")
+                seen = self.home.run_dir / "channels" / f"{self.name}.peer-{name}.seen.json"
+                auths[name] = Auth(None, key, self.cfg.replay_window, seen)
+        return auths
 
     def serves(self, agent: str) -> bool:
         """Whether `agent` may be addressed here now, by POST or by reading its replies."""
@@ -205,9 +225,21 @@ class WebhookAdapter:
         app.router.add_post("/v1/agents/{name}/messages", self.post_message)
         app.router.add_get("/v1/messages/{id}", self.get_message)
         app.router.add_get("/v1/health", self.health)
+        app.router.add_post("/v1/peer", self.peer_request)
         return app
 
     async def _authentic(self, request: Any) -> bytes:
+        from aiohttp import web
+
+        body = await self._read_body(request)
+        why = self.auth.check(request.method, request.path, request.headers, body)
+        if why:
+            log.warning("webhook: refused %s %s from %s: %s", request.method, request.path, request.remote, why)
+            raise web.HTTPUnauthorized(text=json.dumps({"error": why}), content_type="application/json")
+        return body
+
+    async def _read_body(self, request: Any) -> bytes:
+        """The whole body, bounded in size and time (413, 408)."""
         from aiohttp import web
 
         if request.content_length is not None and request.content_length > self.cfg.max_body:
@@ -220,11 +252,32 @@ class WebhookAdapter:
             raise web.HTTPRequestTimeout(
                 text=json.dumps(late), content_type="application/json", headers={"Connection": "close"}
             ) from None
-        why = self.auth.check(request.method, request.path, request.headers, body)
-        if why:
-            log.warning("webhook: refused %s %s from %s: %s", request.method, request.path, request.remote, why)
-            raise web.HTTPUnauthorized(text=json.dumps({"error": why}), content_type="application/json")
         return body
+
+    async def peer_request(self, request: Any) -> Any:
+        """A peer's request (anima.peer_ops), signed with that peer's secret."""
+        from aiohttp import web
+
+        from anima import peer_ops
+
+        body = await self._read_body(request)
+        peer = next(
+            (
+                name
+                for name, auth in self.peers.items()
+                if auth.check(request.method, request.path, request.headers, body) is None
+            ),
+            None,
+        )
+        if peer is None:
+            log.warning("%s: refused a peer request from %s: no peer's signature", self.name, request.remote)
+            return web.json_response({"ok": False, "error": "not signed by a known peer", "permanent": True}, status=401)
+        try:
+            data = _json_any(body)
+        except ValueError as exc:
+            return web.json_response({"ok": False, "error": str(exc), "permanent": True}, status=400)
+        answer = await asyncio.to_thread(peer_ops.dispatch, self.home, data, peer=peer)
+        return web.json_response(answer)
 
     async def health(self, request: Any) -> Any:
         from aiohttp import web
@@ -242,7 +295,7 @@ class WebhookAdapter:
             text, sender, conversation = _parse_body(request.content_type, body)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        msg = Message.create(sender=f"webhook:{sender}", to=name, body=text, channel="webhook", conversation=conversation)
+        msg = Message.create(sender=f"{self.name}:{sender}", to=name, body=text, channel=self.name, conversation=conversation)
         self.requests.put({"id": msg.id, "agent": name, "status": "pending", "created": msg.created, "replies": []})
         await asyncio.to_thread(base.deliver, self.home, name, msg)
         return web.json_response(

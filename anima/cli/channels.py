@@ -11,7 +11,7 @@ from anima.home import Home
 
 
 @click.command()
-@click.argument("name", type=click.Choice(["telegram", "discord", "webhook"]))
+@click.argument("name")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option(
     "--exit-if-live",
@@ -20,13 +20,16 @@ from anima.home import Home
 )
 @pass_home
 def channel(home: Home, name: str, verbose: bool, exit_if_live: bool) -> None:
-    """Run the NAME channel adapter until stopped (systemd: anima-channel@NAME.service)."""
+    """Run channel NAME ([channels.NAME] in anima.toml) until stopped (systemd:
+    anima-channel@NAME.service)."""
     from anima import channels
+    from anima.channels import config
     from anima.channels.base import require
 
     if exit_if_live and channels.live(home, name):
         return
-    require(channels.SDKS[name], name)  # a missing extra is one line, not a traceback
+    kind = config.load(home, name).kind
+    require(channels.SDKS[kind], kind)  # a missing extra is one line, not a traceback
 
     log_to_stderr(verbose)
     channels.run(home.require(), name)
