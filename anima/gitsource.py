@@ -244,7 +244,7 @@ def export(repo: Path, tree: str, target: Path) -> None:
     env = {"GIT_INDEX_FILE": str(index)}
     try:
         git(repo, "read-tree", tree, env=env)
-        git(repo, "checkout-index", "-a", "-f", f"--prefix={target}/", env=env)
+        git(repo, f"--work-tree={target}", "checkout-index", "-a", "-f", env=env)
     finally:
         index.unlink(missing_ok=True)
 

@@ -252,7 +252,9 @@ def update_cmd(home: Home, name: str) -> None:
     if done.up_to_date:
         console.print(f"{escape(name)} is up to date with its template ({done.template[:12]})")
         return
-    console.print(f"updated {escape(name)} to template {done.template[:12]}: commit {done.after[:8]}")
+    console.print(
+        f"updated {escape(name)} to template {done.template[:12]}: commit {done.after[:8]}"
+    )
     if done.stat.strip():
         console.print(Text(done.stat.rstrip()))
     if done.kept:

@@ -4,12 +4,16 @@ any of them is skipped."""
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from anima.cli.app import AnimaGroup, console, pass_home, plain, tabulate
 from anima.home import Home
 from anima.skills import Skill
+
+if TYPE_CHECKING:
+    from anima.skill_install import Candidate as SkillCandidate
 
 
 @click.group(cls=AnimaGroup)
@@ -101,3 +105,71 @@ def check(home: Home, name: str | None, agent: str | None) -> None:
     console.print(f"{len(found)} checked, {bad} invalid")
     if bad:
         sys.exit(1)
+
+
+def _show(candidate: SkillCandidate) -> None:
+    """What a skill holds (scripts marked) or, for an update, what changes."""
+    from rich.text import Text
+
+    pin = candidate.pin
+    where = f"agent {candidate.agent}" if candidate.agent else "shared"
+    source = f"{pin.url}, ref {pin.ref or 'HEAD'}, commit {pin.commit[:12]}"
+    console.print(Text(f"skill {pin.name} ({where}) from {source}", style="bold"))
+    if candidate.previous is not None:
+        console.print(Text(f"was commit {candidate.previous.commit[:12]}", style="dim"))
+        console.print(Text(candidate.stat.rstrip() or "(no files changed)"))
+        if candidate.skill_md_diff.strip():
+            console.print(Text(candidate.skill_md_diff.rstrip()))
+    else:
+        for f in candidate.files:
+            mark = "  [script]" if f.script else ""
+            console.print(Text(f"  {f.path} ({f.size} bytes){mark}"))
+    if candidate.new_scripts:
+        console.print(Text(f"scripts: {', '.join(candidate.new_scripts)}", style="yellow"))
+
+
+def _consent(candidate: SkillCandidate, yes: bool) -> bool:
+    """--yes, or on a terminal a question; otherwise install() refuses with how to consent."""
+    if yes or not candidate.new_scripts or not sys.stdin.isatty():
+        return yes
+    return click.confirm(f"Install skill {candidate.name} with its scripts?", default=False)
+
+
+@skills.command()
+@click.argument("spec", metavar="GIT_URL[#REF][:PATH]")
+@click.option("--agent", help="Install into this agent's skills/ (committed), not the shared.")
+@click.option("--yes", is_flag=True, help="Install a skill that carries scripts.")
+@pass_home
+def add(home: Home, spec: str, agent: str | None, yes: bool) -> None:
+    """Install the skill at GIT_URL (or a marketplace name), pinned to its commit in
+    skills.lock; shows its files first, and a skill with scripts needs --yes."""
+    from anima.skill_install import fetch_new, install
+
+    with fetch_new(home, spec, agent) as candidate:
+        _show(candidate)
+        install(home, candidate, consent=_consent(candidate, yes))
+    console.print(f"installed {candidate.name} at {candidate.target} ({candidate.pin.commit[:12]})")
+
+
+@skills.command()
+@click.argument("names", nargs=-1)
+@click.option("--agent", help="Update this agent's skills (committed), not the shared ones.")
+@click.option("--yes", is_flag=True, help="Accept updates that add or change scripts.")
+@pass_home
+def update(home: Home, names: tuple[str, ...], agent: str | None, yes: bool) -> None:
+    """Move skills installed from git (or those NAMES) to their ref's newest commit, showing
+    what changes; an update that adds or changes scripts needs --yes."""
+    from anima.skill_install import fetch_updates, install
+
+    with fetch_updates(home, names, agent) as candidates:
+        if not candidates:
+            console.print("no skills installed from git here (anima skills add GIT_URL)")
+        for candidate in candidates:
+            if not candidate.changed:
+                if candidate.previous and candidate.previous.commit != candidate.pin.commit:
+                    install(home, candidate, consent=False)  # the pin moves; no file changes
+                console.print(f"{candidate.name}: up to date ({candidate.pin.commit[:12]})")
+                continue
+            _show(candidate)
+            install(home, candidate, consent=_consent(candidate, yes))
+            console.print(f"updated {candidate.name} to {candidate.pin.commit[:12]}")
