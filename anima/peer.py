@@ -304,5 +304,16 @@ def call(home: Home, name: str, op: str, *, timeout: float = CALL_TIMEOUT, **arg
         transport.close()
 
 
+def send(home: Home, address: str, text: str, *, conversation: str | None = None) -> str:
+    """A person's message to `agent@peer` (`anima send`): delivered now, or PeerError.
+    Returns its id."""
+    remote = split_address(address)
+    if remote is None:
+        raise BadConfig(f"{address[:80]!r} is not NAME@PEER")
+    agent, name = remote
+    answer = call(home, name, "chat_send", agent=agent, text=text, conversation=conversation or "cli")
+    return str(answer["id"])
+
+
 def request(home: Home, op: str, **args: Any) -> dict[str, Any]:
     return {"op": op, "from": this_host(home), **args}

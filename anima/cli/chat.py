@@ -93,9 +93,17 @@ def ctrl_c_as_key(stop: threading.Event, typeahead: bytearray) -> Iterator[None]
 class Repl:
     def __init__(self, home: Home, agent: str, ask: Callable[[str], str]):
         from anima.chat import ChatSession
+        from anima.peer import split_address
 
         self.home = home
-        self.session = ChatSession(home, agent)
+        self.remote = split_address(agent) is not None
+        """An agent of another home (`gendry@vps`): its own home's runtime answers."""
+        if self.remote:
+            from anima.remote_chat import RemoteSession
+
+            self.session: Any = RemoteSession(home, agent)
+        else:
+            self.session = ChatSession(home, agent)
         self.ask = ask
         self._printing = threading.Lock()
         self.typeahead = bytearray()
@@ -110,7 +118,7 @@ class Repl:
         from anima.chat import BackgroundRuntime, runtime_live
         from anima.errors import AnimaError
 
-        if self.background is not None or runtime_live(self.home):
+        if self.remote or self.background is not None or runtime_live(self.home):
             return
         background = BackgroundRuntime(self.home)
         try:
@@ -124,7 +132,7 @@ class Repl:
     def host_if_gone(self) -> None:
         from anima.chat import runtime_live
 
-        if self.background is None and not runtime_live(self.home):
+        if not self.remote and self.background is None and not runtime_live(self.home):
             self.say(
                 "\n(anima run stopped: the agents run inside this chat now, until you leave)",
                 "yellow",
@@ -402,7 +410,9 @@ def chat(home: Home, name: str) -> None:
         return sys.stdin.readline()
 
     repl = Repl(home, name, ask)
-    if runtime_live(home):
+    if repl.remote:
+        repl.say(f"{name}: lines go to its home over the peer connection", "dim")
+    elif runtime_live(home):
         repl.say("anima run is live: this chat only writes and reads files", "dim")
     else:
         repl.say("no anima run is live: running one inside this chat until you leave", "dim")
@@ -424,6 +434,8 @@ def chat(home: Home, name: str) -> None:
         _loop(repl, session, watching)
     finally:
         stop.set()
+        if repl.remote:
+            repl.session.close()
         if repl.background is not None:
             repl.background.stop()
             if repl.background._thread.is_alive():

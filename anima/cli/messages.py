@@ -22,11 +22,17 @@ from anima.home import Home
 def send(
     home: Home, name: str, text: str, sender: str, conversation: str | None, channel: str
 ) -> None:
-    """Deliver a message to NAME's inbox (TEXT, or - to read standard input)."""
-    agent_dir = home.agent_dir(name)  # AgentNotFound with the list of agents
+    """Deliver a message to NAME's inbox (TEXT, or - to read standard input). NAME@PEER: an
+    agent of another home, over the peer's connection (from you@this-host)."""
     body = sys.stdin.read() if text == "-" else text
     if not body.strip():
         raise click.UsageError("the message is empty")
+    if "@" in name:
+        from anima import peer
+
+        click.echo(peer.send(home.require(), name, body, conversation=conversation))
+        return
+    agent_dir = home.agent_dir(name)  # AgentNotFound with the list of agents
     click.echo(
         short.send(agent_dir, name, body, sender=sender, conversation=conversation, channel=channel)
     )

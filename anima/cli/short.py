@@ -95,8 +95,8 @@ def parse(argv: list[str]) -> Call | None:
             args.append(token)
     if len(args) != (2 if command == "send" else 1):
         return None
-    if command == "send" and not args[1].strip():
-        return None  # click says the message is empty
+    if command == "send" and (not args[1].strip() or "@" in args[0]):
+        return None  # click says the message is empty, or sends to another home
     return Call(home, command, args, options)
 
 
