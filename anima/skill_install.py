@@ -150,6 +150,8 @@ def _stage(scratch: Path, source: gitsource.Source, ref: str) -> tuple[Pin, list
             f"{where}: {skills.SKILL_FILE} is {head.size} bytes (limit {skills.SKILL_MAX_BYTES})"
         )
     name = _declared_name(gitsource.blob(repo, head.sha))
+    if source.path:  # a skill's folder bears its name (the spec's rule)
+        name = PurePosixPath(source.path).name
     folder = scratch / "skills" / name
     fields = skills.inspect_text(gitsource.blob(repo, head.sha), name)
     if fields.problem is None:
