@@ -34,8 +34,8 @@ from anima.home import Home
 INDEX_FILE = "index.toml"
 INDEX_MAX_BYTES = 1024 * 1024
 TTL_SECONDS = 24 * 3600
-KINDS = ("agents", "skills")
 Kind = Literal["agents", "skills"]
+KINDS: tuple[Kind, ...] = ("agents", "skills")
 INDEX_REF = "refs/anima/index"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 

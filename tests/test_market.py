@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from anima.cli import main
 from anima.errors import BadSource
-from anima.gitsource import Source, parse
+from anima.gitsource import Entry, Source, check_tree, parse
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "t",
@@ -47,7 +47,9 @@ def publish(work: Path, files: dict[str, str | None], message: str = "change") -
     if not work.exists():
         work.mkdir(parents=True)
         g(work, "init", "-q", "-b", "main")
-        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(work) + ".git"], check=True)
+        subprocess.run(
+            ["git", "init", "-q", "--bare", "-b", "main", str(work) + ".git"], check=True
+        )
         g(work, "remote", "add", "origin", str(work) + ".git")
     for rel, text in files.items():
         path = work / rel
@@ -199,7 +201,7 @@ def test_a_tree_naming_dot_dot_or_dot_git_is_refused(tmp_path: Path) -> None:
         )
         commit = g(work, "commit-tree", top, "-m", "crafted")
         code, out = invoke("new", "arya", "--from", f"{work}#{commit}")
-        assert code == 1 and "error:" in out and "Traceback" not in out, out
+        assert code == 1 and "fsck error" in out and "Traceback" not in out, out
         assert not list((tmp_path / "home/agents").iterdir())
 
 
@@ -369,3 +371,23 @@ def test_skill_specs_split_url_ref_and_folder(spec: str, expected: Source) -> No
 def test_bad_specs_are_refused(spec: str) -> None:
     with pytest.raises(BadSource):
         parse(spec, with_path=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "mode"),
+    [
+        ("../x", "100644"),
+        (".GIT/config", "100644"),
+        ("a/.git /hooks/pre-commit", "100755"),
+        ("GIT~1/config", "100644"),
+        ("a/.gitmodules", "100644"),
+        ("notes.md", "120000"),
+        ("vendor", "160000"),
+    ],
+)
+def test_the_tree_check_refuses_what_fsck_might_let_through(path: str, mode: str) -> None:
+    """The second wall behind transfer.fsckObjects: the listing is checked before any write."""
+    with pytest.raises(BadSource):
+        check_tree(
+            [Entry("persona.md", "100644", "0" * 40, 3), Entry(path, mode, "0" * 40, 3)], "t"
+        )
