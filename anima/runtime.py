@@ -25,6 +25,7 @@ from anima import (
     gitstore,
     mailbox,
     reflection,
+    remotes,
     router,
     schedule,
     status,
@@ -60,7 +61,7 @@ WARM_AGENTS = 8
 most recently active; each other agent's first turn loads its own."""
 
 
-SERVICES: tuple[str, ...] = ("anima.peer_drain:serve",)
+SERVICES: tuple[str, ...] = ("anima.peer_drain:serve", "anima.remotes:serve")
 """What runs beside the watcher for the runtime's whole life, as "module:function": each is
 called with (home, stop) and returns a coroutine that ends soon after `stop` is set (draining
 the peer spools, pushing to git remotes). A service that fails is logged, never fatal."""
@@ -108,6 +109,8 @@ def run_pass(
     """One pass over `name`: its turns, each routed as it commits, then whatever is still
     unrouted. The one place `run --once` and the runtime call process_agent. `sources` give
     the turns their tools (the caller keeps MCP servers alive across passes)."""
+    if not remotes.may_run(home, name):  # another host holds its lease: messages stay pending
+        return AgentRun(name)
     run = process_agent(
         home,
         name,

@@ -59,6 +59,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "update": "anima.cli.agents:update_cmd",
     "market": "anima.cli.market_cmds:market",
     "serve-peer": "anima.cli.peer_cmds:serve_peer",
+    "remote": "anima.cli.remote_cmds:remote",
+    "sync": "anima.cli.remote_cmds:sync",
+    "clone": "anima.cli.remote_cmds:clone",
+    "move": "anima.cli.remote_cmds:move",
 }
 """Every `anima` subcommand: name -> "module:attribute" of its click command, imported when run."""
 

@@ -1,0 +1,615 @@
+"""Git remotes: each agent repository pushed to a remote (after each turn, in the background),
+brought to another home (`anima clone`), and moved between homes (`anima move`) under the
+lease (anima/lease.py) that lets one host at a time run it (DESIGN §7a).
+
+An agent's remote is, in order: a `[remotes.NAME]` table listing it in `agents`, one for every
+agent (its URL holds `{agent}`), or the `anima` remote of its own repository (what `anima clone`
+and a move set up). Agents without a remote have no lease: no check, no cost.
+
+Pushes never block a turn: the runtime's service `serve` pushes what is new, retries with
+backoff, renews the leases this host holds, and hands on messages that land here for an agent
+that was moved away. State is in `run/pushes/NAME.json` and `run/leases/NAME.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from anima import gitstore, lease, mailbox, peer
+from anima.config import RemoteConfig
+from anima.errors import AgentExists, AnimaError, BadConfig
+from anima.fsutil import write_atomic
+from anima.home import Home, validate_name
+from anima.lease import Lease, LeaseRefused, RemoteError, check_url, git
+from anima.message import parse
+from anima.peer_ops import Refused, peer_op
+
+log = logging.getLogger(__name__)
+
+POLL = 0.5
+"""How often the pusher looks for new commits (reads each agent's HEAD ref file: no git)."""
+MAX_BACKOFF = 300.0
+MAX_RETRY = 30.0
+"""The longest the pusher waits before tending a failing agent again (its lease renewals too)."""
+MOVE_GRACE = 0.5
+"""A move marks the agent moving, then waits this long before taking its lock, so a pass that
+passed the lease check just before reaches the lock (and its turn finishes) first."""
+KILL_AT_ENV = "ANIMA_TEST_MOVE_KILL_AT"
+"""Tests: a move kills itself (SIGKILL) at the step this names, to prove a half-done move."""
+ANIMA_REMOTE = "anima"
+
+
+@dataclass(frozen=True)
+class AgentRemote:
+    """Where one agent is pushed: the remote's name ("" for its repository's own), the URL."""
+
+    remote: str
+    url: str
+    interval: float = 0.0
+    lease_seconds: float = 300.0
+
+
+def _own_remote(agent_dir: Path) -> str:
+    """`remote.anima.url` of the agent's repository (read from .git/config, no git)."""
+    try:
+        text = (agent_dir / ".git" / "config").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    m = re.search(r'(?m)^\[remote "anima"\]\s*\n((?:[ \t]+.*\n?)*)', text)
+    if not m:
+        return ""
+    url = re.search(r"(?m)^\s*url\s*=\s*(.*?)\s*$", m.group(1))
+    return url.group(1).strip('"') if url else ""
+
+
+def agent_remote(home: Home, name: str, remotes: dict[str, RemoteConfig] | None = None) -> AgentRemote | None:
+    """The one remote `name` is pushed to, or None."""
+    remotes = home.config().remotes if remotes is None else remotes
+    named = [(r, c) for r, c in sorted(remotes.items()) if name in c.agents]
+    shared = [(r, c) for r, c in sorted(remotes.items()) if not c.agents]
+    for rname, cfg in named + shared:
+        return AgentRemote(rname, cfg.url.replace("{agent}", name), cfg.interval, cfg.lease_seconds)
+    own = _own_remote(home.agents_dir / name)
+    return AgentRemote("", own) if own else None
+
+
+def add_remote(home: Home, name: str, url: str, agent: str | None = None) -> RemoteConfig:
+    """Append `[remotes.NAME]` to anima.toml (checked, and put back if the result does not load)."""
+    home.require()
+    if not peer.PEER_NAME.match(name):
+        raise BadConfig(f"remote name {name!r}: use letters, digits, '.', '_' or '-'")
+    if name in home.config().remotes:
+        raise BadConfig(f"remote {name!r} exists already in {home.config_path}")
+    check_url(url.replace("{agent}", "x"))
+    if agent is not None:
+        home.agent_dir(agent)
+    elif "{agent}" not in url:
+        raise BadConfig(
+            f"{url!r} is one repository: give --agent NAME, or a URL with {{agent}} for every agent"
+            " (e.g. /srv/anima/{agent}.git)"
+        )
+    before = home.config_path.read_text(encoding="utf-8")
+    table = f"\n[remotes.{name}]\nurl = {json.dumps(url)}\n"
+    if agent is not None:
+        table += f"agents = [{json.dumps(agent)}]\n"
+    write_atomic(home.config_path, before.rstrip("\n") + "\n" + table)
+    try:
+        return home.config().remotes[name]
+    except Exception:
+        write_atomic(home.config_path, before)
+        raise
+
+
+def _local_path(url: str) -> Path | None:
+    """The directory a local URL names (a path or file://), else None (ssh, https, host:path)."""
+    if url.startswith("file://"):
+        return Path(unquote(urlsplit(url).path))
+    if "://" in url or re.match(r"^[^/]+:", url):
+        return None
+    return Path(url).expanduser()
+
+
+def _branch(agent_dir: Path) -> str:
+    ref = (agent_dir / ".git" / "HEAD").read_text().strip()
+    if not ref.startswith("ref: refs/heads/"):
+        raise RemoteError(f"{agent_dir.name}: HEAD is not on a branch; check out main first")
+    return ref.removeprefix("ref: refs/heads/")
+
+
+# -- pushing ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PushState:
+    url: str = ""
+    pushed: str = ""
+    error: str = ""
+    attempts: int = 0
+    next_try: float = 0.0
+    at: float = 0.0
+
+
+def _push_path(home: Home, name: str) -> Path:
+    return home.run_dir / "pushes" / f"{name}.json"
+
+
+def push_state(home: Home, name: str) -> PushState:
+    try:
+        data = json.loads(_push_path(home, name).read_text())
+        return PushState(**{k: v for k, v in data.items() if k in PushState.__dataclass_fields__})
+    except (FileNotFoundError, ValueError, TypeError):
+        return PushState()
+
+
+def _save_push(home: Home, name: str, st: PushState) -> None:
+    write_atomic(_push_path(home, name), json.dumps(st.__dict__) + "\n", durable=False)
+
+
+def push(home: Home, name: str, target: AgentRemote) -> str:
+    """Push the agent's branch to its remote now (a bare repository is made first for a local
+    path that does not exist yet; never over ssh). Only the lease holder pushes. Returns the sha."""
+    agent_dir = home.agents_dir / name
+    check_url(target.url)
+    if not holds(home, name, target):
+        raise LeaseRefused(f"{name}: not pushed: {describe_lease(home, name)}")
+    local = _local_path(target.url)
+    if local is not None and not local.exists():
+        local.mkdir(parents=True)
+        git(local, "init", "-q", "--bare", "-b", "main", "--template=")
+    branch = _branch(agent_dir)
+    sha = gitstore.head(agent_dir)
+    try:
+        git(agent_dir, "push", "-q", "--no-verify", "--", target.url, f"{sha}:refs/heads/{branch}")
+    except RemoteError as exc:
+        st = push_state(home, name)
+        delay = min(MAX_BACKOFF, 2.0 ** st.attempts)
+        _save_push(home, name, replace(st, url=target.url, error=str(exc), attempts=st.attempts + 1,
+                                       next_try=time.time() + delay, at=time.time()))
+        raise
+    _save_push(home, name, PushState(url=target.url, pushed=sha, at=time.time()))
+    return sha
+
+
+def behind(home: Home, name: str, target: AgentRemote) -> bool:
+    """Has the agent commits its remote has not got (as far as this host pushed)?"""
+    st = push_state(home, name)
+    try:
+        return st.url != target.url or st.pushed != gitstore.head(home.agents_dir / name)
+    except gitstore.GitFailed:
+        return False
+
+
+# -- the lease, for this home ------------------------------------------------------------------
+def _lock(home: Home, name: str) -> Path:
+    return home.run_dir / "locks" / f"{name}.lock"
+
+
+def describe_lease(home: Home, name: str) -> str:
+    held = lease.load(home, name)
+    return held.describe() if held else "no lease yet"
+
+
+def refresh(home: Home, name: str, target: AgentRemote) -> Lease:
+    """Ask the remote: take or renew the lease if it is free, ours, or expired; else learn who
+    holds it. A move in progress or done is never undone here (but a move whose process died
+    before handing the lease over is: the lease still names this host)."""
+    me = peer.this_host(home)
+    known = lease.load(home, name)
+    if known is not None and known.state == "moving" and lease.pid_alive(known.pid):
+        return known
+    agent_dir = home.agents_dir / name
+    if known is not None and known.state in ("moving", "moved"):
+        current = lease.read_remote(agent_dir, target.url)
+        if current is not None and current.holder == me and known.state == "moving":
+            log.warning("%s: a move to %s stopped before the hand-over: running here again",
+                        name, known.to_host)
+        elif current is not None and current.holder != me:
+            return lease.save(home, name, replace(known, state="moved", holder=current.holder,
+                                                  expires=current.expires, checked=time.time()))
+        elif known.state == "moved":
+            return replace(known, checked=time.time())  # moved away: only a move brings it back
+    got = lease.acquire(agent_dir, target.url, me, target.lease_seconds)
+    return lease.save(home, name, replace(got, url=target.url))
+
+
+def holds(home: Home, name: str, target: AgentRemote) -> bool:
+    """Does this host hold `name`'s lease now? Asks the remote only when the local record is
+    missing, near its end, or names another host (then at most every lease.RECHECK seconds)."""
+    me = peer.this_host(home)
+    known = lease.load(home, name)
+    if known is not None and known.url == target.url:
+        if lease.local_turns(home, name, known, me, target.lease_seconds):
+            return True
+        if known.state == "moved" or (known.state == "moving" and lease.pid_alive(known.pid)):
+            return False
+        if known.holder != me and time.time() - known.checked < lease.RECHECK:
+            return False
+    try:
+        got = refresh(home, name, target)
+    except (RemoteError, LeaseRefused) as exc:
+        log.warning("%s: cannot reach its remote to check the lease: %s", name, exc)
+        return known is not None and known.url == target.url and known.valid_for(me, time.time())
+    return got.valid_for(me, time.time())
+
+
+def may_run(home: Home, name: str) -> bool:
+    """The check before an agent's turns (runtime.run_pass): True when the agent has no remote
+    or this host holds its lease. When False the messages stay pending and a line says why."""
+    try:
+        target = agent_remote(home, name)
+    except AnimaError as exc:
+        log.warning("%s: not running turns: %s", name, exc)
+        return False
+    if target is None or holds(home, name, target):
+        return True
+    log.warning("%s: not running turns here (%s): messages stay pending", name,
+                describe_lease(home, name))
+    return False
+
+
+def _poke(home: Home, name: str) -> None:
+    """Wake the runtime for messages that waited while the lease was elsewhere."""
+    for path in sorted((home.agents_dir / name / "inbox").glob("*.md"))[:1]:
+        with contextlib.suppress(OSError):
+            os.utime(path)
+
+
+# -- the runtime's service ---------------------------------------------------------------------
+def _tend(home: Home, name: str, target: AgentRemote) -> None:
+    """One look at one agent: renew its lease at half time, push what is new, hand on messages
+    for an agent moved away."""
+    me = peer.this_host(home)
+    known = lease.load(home, name)
+    now = time.time()
+    if known is not None and known.state == "moved":
+        forward_pending(home, name, known)
+        return
+    if known is not None and known.state == "held" and known.holder == me and known.url == target.url:
+        if known.expires - now < target.lease_seconds / 2:
+            before = known.valid_for(me, now)
+            got = refresh(home, name, target)
+            if got.valid_for(me, time.time()) and not before:
+                _poke(home, name)
+    elif known is not None and known.state == "moving" and not lease.pid_alive(known.pid):
+        if refresh(home, name, target).valid_for(me, time.time()):
+            _poke(home, name)
+    st = push_state(home, name)
+    if not behind(home, name, target) or now < st.next_try:
+        return
+    if target.interval and now - st.at < target.interval and not st.error:
+        return
+    was_held = known is not None and known.valid_for(me, now)
+    sha = push(home, name, target)
+    if st.error:
+        log.info("%s: pushed %s to %s (after %d failed tries)", name, sha[:8], target.url, st.attempts)
+    if not was_held:
+        _poke(home, name)
+
+
+async def serve(home: Home, stop: asyncio.Event) -> None:
+    """The pusher (runtime.SERVICES): every POLL seconds, each agent with a remote is tended in
+    a worker thread; one agent's failure is logged once and retried with backoff."""
+    failing: dict[str, tuple[str, int, float]] = {}  # agent: (error, failures, retry at)
+    while not stop.is_set():
+        try:
+            remotes = home.config().remotes
+            names = home.agent_names()
+        except Exception as exc:  # anima.toml mid-edit
+            log.warning("remotes: cannot read the configuration: %s", exc)
+            remotes, names = {}, []
+        for name in names:
+            if stop.is_set():
+                break
+            if name in failing and time.time() < failing[name][2]:
+                continue
+            try:
+                target = agent_remote(home, name, remotes)
+                if target is not None:
+                    await asyncio.to_thread(_tend, home, name, target)
+                failing.pop(name, None)
+            except AnimaError as exc:
+                why, n, _ = failing.get(name, ("", 0, 0.0))
+                if why != str(exc):
+                    log.warning("%s: remote: %s (retried)", name, exc)
+                failing[name] = (str(exc), n + 1, time.time() + min(MAX_RETRY, 2.0**n))
+            except Exception:
+                log.exception("%s: remote: unexpected failure", name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), POLL)
+
+
+# -- anima sync, anima remote list ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Synced:
+    agent: str
+    remote: str
+    url: str
+    pushed: str = ""
+    error: str = ""
+
+
+def sync(home: Home, remote: str | None = None, agent: str | None = None) -> list[Synced]:
+    """Push (and fetch) now, for every agent with a remote, or those of `remote`, or `agent`."""
+    home.require()
+    remotes = home.config().remotes
+    if remote is not None and remote not in remotes:
+        raise BadConfig(f"no remote {remote!r} in {home.config_path} (remotes: {', '.join(remotes) or 'none'})")
+    names = [home.agent_dir(agent).name] if agent else home.agent_names()
+    out = []
+    for name in names:
+        target = agent_remote(home, name, remotes)
+        if target is None or (remote is not None and target.remote != remote):
+            continue
+        try:
+            sha = push(home, name, target)
+            with contextlib.suppress(RemoteError):
+                git(home.agents_dir / name, "fetch", "-q", "--no-tags", "--", target.url,
+                    f"+refs/heads/*:refs/remotes/{target.remote or ANIMA_REMOTE}/*")
+            out.append(Synced(name, target.remote, target.url, pushed=sha))
+        except AnimaError as exc:
+            out.append(Synced(name, target.remote, target.url, error=str(exc)))
+    return out
+
+
+def overview(home: Home) -> list[dict[str, Any]]:
+    """Each agent with a remote: where it goes, what is behind, the lease (remote list, status)."""
+    remotes = home.config().remotes
+    rows = []
+    for name in home.agent_names():
+        target = agent_remote(home, name, remotes)
+        if target is None:
+            continue
+        st = push_state(home, name)
+        rows.append({
+            "agent": name, "remote": target.remote or f"({ANIMA_REMOTE} in its repository)",
+            "url": target.url, "behind": behind(home, name, target), "pushed": st.pushed,
+            "error": st.error, "lease": describe_lease(home, name),
+        })
+    return rows
+
+
+def status_line(home: Home, name: str) -> dict[str, Any] | None:
+    """For `anima status`: the push and lease state of an agent with a remote (None: no remote)."""
+    try:
+        target = agent_remote(home, name)
+    except AnimaError:
+        return None
+    if target is None:
+        return None
+    st = push_state(home, name)
+    return {"url": target.url, "behind": behind(home, name, target), "error": st.error,
+            "lease": describe_lease(home, name)}
+
+
+# -- anima clone ------------------------------------------------------------------------------
+def _name_from(url: str) -> str:
+    base = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return base.removesuffix(".git")
+
+
+def _fetch_into(staging: Path, url: str, name: str) -> None:
+    """Make `staging` an agent repository of `url`'s branch, set up as `gitstore.init_repo`
+    sets one up (identity, no auto gc, tuned index), its `anima` remote `url`."""
+    staging.mkdir(parents=True)
+    git(staging, "init", "-q", "-b", "main", "--object-format=sha1", "--template=")
+    settings = {
+        "user.name": name,
+        "user.email": f"{name}@{gitstore.BOT_EMAIL_DOMAIN}",
+        "commit.gpgsign": "false",
+        "gc.auto": "0",
+        "maintenance.auto": "false",
+        f"remote.{ANIMA_REMOTE}.url": url,
+        f"remote.{ANIMA_REMOTE}.fetch": f"+refs/heads/*:refs/remotes/{ANIMA_REMOTE}/*",
+    }
+    for key, value in settings.items():
+        git(staging, "config", key, value)
+    git(staging, "-c", "transfer.fsckObjects=true", "fetch", "-q", "--no-tags", "--", url,
+        f"+refs/heads/*:refs/remotes/{ANIMA_REMOTE}/*")
+    branches = git(staging, "for-each-ref", "--format=%(refname:lstrip=3)", f"refs/remotes/{ANIMA_REMOTE}/")
+    found = branches.split()
+    if not found:
+        raise RemoteError(f"{url}: no branch to clone (has this agent been pushed yet?)")
+    branch = "main" if "main" in found else found[0]
+    git(staging, "checkout", "-q", "-B", branch, f"refs/remotes/{ANIMA_REMOTE}/{branch}")
+    gitstore.tune(staging)
+    if not (staging / "agent.toml").is_file():
+        raise RemoteError(f"{url}: not an agent repository (no agent.toml)")
+    for sub in ("inbox", "outbox", "archive", "history", "workspace"):
+        (staging / sub).mkdir(exist_ok=True)
+    problems = gitstore.health(staging)
+    if problems:
+        raise RemoteError(f"{url}: the clone is not healthy: {'; '.join(problems)}")
+
+
+def clone(home: Home, url: str, name: str | None = None) -> str:
+    """Bring an agent another home pushed into agents/NAME (whole or not at all). The lease is
+    not taken here: the first turn takes it if the other host does not hold it."""
+    home.require()
+    check_url(url)
+    local = _local_path(url)
+    if local is not None:
+        url = str(local.resolve())
+    name = validate_name(name or _name_from(url))
+    target = home.agents_dir / name
+    if target.exists():
+        raise AgentExists(f"agent {name!r} already exists at {target}")
+    staging = home.agents_dir / f".clone-{name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _fetch_into(staging, url, name)
+        _save_push(home, name, PushState(url=url, pushed=gitstore.head(staging), at=time.time()))
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return name
+
+
+# -- anima move ---------------------------------------------------------------------------------
+def _step(name: str) -> None:
+    if os.environ.get(KILL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Moved:
+    agent: str
+    to_peer: str
+    to_host: str
+    head: str
+    forwarded: int
+
+
+def move(home: Home, name: str, to_peer: str) -> Moved:
+    """Hand `name` over to the home of peer `to_peer`: stop its turns here, commit hand edits,
+    push, give the lease to that host (compare-and-swap), ask it to adopt the agent. Each step
+    is safe to be killed after; running the move again finishes it."""
+    agent_dir = home.agent_dir(name)
+    target = agent_remote(home, name)
+    if target is None:
+        raise RemoteError(f"{name} has no remote to move through: anima remote add … --agent {name}")
+    peer.config(home, to_peer)
+    me = peer.this_host(home)
+    to_host = str(peer.call(home, to_peer, "hello")["host"])
+    if to_host == me:
+        raise BadConfig(f"peer {to_peer} is this home ({me}): nothing to move")
+    known = lease.load(home, name) or Lease(url=target.url)
+    if known.state == "moving" and known.pid != os.getpid() and lease.pid_alive(known.pid):
+        raise LeaseRefused(f"{name} is being moved to {known.to_host} by process {known.pid}")
+    if not (known.state == "moved" and known.to_host == to_host):
+        lease.save(home, name, replace(known, state="moving", to_host=to_host, to_peer=to_peer,
+                                       pid=os.getpid(), url=target.url))
+        _step("marked")
+        time.sleep(MOVE_GRACE)
+        with gitstore.agent_lock(_lock(home, name)):
+            _step("locked")
+            try:
+                current = lease.read_remote(agent_dir, target.url)
+                if current is None or current.holder != to_host:
+                    gitstore.commit_external(agent_dir)
+                    _push_final(home, name, target, me)
+                    _step("pushed")
+                    lease.hand_over(agent_dir, target.url, me, to_host, target.lease_seconds)
+            except BaseException:  # the remote decides, at the next look, who runs it
+                lease.save(home, name, replace(known, state="moving", pid=0, url=target.url,
+                                               to_host=to_host, to_peer=to_peer))
+                raise
+            _step("handed")
+            lease.save(home, name, Lease(url=target.url, state="moved", to_host=to_host,
+                                         to_peer=to_peer, holder=to_host, checked=time.time()))
+    _step("moved")
+    answer = peer.call(home, to_peer, "adopt", agent=name, url=target.url, timeout=300)
+    _step("adopted")
+    forwarded = forward_pending(home, name, lease.load(home, name) or known)
+    return Moved(name, to_peer, to_host, str(answer.get("head", "")), forwarded)
+
+
+def _push_final(home: Home, name: str, target: AgentRemote, me: str) -> None:
+    """The last push before a hand-over, as the lease holder (the move's own marker stops turns
+    but this host still holds the lease)."""
+    agent_dir = home.agents_dir / name
+    current = lease.read_remote(agent_dir, target.url)
+    if current is not None and current.holder != me and current.expires > time.time():
+        raise LeaseRefused(f"{name}: {current.holder} holds its lease: only the holder can move it")
+    local = _local_path(target.url)
+    if local is not None and not local.exists():
+        local.mkdir(parents=True)
+        git(local, "init", "-q", "--bare", "-b", "main", "--template=")
+    sha = gitstore.head(agent_dir)
+    git(agent_dir, "push", "-q", "--no-verify", "--", target.url, f"{sha}:refs/heads/{_branch(agent_dir)}")
+    _save_push(home, name, PushState(url=target.url, pushed=sha, at=time.time()))
+
+
+def forward_pending(home: Home, name: str, known: Lease) -> int:
+    """Hand on to the agent's new home the messages that landed here after it moved (each is
+    removed here once the other home has it; delivery there is idempotent by id)."""
+    if known.state != "moved" or not known.to_peer:
+        return 0
+    inbox = home.agents_dir / name / "inbox"
+    sent = 0
+    for path in sorted(inbox.glob("*.md")):
+        if path.name.startswith("."):
+            continue
+        try:
+            raw = path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # gone meanwhile, or not text: the other side would reject it anyway
+        peer.call(home, known.to_peer, "forward", agent=name, id=path.stem, message=raw)
+        path.unlink(missing_ok=True)
+        log.info("%s: message %s handed on to %s (the agent moved there)", name, path.stem, known.to_host)
+        sent += 1
+    return sent
+
+
+# -- what a peer may ask ------------------------------------------------------------------------
+def _requested(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not value:
+        raise Refused(f'"{key}" must be a non-empty string')
+    return value
+
+
+@peer_op("adopt")
+def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Take over an agent whose lease names this host: clone it from its remote (or bring the
+    copy here up to date), record the lease, and let the runtime pick it up."""
+    name = validate_name(_requested(request, "agent"))
+    url = check_url(_requested(request, "url"))
+    me = peer.this_host(home)
+    agent_dir = home.agents_dir / name
+    staging = home.agents_dir / f".adopt-{name}"
+    fresh = not agent_dir.exists()
+    try:
+        if fresh:
+            shutil.rmtree(staging, ignore_errors=True)
+            _fetch_into(staging, url, name)
+        repo = staging if fresh else agent_dir
+        current = lease.read_remote(repo, url)
+        if current is None or current.holder != me:
+            raise Refused(f"the lease of {name} on {url} names {current.holder if current else 'nobody'}, not {me}")
+        mine = agent_remote(home, name) if not fresh else None
+        if mine is not None and mine.url != url:
+            raise Refused(f"{name} here is pushed to {mine.url}, not to {url} where its lease is")
+        if not fresh:
+            with gitstore.agent_lock(_lock(home, name), timeout=60):
+                git(agent_dir, "fetch", "-q", "--no-tags", "--", url,
+                    f"+refs/heads/*:refs/remotes/{ANIMA_REMOTE}/*")
+                branch = _branch(agent_dir)
+                git(agent_dir, "merge", "-q", "--ff-only", f"refs/remotes/{ANIMA_REMOTE}/{branch}")
+        lease.save(home, name, replace(current, url=url, state="held", checked=time.time()))
+        _save_push(home, name, PushState(url=url, pushed=gitstore.head(repo), at=time.time()))
+        if fresh:
+            staging.rename(agent_dir)
+        else:
+            _poke(home, name)
+    except RemoteError as exc:
+        raise AnimaError(f"cannot adopt {name}: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("%s: adopted from %s (moved here by %s)", name, url, host)
+    return {"agent": name, "head": gitstore.head(agent_dir)}
+
+
+@peer_op("forward")
+def forward(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
+    """A message that reached the agent's old home after it moved here: into its inbox, once."""
+    name = validate_name(_requested(request, "agent"))
+    if name not in home.agent_names():
+        raise AnimaError(f"no agent {name!r} here yet (its move is not finished)")
+    msg_id = _requested(request, "id")
+    raw = _requested(request, "message").encode("utf-8", "surrogatepass")
+    try:
+        msg = parse(raw, fallback_id=msg_id, default_to=name)
+    except AnimaError as exc:
+        raise Refused(f"not a message: {exc}") from None
+    delivered = mailbox.deliver(home.agents_dir / name, msg.with_(to=name))
+    return {"id": msg.id, "delivered": delivered is not None}
