@@ -121,6 +121,14 @@ def _local_path(url: str) -> Path | None:
     return Path(url).expanduser()
 
 
+def _ensure_bare(url: str) -> None:
+    """A local remote that does not exist yet is made (a bare repository); never over ssh."""
+    local = _local_path(url)
+    if local is not None and not local.exists():
+        local.mkdir(parents=True)
+        git(local, "init", "-q", "--bare", "-b", "main", "--template=")
+
+
 def _branch(agent_dir: Path) -> str:
     ref = (agent_dir / ".git" / "HEAD").read_text().strip()
     if not ref.startswith("ref: refs/heads/"):
@@ -161,11 +169,8 @@ def push(home: Home, name: str, target: AgentRemote) -> str:
     agent_dir = home.agents_dir / name
     check_url(target.url)
     if not holds(home, name, target):
-        raise LeaseRefused(f"{name}: not pushed: {describe_lease(home, name)}")
-    local = _local_path(target.url)
-    if local is not None and not local.exists():
-        local.mkdir(parents=True)
-        git(local, "init", "-q", "--bare", "-b", "main", "--template=")
+        raise LeaseRefused(f"not pushed: this host does not hold the lease ({describe_lease(home, name)})")
+    _ensure_bare(target.url)
     branch = _branch(agent_dir)
     sha = gitstore.head(agent_dir)
     try:
@@ -218,6 +223,7 @@ def refresh(home: Home, name: str, target: AgentRemote) -> Lease:
                                                   expires=current.expires, checked=time.time()))
         elif known.state == "moved":
             return replace(known, checked=time.time())  # moved away: only a move brings it back
+    _ensure_bare(target.url)
     got = lease.acquire(agent_dir, target.url, me, target.lease_seconds)
     return lease.save(home, name, replace(got, url=target.url))
 
@@ -336,6 +342,7 @@ class Synced:
     url: str
     pushed: str = ""
     error: str = ""
+    note: str = ""
 
 
 def sync(home: Home, remote: str | None = None, agent: str | None = None) -> list[Synced]:
@@ -349,6 +356,15 @@ def sync(home: Home, remote: str | None = None, agent: str | None = None) -> lis
     for name in names:
         target = agent_remote(home, name, remotes)
         if target is None or (remote is not None and target.remote != remote):
+            continue
+        known = lease.load(home, name)
+        if known is not None and known.state == "moved":
+            try:
+                n = forward_pending(home, name, known)
+                note = f"moved to {known.to_host}" + (f"; {n} message(s) handed on" if n else "")
+                out.append(Synced(name, target.remote, target.url, note=note))
+            except AnimaError as exc:
+                out.append(Synced(name, target.remote, target.url, error=str(exc)))
             continue
         try:
             sha = push(home, name, target)
@@ -520,10 +536,7 @@ def _push_final(home: Home, name: str, target: AgentRemote, me: str) -> None:
     current = lease.read_remote(agent_dir, target.url)
     if current is not None and current.holder != me and current.expires > time.time():
         raise LeaseRefused(f"{name}: {current.holder} holds its lease: only the holder can move it")
-    local = _local_path(target.url)
-    if local is not None and not local.exists():
-        local.mkdir(parents=True)
-        git(local, "init", "-q", "--bare", "-b", "main", "--template=")
+    _ensure_bare(target.url)
     sha = gitstore.head(agent_dir)
     git(agent_dir, "push", "-q", "--no-verify", "--", target.url, f"{sha}:refs/heads/{_branch(agent_dir)}")
     _save_push(home, name, PushState(url=target.url, pushed=sha, at=time.time()))

@@ -28,7 +28,8 @@ def add_cmd(home: Home, name: str, url: str, agent: str | None) -> None:
 
     add_remote(home, name, url, agent)
     who = agent or "every agent"
-    console.print(f"remote {name}: {who} is pushed to {url} after each turn ([remotes.{name}] in anima.toml)")
+    console.print(f"remote {name}: {who} is pushed to {url} after each turn ([remotes.{name}] in anima.toml)",
+                  markup=False)
 
 
 @remote.command("list")
@@ -68,8 +69,8 @@ def sync(home: Home, remote_name: str | None, agent: str | None) -> None:
     if not done:
         console.print("nothing to sync: no agent has a remote (anima remote add NAME URL)")
     for s in done:
-        line = f"{s.agent}: pushed {s.pushed[:8]} to {s.url}" if s.pushed else f"{s.agent}: {s.error}"
-        console.print(line, style=None if s.pushed else "red", markup=False, highlight=False)
+        said = f"pushed {s.pushed[:8]} to {s.url}" if s.pushed else s.note or s.error
+        console.print(f"{s.agent}: {said}", style="red" if s.error else None, markup=False, highlight=False)
     if any(s.error for s in done):
         raise AnimaError(f"{sum(1 for s in done if s.error)} agent(s) not pushed")
 
