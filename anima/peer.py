@@ -226,7 +226,9 @@ class HttpTransport:
     def call(self, request: dict[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
         from anima.channels.webhook import SIG_HEADER, TS_HEADER, signature
 
-        body = json.dumps(request).encode()
+        # A nonce: two identical requests in one second (a poll) must not sign the same,
+        # or the second would be refused as a replay.
+        body = json.dumps({**request, "nonce": os.urandom(8).hex()}).encode()
         with self.lock:
             for attempt in (1, 2):  # a keep-alive connection the server closed: once more
                 ts = str(int(time.time()))
