@@ -452,3 +452,66 @@ def test_a_record_waiting_for_its_retry_holds_back_the_later_ones_of_its_convers
     assert order == ["c2 1", "c1 1", "c1 2"]
     assert not spool.waiting()
     assert peer_ops.OPS  # the ops registry was filled by importing peer_ops
+
+
+def test_anima_peers_lists_each_peer_with_its_spool_and_checks_it(tmp_path: Path) -> None:
+    a = Home(tmp_path / "a")
+    b = Home(tmp_path / "b")
+    make_home(
+        a.root, "laptop", "arya", {"vps": file_peer(b), "gone": file_peer(Home(tmp_path / "x"))}
+    )
+    make_home(b.root, "vps", "gendry", {})
+    say(a, "arya", "tell gendry@vps: hello")
+    run_once(a)
+    out = subprocess.run(
+        [sys.executable, "-m", "anima", "--home", str(a.root), "peers", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    (vps_row,) = [line for line in out.stdout.splitlines() if "│ vps " in line]
+    assert "ok: vps (1 agents)" in vps_row and "│ 1 " in vps_row  # one sent
+    (gone_row,) = [line for line in out.stdout.splitlines() if "│ gone " in line]
+    assert "error:" in gone_row
+    assert "this home is 'laptop'" in out.stdout
+
+
+def test_channel_instances_are_named_and_say_their_kind(tmp_path: Path) -> None:
+    """Two webhooks side by side: each instance its own name, spool and messages' channel."""
+    from anima.channels import config
+    from anima.errors import BadConfig
+    from anima.tools.messaging import _CHANNEL_ADDR
+
+    home = make_home(
+        tmp_path / "h",
+        "laptop",
+        "arya",
+        {},
+        extra=(
+            '\n[channels.webhook]\ntoken_env = "T"\n'
+            '\n[channels.hooks-2]\nkind = "webhook"\nport = 8788\ntoken_env = "T"\n'
+            "\n[channels.oops]\nport = 1\n"
+        ),
+    )
+    first, second = config.load(home, "webhook"), config.load(home, "hooks-2")
+    assert (first.name, first.kind, second.name, second.kind) == (
+        "webhook",
+        "webhook",
+        "hooks-2",
+        "webhook",
+    )
+    with pytest.raises(BadConfig, match=r"\[channels.oops\] kind must be one of"):
+        config.load(home, "oops")
+    with pytest.raises(BadConfig, match="no \\[channels.nope\\] table"):
+        config.load(home, "nope")
+    assert _CHANNEL_ADDR.match("hooks-2:client") and _CHANNEL_ADDR.match("peer-b:x")
+    from anima import router
+
+    msg = Message.create(sender="arya", to="hooks-2:client", body="hi", channel="hooks-2")
+    routed = router.route(home, [msg])
+    assert routed.delivered == [home.spool_dir / "hooks-2" / "new" / f"{msg.id}.md"]
+    assert router.route(home, [msg]).delivered == []  # once
+    bad = msg.with_(id=msg.id + "b", channel="../../etc")
+    assert router.route(home, [bad]).delivered == [] and not (tmp_path / "etc").exists()

@@ -72,8 +72,9 @@ def _serve(home: Home, name: str) -> None:
 
 
 def spool_counts(home: Home) -> dict[str, dict[str, int]]:
-    """Per channel (configured or with a spool): records waiting, dead-lettered, sent."""
-    configured = config.channel_tables(home)
+    """Per channel or peer (configured or with a spool): records waiting, dead-lettered, sent.
+    A peer's spool is `peer-NAME`."""
+    configured = {**config.channel_tables(home), **{f"peer-{p}": {} for p in home.config().peers}}
     names = set(configured) | (
         {p.name for p in home.spool_dir.iterdir() if p.is_dir()} if home.spool_dir.is_dir() else set()
     )

@@ -59,6 +59,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "update": "anima.cli.agents:update_cmd",
     "market": "anima.cli.market_cmds:market",
     "serve-peer": "anima.cli.peer_cmds:serve_peer",
+    "peers": "anima.cli.peer_cmds:peers_cmd",
     "remote": "anima.cli.remote_cmds:remote",
     "sync": "anima.cli.remote_cmds:sync",
     "clone": "anima.cli.remote_cmds:clone",
