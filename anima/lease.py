@@ -29,6 +29,7 @@ from anima import gitstore
 from anima.errors import AnimaError
 from anima.fsutil import write_atomic
 from anima.home import Home
+from anima.peer import this_host
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,51 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# -- what this host pushed ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PushState:
+    url: str = ""
+    pushed: str = ""
+    error: str = ""
+    attempts: int = 0
+    next_try: float = 0.0
+    at: float = 0.0
+
+
+def push_path(home: Home, name: str) -> Path:
+    return home.run_dir / "pushes" / f"{name}.json"
+
+
+def push_state(home: Home, name: str) -> PushState:
+    try:
+        data = json.loads(push_path(home, name).read_text())
+        return PushState(**{k: v for k, v in data.items() if k in PushState.__dataclass_fields__})
+    except (FileNotFoundError, ValueError, TypeError):
+        return PushState()
+
+
+def save_push(home: Home, name: str, st: PushState) -> None:
+    write_atomic(push_path(home, name), json.dumps(st.__dict__) + "\n", durable=False)
+
+
+def status_line(home: Home, name: str) -> dict[str, Any] | None:
+    """For `anima status`: what this host last pushed of `name` and its lease, from the local
+    records alone (no config, no git beyond HEAD's ref file, no network); None when it has
+    neither. `runs_here`: the lease record lets turns run here now."""
+    known = load(home, name)
+    pushed = push_state(home, name)
+    if known is None and not pushed.url:
+        return None
+    try:
+        behind = pushed.pushed != gitstore.head(home.agents_dir / name)
+    except gitstore.GitFailed:
+        behind = False
+    held = known is not None and known.valid_for(this_host(home), time.time())
+    return {"url": pushed.url or (known.url if known else ""), "behind": behind,
+            "error": pushed.error, "lease": known.describe() if known else "no lease yet",
+            "runs_here": held}
 
 
 # -- the ref on the remote ---------------------------------------------------------------------

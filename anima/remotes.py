@@ -32,7 +32,16 @@ from anima.config import RemoteConfig
 from anima.errors import AgentExists, AnimaError, BadConfig
 from anima.fsutil import write_atomic
 from anima.home import Home, validate_name
-from anima.lease import Lease, LeaseRefused, RemoteError, check_url, git
+from anima.lease import (
+    Lease,
+    LeaseRefused,
+    PushState,
+    RemoteError,
+    check_url,
+    git,
+    push_state,
+    save_push,
+)
 from anima.message import parse
 from anima.peer_ops import Refused, peer_op
 
@@ -137,32 +146,6 @@ def _branch(agent_dir: Path) -> str:
 
 
 # -- pushing ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PushState:
-    url: str = ""
-    pushed: str = ""
-    error: str = ""
-    attempts: int = 0
-    next_try: float = 0.0
-    at: float = 0.0
-
-
-def _push_path(home: Home, name: str) -> Path:
-    return home.run_dir / "pushes" / f"{name}.json"
-
-
-def push_state(home: Home, name: str) -> PushState:
-    try:
-        data = json.loads(_push_path(home, name).read_text())
-        return PushState(**{k: v for k, v in data.items() if k in PushState.__dataclass_fields__})
-    except (FileNotFoundError, ValueError, TypeError):
-        return PushState()
-
-
-def _save_push(home: Home, name: str, st: PushState) -> None:
-    write_atomic(_push_path(home, name), json.dumps(st.__dict__) + "\n", durable=False)
-
-
 def push(home: Home, name: str, target: AgentRemote) -> str:
     """Push the agent's branch to its remote now (a bare repository is made first for a local
     path that does not exist yet; never over ssh). Only the lease holder pushes. Returns the sha."""
@@ -178,10 +161,10 @@ def push(home: Home, name: str, target: AgentRemote) -> str:
     except RemoteError as exc:
         st = push_state(home, name)
         delay = min(MAX_BACKOFF, 2.0 ** st.attempts)
-        _save_push(home, name, replace(st, url=target.url, error=str(exc), attempts=st.attempts + 1,
+        save_push(home, name, replace(st, url=target.url, error=str(exc), attempts=st.attempts + 1,
                                        next_try=time.time() + delay, at=time.time()))
         raise
-    _save_push(home, name, PushState(url=target.url, pushed=sha, at=time.time()))
+    save_push(home, name, PushState(url=target.url, pushed=sha, at=time.time()))
     return sha
 
 
@@ -394,19 +377,6 @@ def overview(home: Home) -> list[dict[str, Any]]:
     return rows
 
 
-def status_line(home: Home, name: str) -> dict[str, Any] | None:
-    """For `anima status`: the push and lease state of an agent with a remote (None: no remote)."""
-    try:
-        target = agent_remote(home, name)
-    except AnimaError:
-        return None
-    if target is None:
-        return None
-    st = push_state(home, name)
-    return {"url": target.url, "behind": behind(home, name, target), "error": st.error,
-            "lease": describe_lease(home, name)}
-
-
 # -- anima clone ------------------------------------------------------------------------------
 def _name_from(url: str) -> str:
     base = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
@@ -463,7 +433,7 @@ def clone(home: Home, url: str, name: str | None = None) -> str:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         _fetch_into(staging, url, name)
-        _save_push(home, name, PushState(url=url, pushed=gitstore.head(staging), at=time.time()))
+        save_push(home, name, PushState(url=url, pushed=gitstore.head(staging), at=time.time()))
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -539,7 +509,7 @@ def _push_final(home: Home, name: str, target: AgentRemote, me: str) -> None:
     _ensure_bare(target.url)
     sha = gitstore.head(agent_dir)
     git(agent_dir, "push", "-q", "--no-verify", "--", target.url, f"{sha}:refs/heads/{_branch(agent_dir)}")
-    _save_push(home, name, PushState(url=target.url, pushed=sha, at=time.time()))
+    save_push(home, name, PushState(url=target.url, pushed=sha, at=time.time()))
 
 
 def forward_pending(home: Home, name: str, known: Lease) -> int:
@@ -599,7 +569,7 @@ def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
                 branch = _branch(agent_dir)
                 git(agent_dir, "merge", "-q", "--ff-only", f"refs/remotes/{ANIMA_REMOTE}/{branch}")
         lease.save(home, name, replace(current, url=url, state="held", checked=time.time()))
-        _save_push(home, name, PushState(url=url, pushed=gitstore.head(repo), at=time.time()))
+        save_push(home, name, PushState(url=url, pushed=gitstore.head(repo), at=time.time()))
         if fresh:
             staging.rename(agent_dir)
         else:

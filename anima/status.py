@@ -259,6 +259,9 @@ def agent_status(home: Home, name: str, known: Known | None = None) -> dict[str,
     nxt = schedule.next_due(home, name, now)
     info["next_reminder"] = nxt.isoformat() if nxt else None
     info["next_reflection"] = _next_reflection(known.reflection_at, now)
+    from anima.lease import status_line  # pushes and the lease of an agent with a remote
+
+    info["remote"] = status_line(home, name)
     return info
 
 

@@ -3,6 +3,7 @@ move killed (SIGKILL) at each step of the hand-over leaving exactly one host abl
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,8 @@ def test_move_between_two_running_homes(tmp_path: Path) -> None:
                            text=True, check=True).stdout
     assert log_a.count("turn(arya)") == 1  # host-a committed only the turn before the move
     assert "moved to host-b" in anima(a, "remote", "list").stdout
+    shown = json.loads(anima(a, "status", "--json").stdout)["agents"]["arya"]["remote"]
+    assert shown["runs_here"] is False and "moved to host-b" in shown["lease"]
 
 
 @pytest.mark.parametrize("step", ["marked", "pushed", "handed", "moved"])
