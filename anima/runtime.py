@@ -109,8 +109,6 @@ def run_pass(
     """One pass over `name`: its turns, each routed as it commits, then whatever is still
     unrouted. The one place `run --once` and the runtime call process_agent. `sources` give
     the turns their tools (the caller keeps MCP servers alive across passes)."""
-    if not remotes.may_run(home, name):  # another host holds its lease: messages stay pending
-        return AgentRun(name)
     run = process_agent(
         home,
         name,
@@ -120,6 +118,7 @@ def run_pass(
         cancel=cancel,
         full_check=full_check,
         sources=sources,
+        may_run=remotes.may_run,  # another host holds its lease: messages stay pending
     )
     if cancel is None or not cancel.is_set():
         router.route_run(home, run)

@@ -318,14 +318,19 @@ def process_agent(
     cancel: threading.Event | None = None,
     full_check: bool = True,
     sources: Sequence[ToolSource] = DEFAULT_SOURCES,
+    may_run: Callable[[Home, str], bool] | None = None,
 ) -> AgentRun:
     """Handle every message pending for `name` now: one turn per conversation batch. A failed
     turn, whatever it raised, is reported in its result and leaves its messages pending for a
     later run (until they run out of attempts and are rejected with their error history); the
-    agent's other conversations go on. `on_commit` routes each turn as soon as it commits."""
+    agent's other conversations go on. `on_commit` routes each turn as soon as it commits.
+    `may_run` is asked under the agent's lock (an agent moved to another host meanwhile runs
+    no turn here): False leaves the messages pending."""
     agent = Agent.open(home, name)
     run = AgentRun(name)
     with gitstore.agent_lock(home.run_dir / "locks" / f"{name}.lock", timeout=lock_timeout):
+        if may_run is not None and not may_run(home, name):
+            return run
         try:
             prepare(agent, full_check=full_check)
             run.base = gitstore.head(agent.path)
