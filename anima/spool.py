@@ -78,6 +78,11 @@ class Progress:
 Send = Callable[[Message, Progress], Awaitable[None]]
 
 
+_RUNNING: dict[Path, Callable[[], object]] = {}
+"""Drains running in this process, by spool root: a record enqueued here wakes its drain at
+once instead of at the watcher's next step (the runtime routes and drains peers itself)."""
+
+
 class Spool:
     """One channel's or peer's outgoing spool: `new/` waiting, `sent/YYYY-MM/`, `failed/` (each
     with `<id>.error.md`), `state/` (progress of records in flight), `tmp/`."""
@@ -107,6 +112,8 @@ class Spool:
             return None
         target = self.new / f"{msg.id}.md"
         write_atomic(target, render(msg), tmp_dir=self.root / "tmp")
+        if (wake := _RUNNING.get(self.root)) is not None:
+            wake()
         return target
 
     def failed_path(self, msg_id: str) -> Path:
@@ -387,6 +394,17 @@ class Drain:
     async def run(self, stop: asyncio.Event) -> None:
         watcher = asyncio.create_task(self._watch(stop))
         await asyncio.sleep(0)  # the watcher registers before the first scan: no record slips by
+        loop = asyncio.get_running_loop()
+        _RUNNING[self.spool.root] = lambda: loop.call_soon_threadsafe(self.wake.set)
+        try:
+            await self._loop(stop)
+        finally:
+            _RUNNING.pop(self.spool.root, None)
+        await watcher
+        if self.inflight:  # let sends in flight finish (each is bounded by send_timeout)
+            await asyncio.wait(list(self.inflight.values()), timeout=self.policy.send_timeout)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         next_cleanup = 0.0
         while not stop.is_set():
             try:
@@ -402,9 +420,6 @@ class Drain:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait)
             self.wake.clear()
-        await watcher
-        if self.inflight:  # let sends in flight finish (each is bounded by send_timeout)
-            await asyncio.wait(list(self.inflight.values()), timeout=self.policy.send_timeout)
 
 
 async def drain(

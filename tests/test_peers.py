@@ -515,3 +515,47 @@ def test_channel_instances_are_named_and_say_their_kind(tmp_path: Path) -> None:
     assert router.route(home, [msg]).delivered == []  # once
     bad = msg.with_(id=msg.id + "b", channel="../../etc")
     assert router.route(home, [bad]).delivered == [] and not (tmp_path / "etc").exists()
+
+
+def test_a_record_enqueued_in_the_drains_own_process_wakes_it_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime routes and drains peers itself: enqueue wakes the drain directly, not at
+    the watcher's next step (set here to 10 s, longer than the test waits)."""
+    import threading
+
+    from anima import spool as spool_module
+    from anima.config import Delivery
+
+    monkeypatch.setattr(spool_module, "WATCH_STEP_MS", 10_000)
+    monkeypatch.setattr(spool_module, "RESCAN", 30.0)
+    home = Home(tmp_path / "home")
+    home.init()
+    spool = Spool(home, "peer-vps")
+    sent = threading.Event()
+
+    async def send(msg: Message, progress: Progress) -> None:
+        sent.set()
+
+    stop = asyncio.Event()
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    def drain() -> None:
+        async def main() -> None:
+            task = asyncio.create_task(Drain(spool, send, Delivery()).run(stop))
+            await asyncio.sleep(0.2)
+            ready.set()
+            await task
+
+        loop.run_until_complete(main())
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    try:
+        assert ready.wait(10)
+        spool.enqueue(Message.create(sender="arya", to="gendry@vps", body="hi", channel="agent"))
+        assert sent.wait(3), "the drain slept through an enqueue in its own process"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
