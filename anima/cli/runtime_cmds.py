@@ -146,7 +146,8 @@ def status_cmd(home: Home, as_json: bool) -> None:
                 str(a["pending"])
                 + (f" ({a['rejected']} rejected)" if a["rejected"] else "")
                 + (f" ({a['set_aside']} turn(s) set aside)" if a.get("set_aside") else "")
-                + (" (self-started work paused)" if a.get("paused") else ""),
+                + (" (self-started work paused)" if a.get("paused") else "")
+                + _remote_note(a),
                 f"{last['at']} {last['commit']}" + (" (an undo)" if last.get("undone") else "")
                 if last
                 else "-",
@@ -169,6 +170,19 @@ def status_cmd(home: Home, as_json: bool) -> None:
 
 QUIET_ROWS = 50
 """Past this many agents, `anima status` lists only those with something to say."""
+
+
+def _remote_note(a: dict[str, Any]) -> str:
+    """An agent with a git remote: whether it runs here (its lease) and what is not pushed."""
+    remote = a.get("remote")
+    if not remote:
+        return ""
+    note = "" if remote.get("runs_here") else f" (not run here: {remote.get('lease')})"
+    if remote.get("error"):
+        note += f" (push failing: {remote['error']})"
+    elif remote.get("behind"):
+        note += " (not pushed yet)"
+    return note
 
 
 def _noteworthy(a: dict[str, Any]) -> bool:
