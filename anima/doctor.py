@@ -251,7 +251,43 @@ def _channels(home: Home) -> list[Check]:
         counts = spool_counts(home)
     except AnimaError as exc:
         return [Check("channels", False, str(exc), f"fix {home.config_path}")]
-    return [_channel(home, name, c["failed"]) for name, c in counts.items() if c["configured"]]
+    return [
+        _channel(home, name, c["failed"])
+        for name, c in counts.items()
+        if c["configured"] and not name.startswith("peer-")
+    ] + _peers(home, counts)
+
+
+def _peers(home: Home, counts: dict[str, dict[str, int]]) -> list[Check]:
+    """Each [peers.NAME]: its table and secret, and its dead letters (no network: that is
+    `anima peers --check`)."""
+    from anima import peer
+    from anima.credentials import secret
+
+    checks = []
+    for name, cfg in home.config().peers.items():
+        try:
+            peer.config(home, name)
+            if cfg.secret_env:
+                secret(home, cfg.secret_env, f"peer {name}")
+        except AnimaError as exc:
+            checks.append(Check(f"peer {name}", False, str(exc), f"fix {home.config_path}"))
+            continue
+        failed = counts.get(peer.spool_name(name), {}).get("failed", 0)
+        if failed:
+            checks.append(
+                Check(
+                    f"peer {name}",
+                    False,
+                    f"{failed} dead-lettered message(s)",
+                    f"read {home.spool_dir / peer.spool_name(name) / 'failed'}/*.error.md; "
+                    "retry or drop them in anima web",
+                    level="warn",
+                )
+            )
+        else:
+            checks.append(Check(f"peer {name}", True, cfg.url))
+    return checks
 
 
 def _skills(home: Home) -> list[Check]:

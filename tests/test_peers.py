@@ -559,3 +559,26 @@ def test_a_record_enqueued_in_the_drains_own_process_wakes_it_at_once(
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(20)
+
+
+def test_doctor_checks_each_peer_and_never_mistakes_its_spool_for_a_channel(tmp_path: Path) -> None:
+    from anima.doctor import run_checks
+
+    a = Home(tmp_path / "a")
+    b = Home(tmp_path / "b")
+    make_home(
+        a.root,
+        "laptop",
+        "arya",
+        {
+            "vps": file_peer(b),
+            "nas": {"url": "https://nas.example.org/anima", "secret_env": "NAS_SECRET_UNSET"},
+        },
+    )
+    make_home(b.root, "vps", "gendry", {})
+    say(a, "arya", "tell nobody@vps: hello?")
+    run_once(a)  # dead-lettered: no such agent there
+    checks = {c.name: c for c in run_checks(a)}
+    assert not any(name.startswith("channel") for name in checks), checks
+    assert not checks["peer vps"].ok and "1 dead-lettered" in checks["peer vps"].detail
+    assert not checks["peer nas"].ok and "NAS_SECRET_UNSET" in checks["peer nas"].detail
