@@ -105,7 +105,7 @@ def create_agent(home: Home, name: str) -> Agent:
 RUN_STATE = (
     *("attempts/{}.json", "heartbeats/{}", "reminders/{}.json", "routed/{}", "stream/{}"),
     "proposals/{}.json",
-    *("leases/{}.json", "pushes/{}.json"),
+    *("leases/{}.json", "pushes/{}.json", "adopted/{}"),
 )
 """An agent's runtime state under run/, keyed by its name (attempts.py, schedule.py, router.py,
 stream.py): it moves with a rename, so reminders still fire and sent replies are not re-routed."""

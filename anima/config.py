@@ -248,6 +248,9 @@ class PeerConfig:
     """The SSH client and its options, e.g. ["ssh", "-i", "~/.ssh/anima"]."""
     remote_command: str = "anima"
     """How to run Anima on the other side (ssh:// and file:// peers)."""
+    accept_agents: bool = False
+    """Let this peer move agents here (`anima move NAME --to` this home): they run with this
+    home's keys and tools, so only from a peer you would give them to."""
     delivery: Delivery = field(default_factory=Delivery)
 
 

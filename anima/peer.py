@@ -39,6 +39,8 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 PEER_NAME = re.compile(rf"^{_NAME}$")
 ADDRESS = re.compile(rf"^([a-z0-9][a-z0-9_-]*)@({_NAME})$")
 """`agent@peer`: an agent of another home."""
+ERROR_LINE = 1024
+"""The most of one line of a peer's stderr kept for an error message."""
 MAX_LINE = 4 * 1024 * 1024
 """The longest request or answer line (a message is at most 1 MiB, JSON-escaped)."""
 CALL_TIMEOUT = 30.0
@@ -83,6 +85,10 @@ def config(home: Home, name: str) -> PeerConfig:
         raise BadConfig(
             f"[peers.{name}] url must be ssh://, http(s):// or file://, not {cfg.url[:80]!r}"
         )
+    try:
+        urlsplit(cfg.url).port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError as exc:
+        raise BadConfig(f"[peers.{name}] url {cfg.url[:80]!r}: {exc}") from None
     if scheme in ("http", "https") and not cfg.secret_env:
         raise BadConfig(f"[peers.{name}] is an HTTP peer: it needs secret_env (the HMAC secret)")
     return cfg
@@ -118,6 +124,9 @@ class PipeTransport:
         self.lock = threading.Lock()
         self.buffer = b""
         self.errors: collections.deque[str] = collections.deque(maxlen=20)
+        self.rid = 0
+        self.stray = b""
+        """The last line that was not an answer (said when no answer comes)."""
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self.proc is None or self.proc.poll() is not None:
@@ -148,12 +157,18 @@ class PipeTransport:
         return PeerError(f"peer {self.name}: {why}" + (f": {last[:300]}" if last else ""))
 
     def _read_errors(self, proc: subprocess.Popen[bytes]) -> None:
-        """Keep the last lines of stderr (read always, so a chatty remote never blocks)."""
+        """Keep the last lines of stderr, each cut to ERROR_LINE bytes (read always, so a
+        chatty remote never blocks; a flood without line breaks is never held whole)."""
         assert proc.stderr is not None
-        for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace").strip()
-            if line:
-                self.errors.append(line)
+        fd, partial = proc.stderr.fileno(), b""
+        while chunk := os.read(fd, 65536):
+            *lines, partial = (partial + chunk).split(b"\n")
+            partial = partial[:ERROR_LINE]
+            for raw in lines:
+                if line := raw[:ERROR_LINE].decode("utf-8", "replace").strip():
+                    self.errors.append(line)
+        if line := partial.decode("utf-8", "replace").strip():
+            self.errors.append(line)
 
     def _readline(self, proc: subprocess.Popen[bytes], deadline: float) -> bytes:
         assert proc.stdout is not None
@@ -161,7 +176,8 @@ class PipeTransport:
         while b"\n" not in self.buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise self._fail("no answer in time")
+                said = f" (it wrote instead: {self.stray!r})" if self.stray else ""
+                raise self._fail(f"no answer in time{said}")
             ready, _, _ = select.select([fd], [], [], left)
             if not ready:
                 continue
@@ -175,15 +191,32 @@ class PipeTransport:
         return line
 
     def call(self, request: dict[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+        """One request, one answer. Each request carries an id the answer must echo: a stray
+        line (a login banner) or a late answer ends the session, never answers another
+        request."""
         with self.lock:
             proc = self._start()
             assert proc.stdin is not None
+            self.rid += 1
             try:
-                proc.stdin.write(json.dumps(request).encode() + b"\n")
+                proc.stdin.write(json.dumps({**request, "rid": self.rid}).encode() + b"\n")
                 proc.stdin.flush()
             except OSError as exc:
                 raise self._fail(f"cannot send ({exc})") from None
-            return _answer(self._readline(proc, time.monotonic() + timeout), f"peer {self.name}")
+            deadline = time.monotonic() + timeout
+            while True:
+                line = self._readline(proc, deadline)
+                try:
+                    data = json.loads(line)
+                except (ValueError, RecursionError):
+                    data = None
+                if isinstance(data, dict) and "rid" in data:
+                    break
+                self.stray = line[:120]  # a login banner, a shell's noise: not an answer
+            if data.get("rid") != self.rid:
+                raise self._fail(f"an answer to another request: {line[:120]!r}")
+            self.stray = b""
+            return _answer(line, f"peer {self.name}")
 
     def close(self) -> None:
         with self.lock:
@@ -272,11 +305,11 @@ def _ssh_argv(name: str, cfg: PeerConfig) -> list[str]:
     path = unquote(parts.path)
     if path.startswith("/~"):
         path = path[1:]  # ssh://host/~/.anima: relative to the remote home directory
-    remote = [cfg.remote_command]
+    remote = shlex.split(cfg.remote_command)
     if path not in ("", "/"):
         remote += ["--home", path]
     remote.append("serve-peer")
-    quoted = " ".join(shlex.quote(a) if not a.startswith("~/") else "~/" + shlex.quote(a[2:]) for a in remote)
+    quoted = " ".join("~/" + shlex.quote(a[2:]) if a.startswith("~/") else shlex.quote(a) for a in remote)
     port = ["-p", str(parts.port)] if parts.port else []
     return [*cfg.ssh_command, "-o", "BatchMode=yes", *port, "--", target, quoted]
 
@@ -313,7 +346,11 @@ def send(home: Home, address: str, text: str, *, conversation: str | None = None
     if remote is None:
         raise BadConfig(f"{address[:80]!r} is not NAME@PEER")
     agent, name = remote
-    answer = call(home, name, "chat_send", agent=agent, text=text, conversation=conversation or "cli")
+    timeout = config(home, name).delivery.send_timeout
+    answer = call(
+        home, name, "chat_send", timeout=timeout, agent=agent, text=text,
+        conversation=conversation or "cli",
+    )
     return str(answer["id"])
 
 

@@ -94,9 +94,12 @@ def serve(home: Home, reader: IO[bytes], writer: IO[bytes], *, peer: str | None 
                 request = json.loads(line)
             except (ValueError, RecursionError):
                 request = None
-            answer = dispatch(home, request, peer=peer) if request is not None else {
-                "ok": False, "error": "not a JSON request", "permanent": True
-            }
+            if request is None:
+                answer = {"ok": False, "error": "not a JSON request", "permanent": True}
+            else:
+                answer = dispatch(home, request, peer=peer)
+            if isinstance(request, dict) and "rid" in request:
+                answer["rid"] = request["rid"]  # the asker checks it: answers never shift
         writer.write(json.dumps(answer).encode() + b"\n")
         writer.flush()
 
@@ -160,6 +163,25 @@ def chat_send(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     return {"id": msg.id}
 
 
+def _number(value: Any, limit: float, *, whole: bool = False) -> bool:
+    """A JSON number from 0 to `limit` (a whole one with `whole`)."""
+    kinds = (int,) if whole else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and 0 <= value <= limit
+
+
+def _asked_by(home: Home, agent: str, msg_id: str, host: str) -> bool:
+    """Is `msg_id` a message `host` sent `agent` (pending or handled)? A peer follows the
+    replies to its own lines only, never the agent's other conversations."""
+    agent_dir = home.agents_dir / agent
+    for path in (agent_dir / "inbox" / f"{msg_id}.md", mailbox.archive_path(agent_dir, msg_id)):
+        try:
+            sender = mailbox.read_message(path, agent).sender
+        except (AnimaError, OSError):
+            continue
+        return sender.endswith(f"@{host}")
+    return False
+
+
 def reply_to(home: Home, agent: str, msg_id: str) -> Message | None:
     """The record in `agent`'s outbox that answers message `msg_id`, if there is one yet."""
     outbox = home.agents_dir / agent / "outbox"
@@ -184,8 +206,10 @@ def chat_events(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any
     if not valid_id(msg_id):
         raise Refused(f"not a message id: {msg_id[:64]!r}")
     offset, wait = request.get("offset", 0), request.get("wait", 0)
-    if not isinstance(offset, int) or offset < 0 or not isinstance(wait, int | float):
+    if not _number(offset, 2**40, whole=True) or not _number(wait, 3600.0):
         raise Refused('"offset" must be a whole number and "wait" a number of seconds')
+    if not _asked_by(home, agent, msg_id, host):
+        raise Refused(f"no chat line {msg_id} from {host} to {agent}")
     deadline = time.monotonic() + min(max(0.0, float(wait)), MAX_WAIT)
     path = stream.stream_path(home, agent, msg_id)
     while True:

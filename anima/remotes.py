@@ -526,7 +526,13 @@ def forward_pending(home: Home, name: str, known: Lease) -> int:
             raw = path.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             continue  # gone meanwhile, or not text: the other side would reject it anyway
-        peer.call(home, known.to_peer, "forward", agent=name, id=path.stem, message=raw)
+        try:
+            peer.call(home, known.to_peer, "forward", agent=name, id=path.stem, message=raw)
+        except peer.PeerError as exc:
+            if not exc.permanent:
+                raise
+            mailbox.reject(path, f"not handed on to {known.to_host}: {exc}")
+            continue
         path.unlink(missing_ok=True)
         log.info("%s: message %s handed on to %s (the agent moved there)", name, path.stem, known.to_host)
         sent += 1
@@ -541,10 +547,22 @@ def _requested(request: dict[str, Any], key: str) -> str:
     return value
 
 
+def _adopted_from(home: Home, name: str) -> Path:
+    """Which peer moved agent `name` here (only that peer may hand on its late messages)."""
+    return home.run_dir / "adopted" / name
+
+
 @peer_op("adopt")
 def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     """Take over an agent whose lease names this host: clone it from its remote (or bring the
-    copy here up to date), record the lease, and let the runtime pick it up."""
+    copy here up to date), record the lease, and let the runtime pick it up. Only from a peer
+    allowed to (`[peers.NAME] accept_agents = true`): an agent runs with this home's keys."""
+    known = home.config().peers.get(host)
+    if known is None or not known.accept_agents:
+        raise Refused(
+            f"this home does not take agents from {host!r}: set accept_agents = true in its "
+            f"[peers.{host}] table"
+        )
     name = validate_name(_requested(request, "agent"))
     url = check_url(_requested(request, "url"))
     me = peer.this_host(home)
@@ -570,6 +588,7 @@ def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
                 git(agent_dir, "merge", "-q", "--ff-only", f"refs/remotes/{ANIMA_REMOTE}/{branch}")
         lease.save(home, name, replace(current, url=url, state="held", checked=time.time()))
         save_push(home, name, PushState(url=url, pushed=gitstore.head(repo), at=time.time()))
+        write_atomic(_adopted_from(home, name), host + "\n")
         if fresh:
             staging.rename(agent_dir)
         else:
@@ -584,15 +603,26 @@ def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
 
 @peer_op("forward")
 def forward(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
-    """A message that reached the agent's old home after it moved here: into its inbox, once."""
+    """A message that reached the agent's old home after it moved here: into its inbox, once,
+    from the peer that moved it here only, and only messages (a heartbeat or reminder belongs
+    to the host that runs the agent now). It is marked `forwarded_by`."""
     name = validate_name(_requested(request, "agent"))
     if name not in home.agent_names():
         raise AnimaError(f"no agent {name!r} here yet (its move is not finished)")
+    try:
+        mover = _adopted_from(home, name).read_text().strip()
+    except FileNotFoundError:
+        mover = ""
+    if mover != host:
+        raise Refused(f"{name} was not moved here by {host!r}: it cannot hand on its messages")
     msg_id = _requested(request, "id")
     raw = _requested(request, "message").encode("utf-8", "surrogatepass")
     try:
         msg = parse(raw, fallback_id=msg_id, default_to=name)
     except AnimaError as exc:
         raise Refused(f"not a message: {exc}") from None
-    delivered = mailbox.deliver(home.agents_dir / name, msg.with_(to=name))
+    if msg.kind != "message":
+        return {"id": msg.id, "delivered": False, "skipped": f"a {msg.kind} is not handed on"}
+    extra = {k: v for k, v in msg.extra.items() if k != "reminder_id"} | {"forwarded_by": host}
+    delivered = mailbox.deliver(home.agents_dir / name, msg.with_(to=name, extra=extra))
     return {"id": msg.id, "delivered": delivered is not None}

@@ -22,11 +22,11 @@ from tests.test_remotes import Runtime, anima, make_home
 
 def two_homes(tmp_path: Path) -> tuple[Home, Home, str]:
     """Home host-a with agent arya pushed to a local remote, and an empty home host-b that
-    host-a knows as peer `b`."""
+    host-a knows as peer `b` and that takes agents from host-a."""
     url = str(tmp_path / "remotes" / "arya.git")
     a = make_home(tmp_path / "a", "host-a", peers={"b": tmp_path / "b"},
                   extra=f'\n[remotes.backup]\nurl = "{tmp_path}/remotes/{{agent}}.git"\n')
-    b = make_home(tmp_path / "b", "host-b")
+    b = make_home(tmp_path / "b", "host-b", peers={"host-a": tmp_path / "a"})  # accept_agents
     create_agent(a, "arya")
     anima(a, "sync")
     return a, b, url

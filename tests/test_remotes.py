@@ -32,6 +32,7 @@ def make_home(root: Path, host: str, *, peers: dict[str, Path] | None = None, ex
     text = f'host_name = "{host}"\nprovider = "offline"\n{extra}\n'
     for name, path in (peers or {}).items():
         text += f'\n[peers.{name}]\nurl = "file://{path}"\nremote_command = "{sys.executable} -m anima"\n'
+        text += "accept_agents = true\n"  # the homes move agents to each other
     home.config_path.write_text(text)
     return home
 

@@ -15,12 +15,14 @@ Slow, idle and surplus connections are cut off by `guard`; bad bodies are 400s, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +36,7 @@ from anima.fsutil import write_atomic
 from anima.home import Home
 from anima.mailbox import month_of
 from anima.message import Message, valid_id
+from anima.peer import this_host
 from anima.spool import Progress, Spool, drain
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 TS_HEADER = "X-Anima-Timestamp"
 SIG_HEADER = "X-Anima-Signature"
 _SENDER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+PEER_WORKERS = 4
+"""Peer requests answered at once; more wait their turn (each is bounded: MAX_WAIT)."""
 LINGER = 2.0
 """After an early answer (401, 404, 408), how long the rest of an unread body is drained, so
 the client can read the answer before the connection closes (at most body_timeout)."""
@@ -202,6 +207,9 @@ class WebhookAdapter:
         self.requests = Requests(home, self.name)
         self.spool = Spool(home, self.name)
         self.session: Any = None
+        self.peer_pool = ThreadPoolExecutor(PEER_WORKERS, thread_name_prefix=f"{self.name}-peer")
+        """Peer requests (a chat's long poll waits up to 25 s) run here, never in the pool
+        the webhook's own message handling uses."""
         self.guard = ConnectionGuard(cfg.header_timeout, cfg.max_connections)
 
     def _peer_auths(self) -> dict[str, Auth]:
@@ -276,7 +284,12 @@ class WebhookAdapter:
             data = _json_any(body)
         except ValueError as exc:
             return web.json_response({"ok": False, "error": str(exc), "permanent": True}, status=400)
-        answer = await asyncio.to_thread(peer_ops.dispatch, self.home, data, peer=peer)
+        if isinstance(data, dict) and data.get("from") == this_host(self.home):
+            # Signed with a secret this home shares with `peer`, yet from this home: one of
+            # our own requests replayed back at us.
+            return web.json_response({"ok": False, "error": "a request from this home itself", "permanent": True}, status=401)
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(self.peer_pool, functools.partial(peer_ops.dispatch, self.home, data, peer=peer))
         return web.json_response(answer)
 
     async def health(self, request: Any) -> Any:
@@ -365,3 +378,4 @@ class WebhookAdapter:
             finally:
                 listener.close()
                 await runner.cleanup()
+                self.peer_pool.shutdown(wait=False, cancel_futures=True)
