@@ -23,7 +23,7 @@ from anima.home import Home
 from anima.message import Message, render
 from anima.spool import Spool
 from anima.testing import FakeModelServer, Reply
-from tests.conftest import AnimaProcess, make_agent, send
+from tests.conftest import AnimaProcess, make_agent, send, wait_for
 
 pytest.importorskip("aiohttp")
 
@@ -181,6 +181,7 @@ def test_token_is_required_beyond_loopback(home: Home, arya: Agent) -> None:
 
 def test_a_token_is_made_and_printed_once_when_none_is_configured(home: Home, arya: Agent) -> None:
     with WebServer(home, "--host", "0.0.0.0", "--token-env", "NO_SUCH_VAR_FOR_WEB") as server:
+        wait_for(lambda: "?token=" in server.output(), 10, "the token line")  # after "serving"
         token = re.search(r"\?token=(\S+) ", server.output())
         assert token, server.output()
         assert server.client().get("/").status == 401

@@ -79,6 +79,17 @@ def web(home: Home, arya: Agent, browser: WebDriver) -> Iterator[WebServer]:
         browser.get("about:blank")  # close the page's event streams before the server goes
 
 
+def text_of(browser: WebDriver, element_id: str) -> str:
+    """The text of #element_id now; "" while the page is being replaced (a form's reload
+    makes an element found a moment ago stale)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    try:
+        return str(browser.find_element(By.ID, element_id).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
 def problems(browser: WebDriver) -> list[str]:
     """Console errors since the last call: a script the CSP blocked, a failed request."""
     return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -114,14 +125,14 @@ def test_send_from_the_page_and_watch_the_reply_stream_in(
         )
         assert text.startswith(str(partial))
         wait_for(
-            lambda: text in browser.find_element(By.ID, "chat").text,
+            lambda: text in text_of(browser, "chat"),
             what="the committed reply in the chat",
         )
         wait_for(
             lambda: not browser.find_elements(By.CSS_SELECTOR, "#streaming .bubble"),
             what="stream bubble gone",
         )
-        chat = browser.find_element(By.ID, "chat").text
+        chat = text_of(browser, "chat")
         assert "Tell me <b>everything</b>" in chat  # shown as text, not markup
         assert "waiting for a reply" not in chat
     assert not problems(browser)
@@ -131,12 +142,12 @@ def test_overview_refreshes_itself_and_opens_the_turn_diff(
     browser: WebDriver, web: WebServer, home: Home, arya: Agent
 ) -> None:
     browser.get(web.url)
-    assert "no turns yet" in browser.find_element(By.ID, "live").text
+    assert "no turns yet" in text_of(browser, "live")
     browser.execute_script("window.stayed = true")
     with LiveRuntime(home):
         send(arya, "Remember that the meeting is on Friday.")
         wait_for(
-            lambda: "turn(arya)" in browser.find_element(By.ID, "live").text,
+            lambda: "turn(arya)" in text_of(browser, "live"),
             what="the overview to show the turn",
         )
     assert browser.execute_script("return window.stayed") is True  # updated in place, not reloaded
@@ -199,7 +210,7 @@ def test_a_proposal_is_approved_with_a_click(
     assert "long answers tire the owner" in row.text and "passed" in row.text
     row.find_element(By.XPATH, f".//button[normalize-space()='Approve {p.id}']").click()
     wait_for(
-        lambda: "No proposals." in browser.find_element(By.ID, "main").text,
+        lambda: "No proposals." in text_of(browser, "main"),
         what="the proposal to leave the open list",
     )
     assert gitstore.log(arya.path, limit=1)[0].subject.startswith(f"proposal(arya): apply {p.id}")
@@ -243,7 +254,7 @@ def test_keyboard_alone_reaches_every_part(browser: WebDriver, web: WebServer, a
     browser.switch_to.active_element.send_keys(Keys.ENTER)
     wait_for(lambda: any(arya.inbox.glob("*.md")), what="the message in the inbox")
     wait_for(
-        lambda: "typed without a mouse" in browser.find_element(By.ID, "chat").text,
+        lambda: "typed without a mouse" in text_of(browser, "chat"),
         what="pending shown",
     )
 
