@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from anima import gitstore, lease, mailbox, peer
+from anima import gitstore, lease, mailbox, peer, router
 from anima.config import RemoteConfig
 from anima.errors import AgentExists, AnimaError, BadConfig
 from anima.fsutil import write_atomic
@@ -434,6 +434,8 @@ def clone(home: Home, url: str, name: str | None = None) -> str:
     try:
         _fetch_into(staging, url, name)
         save_push(home, name, PushState(url=url, pushed=gitstore.head(staging), at=time.time()))
+        # What its outbox holds was routed by the home it came from: never again from here.
+        router.mark_routed(home, name, gitstore.head(staging))
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -465,7 +467,8 @@ def move(home: Home, name: str, to_peer: str) -> Moved:
         raise RemoteError(f"{name} has no remote to move through: anima remote add … --agent {name}")
     peer.config(home, to_peer)
     me = peer.this_host(home)
-    to_host = str(peer.call(home, to_peer, "hello")["host"])
+    # Asked before anything stops here: the other home must be willing to take the agent.
+    to_host = str(peer.call(home, to_peer, "adopt", agent=name, url=target.url, check=True)["host"])
     if to_host == me:
         raise BadConfig(f"peer {to_peer} is this home ({me}): nothing to move")
     known = lease.load(home, name) or Lease(url=target.url)
@@ -566,6 +569,11 @@ def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     name = validate_name(_requested(request, "agent"))
     url = check_url(_requested(request, "url"))
     me = peer.this_host(home)
+    if request.get("check"):  # `anima move` asks first, before it stops the agent where it is
+        mine = agent_remote(home, name) if (home.agents_dir / name).exists() else None
+        if mine is not None and mine.url != url:
+            raise Refused(f"{name} here is pushed to {mine.url}, not to {url} where its lease is")
+        return {"host": me, "agent": name}
     agent_dir = home.agents_dir / name
     staging = home.agents_dir / f".adopt-{name}"
     fresh = not agent_dir.exists()
@@ -589,7 +597,8 @@ def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
         lease.save(home, name, replace(current, url=url, state="held", checked=time.time()))
         save_push(home, name, PushState(url=url, pushed=gitstore.head(repo), at=time.time()))
         write_atomic(_adopted_from(home, name), host + "\n")
-        if fresh:
+        if fresh:  # its outbox so far was routed by the home it came from
+            router.mark_routed(home, name, gitstore.head(repo))
             staging.rename(agent_dir)
         else:
             _poke(home, name)

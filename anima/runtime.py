@@ -120,7 +120,7 @@ def run_pass(
         sources=sources,
         may_run=remotes.may_run,  # another host holds its lease: messages stay pending
     )
-    if cancel is None or not cancel.is_set():
+    if (cancel is None or not cancel.is_set()) and not run.elsewhere:
         router.route_run(home, run)
     return run
 

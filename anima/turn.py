@@ -330,6 +330,7 @@ def process_agent(
     run = AgentRun(name)
     with gitstore.agent_lock(home.run_dir / "locks" / f"{name}.lock", timeout=lock_timeout):
         if may_run is not None and not may_run(home, name):
+            run.elsewhere = True
             return run
         try:
             prepare(agent, full_check=full_check)
@@ -440,6 +441,8 @@ class AgentRun:
     paused: list[str] = field(default_factory=list)
     """Self-started messages held by a used-up budget (anima/budget.py): not a failure, so
     nothing re-wakes the agent for them; `anima resume` does."""
+    elsewhere: bool = False
+    """Not run here: another host holds the agent's lease (its turns and routing are there)."""
 
     @property
     def failed(self) -> bool:

@@ -89,3 +89,16 @@ def test_move_killed_during_the_hand_over_leaves_one_host(tmp_path: Path, step: 
     assert run_once(a) == [] and remotes.may_run(a, "arya") is False
     assert (here.inbox / f"{stray.id}.md").exists()  # kept until handed on, never lost
     assert lease.read_remote(there.path, url).holder == "host-b"  # type: ignore[union-attr]
+
+
+def test_a_move_the_other_home_would_refuse_stops_nothing_here(tmp_path: Path) -> None:
+    """Asked first: a home that does not take agents from this one refuses before the agent
+    stops here, so it goes on answering where it is (it ran nowhere, before)."""
+    a, b, _ = two_homes(tmp_path)
+    b.config_path.write_text(b.config_path.read_text().replace("accept_agents = true", ""))
+    moved = anima(a, "move", "arya", "--to", "b", check=False)
+    assert moved.returncode != 0 and "accept_agents" in moved.stderr
+    assert (lease.load(a, "arya") or lease.Lease()).state != "moved"
+    msg = send(Agent(a, "arya"), "still here?")
+    assert [r.message_ids for r in run_once(a)] == [[msg.id]]
+    assert not (b.agents_dir / "arya").exists()

@@ -108,15 +108,21 @@ def test_clone_runs_there_only_once_the_first_home_lease_ends(
     home_a.config_path.write_text(home_a.config_path.read_text().replace(
         "\n\n", f'\n[remotes.backup]\nurl = "{tmp_path}/remotes/{{agent}}.git"\nlease_seconds = 3.0\n', 1))
     agent_a = create_agent(home_a, "arya")
+    create_agent(home_a, "gendry")
     send(agent_a, "remember that the clone must wait")
-    assert run_once(home_a)[0].commit
+    assert run_once(home_a, ["arya"])[0].commit
+    send(agent_a, "tell gendry: said once, on host-a")  # an agent message in arya's outbox
+    assert run_once(home_a, ["arya"])[0].commit
     anima(home_a, "sync")  # `run --once` leaves pushing to the runtime or to sync
     home_b = make_home(tmp_path / "b", "host-b")
+    gendry_b = create_agent(home_b, "gendry")
     anima(home_b, "clone", str(tmp_path / "remotes" / "arya.git"))
     agent_b = Agent(home_b, "arya")
     assert "0 pending" in anima(home_b, "doctor", check=False).stdout
     msg = send(agent_b, "hello from the second home")
     assert run_once(home_b) == []  # refused: host-a holds the lease
+    # what arya's outbox held was routed on host-a: the clone never routes it again here
+    assert not list(gendry_b.inbox.glob("*.md")) and not list(gendry_b.path.glob("archive/*/*.md"))
     assert (agent_b.inbox / f"{msg.id}.md").exists()
     assert not [r for r in replies(agent_b) if r.in_reply_to == msg.id]
     assert "held by host-a" in anima(home_b, "remote", "list").stdout
@@ -128,7 +134,7 @@ def test_clone_runs_there_only_once_the_first_home_lease_ends(
     results = run_once(home_b)
     assert [r.message_ids for r in results] == [[msg.id]] and results[0].commit
     send(agent_a, "am I still running here?")
-    assert run_once(home_a) == []  # host-b holds it now
+    assert run_once(home_a, ["arya"]) == []  # host-b holds it now
 
 
 def test_lease_compare_and_swap_has_one_winner(home_a: Home, tmp_path: Path) -> None:
