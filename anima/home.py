@@ -48,6 +48,13 @@ max_concurrent_turns = 4   # turns of different agents at once
 max_agent_hops = 3         # agent-to-agent messages in one chain before delivery stops
 max_attempts = 5           # failed turns before a message is moved to inbox/rejected/
 grace_seconds = 30.0       # on SIGTERM, time an in-flight turn gets to finish
+
+# Other Anima homes (your VPS, your home server), their agents addressed as agent@NAME. Name
+# this home for them with host_name = "laptop" at the very top of this file. E.g.
+# [peers.vps]
+# url = "ssh://me@vps.example.org/~/.anima"   # or https://... (secret_env), file:///path
+# remote_command = "/home/me/.venv/bin/anima"
+# accept_agents = false                        # true: `anima move NAME --to` here from it
 """
 
 DEFAULT_ALWAYS = """\

@@ -20,6 +20,7 @@ import select
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -44,6 +45,9 @@ ERROR_LINE = 1024
 MAX_LINE = 4 * 1024 * 1024
 """The longest request or answer line (a message is at most 1 MiB, JSON-escaped)."""
 CALL_TIMEOUT = 30.0
+
+
+_CHECK_URL = "check url in [peers.{}] of this home's anima.toml"
 
 
 class PeerError(AnimaError):
@@ -117,9 +121,11 @@ class PipeTransport:
     """A resident `anima serve-peer` over SSH (or run locally): one request line, one answer
     line. Started on first use and again after it died; one call at a time."""
 
-    def __init__(self, name: str, argv: list[str]):
+    def __init__(self, name: str, argv: list[str], home: Path | None = None):
         self.name = name
         self.argv = argv
+        self.home = home
+        """A file:// peer's home: looked for before each start, for a clear error."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock = threading.Lock()
         self.buffer = b""
@@ -130,6 +136,9 @@ class PipeTransport:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self.proc is None or self.proc.poll() is not None:
+            if self.home is not None and not (self.home / "anima.toml").is_file():
+                where = _CHECK_URL.format(self.name)
+                raise PeerError(f"peer {self.name}: no Anima home at {self.home}: {where}")
             try:
                 self.proc = subprocess.Popen(
                     self.argv,
@@ -154,7 +163,8 @@ class PipeTransport:
                 proc.kill()
             proc.wait()
         last = self.errors[-1] if self.errors else ""
-        return PeerError(f"peer {self.name}: {why}" + (f": {last[:300]}" if last else ""))
+        hint = f" ({_CHECK_URL.format(self.name)})" if "no Anima home" in last else ""
+        return PeerError(f"peer {self.name}: {why}" + (f": {last[:300]}{hint}" if last else ""))
 
     def _read_errors(self, proc: subprocess.Popen[bytes]) -> None:
         """Keep the last lines of stderr, each cut to ERROR_LINE bytes (read always, so a
@@ -322,8 +332,11 @@ def connect(home: Home, name: str) -> Transport:
         return PipeTransport(name, _ssh_argv(name, cfg))
     if parts.scheme == "file":
         path = Path(unquote(parts.path)).expanduser()
-        argv = [*shlex.split(cfg.remote_command), "--home", str(path), "serve-peer"]
-        return PipeTransport(name, argv)
+        # The default command: this very Anima (a venv's `anima` is seldom on PATH).
+        command = shlex.split(cfg.remote_command) if cfg.remote_command != "anima" else [
+            sys.executable, "-m", "anima"
+        ]
+        return PipeTransport(name, [*command, "--home", str(path), "serve-peer"], home=path)
     from anima.credentials import secret
 
     key = secret(home, cfg.secret_env, f"the HMAC secret of peer {name}")

@@ -20,7 +20,7 @@ from anima.spool import Drain, PermanentError, Progress, Spool, TransientError, 
 
 log = logging.getLogger(__name__)
 
-CONFIG_RECHECK = 10.0
+CONFIG_RECHECK = 2.0
 """How often a running drain looks for peers added to anima.toml meanwhile."""
 
 
@@ -65,22 +65,50 @@ async def _drain_peer(home: Home, name: str, stop: asyncio.Event) -> None:
         await asyncio.to_thread(sender.close)
 
 
+def retry_now(home: Home, name: str) -> int:
+    """Let every record waiting for peer `name` go at the next look (its table changed: the
+    backoff was for the old one). Returns how many were waiting."""
+    spool = Spool(home, peer.spool_name(name), create=False)
+    waiting = spool.waiting() if spool.new.is_dir() else []
+    for path in waiting:
+        progress = spool.progress(path.stem)
+        if progress.data.get("next_at"):
+            progress.data["next_at"] = 0.0
+            progress.save()
+    return len(waiting)
+
+
 async def serve(home: Home, stop: asyncio.Event) -> None:
-    """Drain every configured peer's spool until `stop`; peers added later are picked up."""
-    running: dict[str, asyncio.Task[None]] = {}
+    """Drain every configured peer's spool until `stop`. anima.toml is read again every
+    CONFIG_RECHECK seconds: a peer added is drained, one removed stops, one whose table changed
+    (a URL fixed) is restarted on its new table and its records are retried at once."""
+    running: dict[str, tuple[asyncio.Task[None], asyncio.Event, object]] = {}
     while not stop.is_set():
         try:
-            names = list(home.config().peers)
+            tables: dict[str, object] | None = dict(home.config().peers)
         except Exception as exc:  # anima.toml mid-edit: the drains already running go on
             log.warning("peers: cannot read the configuration: %s", exc)
-            names = list(running)
-        for name in names:
-            if name not in running:
-                running[name] = asyncio.create_task(_drain_peer(home, name, stop))
+            tables = None
+        if tables is not None:
+            for name, (task, own_stop, table) in list(running.items()):
+                if tables.get(name) != table:
+                    own_stop.set()
+                    await task
+                    del running[name]
+                    if name in tables:
+                        n = await asyncio.to_thread(retry_now, home, name)
+                        log.info("peer %s: its table changed; %d waiting record(s) go now", name, n)
+            for name, table in tables.items():
+                if name not in running:
+                    own_stop = asyncio.Event()
+                    task = asyncio.create_task(_drain_peer(home, name, own_stop))
+                    running[name] = (task, own_stop, table)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), CONFIG_RECHECK)
+    for _task, own_stop, _table in running.values():
+        own_stop.set()
     if running:
-        await asyncio.wait(list(running.values()))
+        await asyncio.wait([task for task, _, _ in running.values()])
 
 
 def once(home: Home) -> dict[str, int]:

@@ -60,6 +60,8 @@ def test_move_between_two_running_homes(tmp_path: Path) -> None:
     assert "moved to host-b" in anima(a, "remote", "list").stdout
     shown = json.loads(anima(a, "status", "--json").stdout)["agents"]["arya"]["remote"]
     assert shown["runs_here"] is False and "moved to host-b" in shown["lease"]
+    chat = anima(a, "chat", "arya", check=False)  # on the old home: said where it went
+    assert chat.returncode != 0 and "anima chat arya@b" in chat.stderr
     table = " ".join(anima(a, "status").stdout.replace("│", " ").split())  # cells may wrap
     assert "not run here" in table and "host-b" in table
 

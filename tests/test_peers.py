@@ -463,18 +463,22 @@ def test_anima_peers_lists_each_peer_with_its_spool_and_checks_it(tmp_path: Path
     make_home(b.root, "vps", "gendry", {})
     say(a, "arya", "tell gendry@vps: hello")
     run_once(a)
+    say(a, "arya", "tell gendry@gone: are you there?")
+    run_once(a)
     out = subprocess.run(
         [sys.executable, "-m", "anima", "--home", str(a.root), "peers", "--check"],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "2000"},
     )
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # a peer did not answer
     (vps_row,) = [line for line in out.stdout.splitlines() if "│ vps " in line]
     assert "ok: vps (1 agents)" in vps_row and "│ 1 " in vps_row  # one sent
     (gone_row,) = [line for line in out.stdout.splitlines() if "│ gone " in line]
-    assert "error:" in gone_row
+    assert "error: peer gone: no Anima home at" in gone_row  # the check's answer
+    flat = " ".join(out.stdout.replace("│", " ").split())  # cells wrap
+    assert flat.count("check url in [peers.gone]") == 2  # also why its message waits
     assert "this home is 'laptop'" in out.stdout
 
 
@@ -582,3 +586,30 @@ def test_doctor_checks_each_peer_and_never_mistakes_its_spool_for_a_channel(tmp_
     assert not any(name.startswith("channel") for name in checks), checks
     assert not checks["peer vps"].ok and "1 dead-lettered" in checks["peer vps"].detail
     assert not checks["peer nas"].ok and "NAS_SECRET_UNSET" in checks["peer nas"].detail
+
+
+def test_a_peer_url_fixed_while_the_runtime_runs_is_used_at_once(tmp_path: Path) -> None:
+    """A typo in [peers.vps] url: the message waits (its next try a minute away); the table
+    fixed, the running drain restarts on it and sends the message now, not a minute later."""
+    laptop = Home(tmp_path / "laptop")
+    vps = Home(tmp_path / "vps")
+    make_home(laptop.root, "laptop", "arya", {"vps": file_peer(Home(tmp_path / "typo"))})
+    make_home(vps.root, "vps", "gendry", {})
+    text = laptop.config_path.read_text()
+    laptop.config_path.write_text(
+        text.replace("backoff = 0.1", "backoff = 60.0").replace(
+            "max_backoff = 0.3", "max_backoff = 60.0"
+        )
+    )
+    spool = laptop.spool_dir / "peer-vps"
+    with LiveRuntime(laptop) as here:
+        say(laptop, "arya", "tell gendry@vps: despite the typo")
+        wait_for(lambda: list((spool / "state").glob("*.json")), 30, "a failed attempt")
+        laptop.config_path.write_text(
+            laptop.config_path.read_text().replace(str(tmp_path / "typo"), str(vps.root))
+        )
+        inbox = vps.agents_dir / "gendry" / "inbox"
+        wait_for(lambda: list(inbox.glob("*.md")), 15, "delivery on the fixed table")
+        assert "its table changed" in here.output()
+    bodies = [mailbox.read_message(p, "gendry").body.strip() for p in inbox.glob("*.md")]
+    assert bodies == ["despite the typo"]

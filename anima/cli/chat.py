@@ -103,6 +103,15 @@ class Repl:
 
             self.session: Any = RemoteSession(home, agent)
         else:
+            from anima.errors import AnimaError
+            from anima.lease import load
+
+            known = load(home, agent)
+            if known is not None and known.state == "moved" and known.to_peer:
+                raise AnimaError(
+                    f"{agent} moved to {known.to_host}: talk to it there, "
+                    f"anima chat {agent}@{known.to_peer}"
+                )
             self.session = ChatSession(home, agent)
         self.ask = ask
         self._printing = threading.Lock()
