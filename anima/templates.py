@@ -20,6 +20,10 @@ from anima.home import Home, validate_name
 
 UPSTREAM = "upstream"
 REF_KEY = "anima.upstreamref"
+RENDERED = "refs/anima/template-rendered"
+"""The template as this agent got it, `{{name}}` filled in: a chain of commits, each with the
+template commit it renders and the previous one as parents, so an update merges the template's
+changes from where the agent's own history left it (a line with `{{name}}` is not a conflict)."""
 OWN_STATE = ("memory", "history", "inbox", "outbox", "archive", "workspace", ".cache")
 """What the agent writes itself: an update keeps the agent's version of anything under these."""
 RECORDS = ("inbox", "outbox", "archive", "history", ".cache")
@@ -107,7 +111,9 @@ def _build(path: Path, name: str, source: gitsource.Source) -> None:
         git(path, "config", REF_KEY, source.ref)
     commit = gitsource.fetch(path, UPSTREAM, source.fetch_ref)
     check_template(path, commit, str(source))
-    git(path, "update-ref", "refs/heads/main", commit)
+    rendered = _rendered(path, commit, name, None)
+    git(path, "update-ref", RENDERED, rendered)
+    git(path, "update-ref", "refs/heads/main", rendered)
     git(path, "reset", "-q", "--hard", "main")
     _complete(path, name)
     check_result(path)
@@ -115,6 +121,34 @@ def _build(path: Path, name: str, source: gitsource.Source) -> None:
     subject = f"init({name}): new agent from template {source} ({commit[:12]})"
     git(path, "commit", "-q", "--no-verify", "-m", subject)
     gitstore.tune(path)
+
+
+def _rendered(path: Path, commit: str, name: str, previous: str | None) -> str:
+    """A commit of `commit`'s tree with `{{name}}` filled in (in .md and .toml files), whose
+    parents are `commit` and `previous` (the last one made)."""
+    git = gitsource.git
+    index = path / ".git" / "anima-render-index"
+    env = {"GIT_INDEX_FILE": str(index)}
+    try:
+        git(path, "read-tree", commit, env=env)
+        listing = git(path, "ls-tree", "-r", "-z", commit)
+        for entry in filter(None, listing.split("\0")):
+            meta, _, rel = entry.partition("\t")
+            mode, kind, blob = meta.split()
+            if kind != "blob" or mode == "120000" or not rel.endswith((".md", ".toml")):
+                continue
+            raw = git(path, "cat-file", "blob", blob)
+            if "{{name}}" not in raw:
+                continue
+            data = raw.replace("{{name}}", name).encode("utf-8", "surrogateescape")
+            sha = git(path, "hash-object", "-w", "--stdin", input=data).strip()
+            git(path, "update-index", "--cacheinfo", f"{mode},{sha},{rel}", env=env)
+        tree = git(path, "write-tree", env=env).strip()
+    finally:
+        index.unlink(missing_ok=True)
+    parents = ["-p", commit] + (["-p", previous] if previous else [])
+    message = f"template {commit[:12]} for {name} ({{{{name}}}} filled in)"
+    return git(path, "commit-tree", tree, *parents, "-m", message).strip()
 
 
 def _complete(path: Path, name: str) -> None:
@@ -186,7 +220,9 @@ def update(home: Home, name: str) -> Updated:
         before = git(path, "rev-parse", "HEAD").strip()
         if _is_ancestor(path, theirs, before):
             return Updated(before, before, theirs)
-        git(path, "merge", "-q", "--no-commit", "--no-ff", theirs, ok=(0, 1))
+        previous = git(path, "rev-parse", "-q", "--verify", RENDERED, ok=(0, 1)).strip()
+        merged = _rendered(path, theirs, name, previous) if previous else theirs
+        git(path, "merge", "-q", "--no-commit", "--no-ff", merged, ok=(0, 1))
         try:
             kept = _keep_own_state(path)
             conflicts = _unmerged(path)
@@ -205,6 +241,8 @@ def update(home: Home, name: str) -> Updated:
         if kept:
             message += "\n\nKept the agent's own: " + ", ".join(kept[:20])
         git(path, "commit", "-q", "--no-verify", "-m", message)
+        if previous:
+            git(path, "update-ref", RENDERED, merged, previous)
         after = git(path, "rev-parse", "HEAD").strip()
         stat = git(path, "diff", "--stat", before, after)
     return Updated(before, after, theirs, stat, tuple(kept))

@@ -123,6 +123,37 @@ def test_new_from_template_then_update_merges_it_but_never_the_agents_memory(
     assert code == 0 and "[offline model]" in out, out
 
 
+def test_a_template_change_on_a_line_with_name_merges_and_new_files_get_the_name(
+    tmp_path: Path,
+) -> None:
+    """The agent never touched its persona's `{{name}}` line, the template changed it: the
+    update merges the template as the agent got it (name filled in), no conflict; a file the
+    template adds later gets the agent's name too."""
+    bare = template(tmp_path)
+    assert invoke("new", "ada", "--from", str(bare))[0] == 0
+    repo = agent_dir(tmp_path, "ada")
+    first = PERSONA.splitlines()[0]
+    assert "{{name}}" in first
+    publish(
+        tmp_path / "tpl",
+        {
+            "persona.md": PERSONA.replace(first, first + " Be brief."),
+            "skills/hello/SKILL.md": skill_md("hello", "Say hello to {{name}} nicely."),
+        },
+    )
+    code, out = invoke("update", "ada")
+    assert code == 0, out
+    persona = (repo / "persona.md").read_text()
+    assert persona.splitlines()[0] == first.replace("{{name}}", "ada") + " Be brief."
+    assert "Say hello to ada nicely." in (repo / "skills/hello/SKILL.md").read_text()
+    publish(tmp_path / "tpl", {"skills/hello/SKILL.md": skill_md("hello", "Greet {{name}}.")})
+    code, out = invoke("update", "ada")  # a second update merges from where the first left
+    assert code == 0, out
+    assert "Greet ada." in (repo / "skills/hello/SKILL.md").read_text()
+    assert g(repo, "status", "--porcelain") == ""
+    g(repo, "fsck", "--strict")
+
+
 def test_update_conflict_stops_with_a_clear_message_and_a_clean_repo(tmp_path: Path) -> None:
     bare = template(tmp_path)
     assert invoke("new", "arya", "--from", str(bare))[0] == 0
