@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import threading
 from dataclasses import dataclass, field, replace
 
 from anima.errors import BadFrontMatter, BadMessage, UnfinishedMessage
@@ -28,10 +29,25 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_LAST_ID: list[tuple[str, int]] = [("", 0)]
+"""The last id's time and suffix: ids made in one process within one millisecond count up."""
+_ID_LOCK = threading.Lock()
+
+
 def new_id(now: dt.datetime | None = None) -> str:
-    """A sortable, unique id: UTC time to the millisecond plus 6 random hex digits."""
+    """A sortable, unique id: UTC time to the millisecond plus 6 hex digits, random, except
+    that ids this process makes within one millisecond count up from the first: they sort in
+    the order they were made (messages of one conversation are delivered in id order)."""
     now = now or utcnow()
-    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + os.urandom(3).hex()
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-"
+    with _ID_LOCK:
+        last, n = _LAST_ID[0]
+        if stamp == last and n < 0xFFFFFF:
+            n += 1
+        else:
+            n = int.from_bytes(os.urandom(3), "big") >> 1  # room to count up
+        _LAST_ID[0] = (stamp, n)
+    return stamp + f"{n:06x}"
 
 
 def iso(ts: dt.datetime) -> str:

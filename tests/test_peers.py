@@ -613,3 +613,13 @@ def test_a_peer_url_fixed_while_the_runtime_runs_is_used_at_once(tmp_path: Path)
         assert "its table changed" in here.output()
     bodies = [mailbox.read_message(p, "gendry").body.strip() for p in inbox.glob("*.md")]
     assert bodies == ["despite the typo"]
+
+
+def test_ids_made_in_one_millisecond_sort_in_the_order_they_were_made() -> None:
+    """Delivery in order per conversation is delivery in id order: two messages a turn makes
+    in one millisecond must not swap (their suffixes were random: CI saw 'c1 2' before 'c1 1')."""
+    from anima.message import new_id, utcnow
+
+    now = utcnow()
+    ids = [new_id(now) for _ in range(1000)]
+    assert ids == sorted(ids) and len(set(ids)) == 1000
