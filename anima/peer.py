@@ -267,7 +267,7 @@ class HttpTransport:
         return self.conn
 
     def call(self, request: dict[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
-        from anima.channels.webhook import SIG_HEADER, TS_HEADER, signature
+        from anima.signing import SIG_HEADER, TS_HEADER, signature
 
         # A nonce: two identical requests in one second (a poll) must not sign the same,
         # or the second would be refused as a replay.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import hmac
 import json
 import logging
@@ -37,30 +36,20 @@ from anima.home import Home
 from anima.mailbox import month_of
 from anima.message import Message, valid_id
 from anima.peer import this_host
+from anima.signing import SIG_HEADER as SIG_HEADER
+from anima.signing import TS_HEADER as TS_HEADER
+from anima.signing import raw as _raw
+from anima.signing import signature as signature
 from anima.spool import Progress, Spool, drain
 
 log = logging.getLogger(__name__)
 
-TS_HEADER = "X-Anima-Timestamp"
-SIG_HEADER = "X-Anima-Signature"
 _SENDER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 PEER_WORKERS = 4
 """Peer requests answered at once; more wait their turn (each is bounded: MAX_WAIT)."""
 LINGER = 2.0
 """After an early answer (401, 404, 408), how long the rest of an unread body is drained, so
 the client can read the answer before the connection closes (at most body_timeout)."""
-
-
-def _raw(text: str) -> bytes:
-    """A header or path as bytes, whatever it holds (aiohttp keeps undecodable bytes as
-    surrogates, which a plain `.encode()` would choke on)."""
-    return text.encode("utf-8", "surrogateescape")
-
-
-def signature(key: str, timestamp: str, method: str, path: str, body: bytes) -> str:
-    """`sha256=` + hex HMAC-SHA256 of "<timestamp>.<METHOD> <path>." followed by the raw body."""
-    mac = hmac.new(key.encode(), _raw(f"{timestamp}.{method.upper()} {path}.") + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
 
 
 class Auth:
