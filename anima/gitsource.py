@@ -168,6 +168,15 @@ def fetch(repo: Path, url: str, ref: str, *, depth: int | None = None) -> str:
     return git(repo, "rev-parse", "--verify", "FETCH_HEAD^{commit}").strip()
 
 
+def enclosing_repository(path: Path) -> Path | None:
+    """The work tree of the git repository that `path` is a folder of (not `path` itself: that
+    is a repository of its own), found by looking for `.git` in its parents; None if none.
+    Nothing is run: the enclosing repository may be a stranger's."""
+    if (path / ".git").exists():
+        return None
+    return next((p for p in path.parents if (p / ".git").exists()), None)
+
+
 def init_bare(path: Path) -> Path:
     """An empty bare repository to fetch a stranger's objects into (no hooks: --template=)."""
     path.mkdir(parents=True, exist_ok=True)

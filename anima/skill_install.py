@@ -133,7 +133,10 @@ def _scratch(home: Home) -> Iterator[Path]:
 def _stage(scratch: Path, source: gitsource.Source, ref: str) -> tuple[Pin, list[File], Path]:
     """Fetch, check, write out and validate the skill at `source`; its pin, files and folder."""
     repo = gitsource.init_bare(scratch / "repo.git")
-    commit = gitsource.fetch(repo, source.url, ref or "HEAD", depth=1)
+    try:
+        commit = gitsource.fetch(repo, source.url, ref or "HEAD", depth=1)
+    except BadSource as exc:
+        raise _not_a_repository(source) or exc from None
     where = f"skill {source}"
     treeish = f"{commit}:{source.path}" if source.path else f"{commit}^{{tree}}"
     tree = gitsource.git(repo, "rev-parse", "--verify", "-q", treeish, ok=(0, 1)).strip()
@@ -144,7 +147,10 @@ def _stage(scratch: Path, source: gitsource.Source, ref: str) -> tuple[Pin, list
     top = {e.path: e for e in entries}
     head = top.get(skills.SKILL_FILE)
     if head is None:
-        raise BadSource(f"{where} has no {skills.SKILL_FILE} at its top: it is not a skill")
+        raise BadSource(
+            f"{where} has no {skills.SKILL_FILE} at its top: it is not a skill"
+            + _skills_inside(source, entries)
+        )
     if head.size > skills.SKILL_MAX_BYTES:
         raise BadSource(
             f"{where}: {skills.SKILL_FILE} is {head.size} bytes (limit {skills.SKILL_MAX_BYTES})"
@@ -162,6 +168,50 @@ def _stage(scratch: Path, source: gitsource.Source, ref: str) -> tuple[Pin, list
         raise BadSource(f"{where} is not a valid skill: {fields.problem}")
     files = [File(e.path, e.size, _is_script(e, folder)) for e in entries]
     return Pin(name, source.url, source.ref, source.path, commit, tree), files, folder
+
+
+def _not_a_repository(source: gitsource.Source) -> BadSource | None:
+    """For a local folder git could not fetch from: that it is a folder of a repository (and
+    the `REPO:folder` spec that names it), or no repository at all. None for anything else."""
+    path = Path(source.url)
+    if not path.is_absolute() or not path.is_dir():
+        return None
+    top = gitsource.enclosing_repository(path)
+    if top is None:
+        if (path / ".git").exists():
+            return None  # a repository: git's own words say what is wrong with it
+        return BadSource(
+            f"{path} is not a git repository: skills are installed from git "
+            "(git init, git add and git commit it first)"
+        )
+    folder = PurePosixPath(path.relative_to(top).as_posix(), source.path)
+    spec = gitsource.Source(str(top), source.ref, str(folder))
+    return BadSource(
+        f"{path} is a folder of the repository {top}, not a repository itself "
+        f"(what is committed there is installed): anima skills add {spec}"
+    )
+
+
+SKILLS_SHOWN = 10
+
+
+def _skills_inside(source: gitsource.Source, entries: Sequence[gitsource.Entry]) -> str:
+    """For a tree with no SKILL.md at its top: the folders below that hold one, shallowest
+    first, and how to name one (empty when there is none)."""
+    found = sorted(
+        (
+            str(PurePosixPath(e.path).parent)
+            for e in entries
+            if PurePosixPath(e.path).name == skills.SKILL_FILE and "/" in e.path
+        ),
+        key=lambda folder: (folder.count("/"), folder),
+    )
+    if not found:
+        return ""
+    shown = ", ".join(found[:SKILLS_SHOWN])
+    more = f" and {len(found) - SKILLS_SHOWN} more" if len(found) > SKILLS_SHOWN else ""
+    first = gitsource.Source(source.url, source.ref, str(PurePosixPath(source.path, found[0])))
+    return f". Skills in its folders: {shown}{more}; name one after ':', e.g. anima skills add {first}"
 
 
 def _declared_name(raw: bytes) -> str:
