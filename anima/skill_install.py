@@ -211,7 +211,9 @@ def _skills_inside(source: gitsource.Source, entries: Sequence[gitsource.Entry])
     shown = ", ".join(found[:SKILLS_SHOWN])
     more = f" and {len(found) - SKILLS_SHOWN} more" if len(found) > SKILLS_SHOWN else ""
     first = gitsource.Source(source.url, source.ref, str(PurePosixPath(source.path, found[0])))
-    return f". Skills in its folders: {shown}{more}; name one after ':', e.g. anima skills add {first}"
+    return (
+        f". Skills in its folders: {shown}{more}; name one after ':', e.g. anima skills add {first}"
+    )
 
 
 def _declared_name(raw: bytes) -> str:
@@ -334,6 +336,15 @@ def install(home: Home, candidate: Candidate, *, consent: bool) -> str | None:
         subject = f"skills: {verb} {candidate.name} from {candidate.pin.url} ({candidate.pin.commit[:12]})"
         paths = [f"skills/{candidate.name}", LOCK_FILE]
         return gitstore.commit(candidate.root, subject, paths=paths)
+
+
+def shell_warning(home: Home, candidate: Candidate) -> str | None:
+    """That the candidate's scripts need the shell tool, off for its agent (for a shared skill:
+    for every agent); None when it has no scripts or a shell can run them."""
+    if not candidate.scripts:
+        return None
+    off = skills.shell_off(home, candidate.agent)
+    return f"skill {candidate.name}'s scripts need the shell tool, {off}" if off else None
 
 
 def _swap(candidate: Candidate) -> None:

@@ -25,8 +25,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from anima import front_matter
-from anima.config import AgentConfig
-from anima.errors import BadFrontMatter, BadSkill, ToolError
+from anima.config import AgentConfig, load_agent_config
+from anima.errors import AnimaError, BadFrontMatter, BadSkill, ToolError
 from anima.home import Home
 from anima.tools.base import Tool, ToolContext
 
@@ -485,9 +485,49 @@ def shell_mode(config: AgentConfig) -> ShellMode:
     """How this agent's shell would run a skill's script: in the sandbox, unsandboxed, or not."""
     from anima.tools import sandbox
 
-    if not config.tools.shell.enabled or "shell" in config.tools.disabled:
+    if not _shell_on(config):
         return "off"
     return "sandboxed" if sandbox.unavailable() is None else "unsafe"
+
+
+def _shell_on(config: AgentConfig) -> bool:
+    return config.tools.shell.enabled and "shell" not in config.tools.disabled
+
+
+def shell_off(home: Home, agent: str | None) -> str | None:
+    """Why scripts could not run for `agent` (None: for any agent, as a shared skill's), as
+    "which is off for ada (how to turn it on)"; None when a shell can run them, or when an
+    agent.toml cannot be read (the run and `anima doctor` say why)."""
+    if agent is None:
+        configs = [_config(home, name) for name in home.agent_names()]
+        if any(c is None or _shell_on(c) for c in configs):
+            return None
+        return "which no agent has on ([tools.shell] enabled = true in an agent.toml turns it on)"
+    config = _config(home, agent)
+    if config is None or _shell_on(config):
+        return None
+    where = f"agents/{agent}/agent.toml"
+    if "shell" in config.tools.disabled:
+        return f'which is off for {agent} ("shell" is in [tools] disabled in {where})'
+    return f"which is off for {agent} ([tools.shell] enabled = true in {where} turns it on)"
+
+
+def _config(home: Home, agent: str) -> AgentConfig | None:
+    try:
+        return load_agent_config(home.agents_dir / agent / "agent.toml")
+    except AnimaError:
+        return None
+
+
+def scripts_note(home: Home, skill: Skill, agent: str | None = None) -> str | None:
+    """For `anima skills check` and `list`: that this skill's scripts (files under scripts/,
+    as the skill tool tells) need the shell tool, off for the agent that has the skill (for a
+    shared one: for `agent`, or for every agent when None). None when they can run."""
+    if not any(f.startswith("scripts/") for f in files(skill)[0]):
+        return None
+    owner = skill.folder.parent.parent.name if skill.scope == "agent" else agent
+    off = shell_off(home, owner)
+    return f"its scripts need the shell tool, {off}" if off else None
 
 
 def _skill(ctx: ToolContext, name: str = "", path: str = "") -> str:

@@ -56,6 +56,15 @@ def list_(home: Home, agent: str | None) -> None:
     for s in found:
         table.add_row(*plain(s.name, _origin(s), s.description, _state(s)))
     console.print(table)
+    for s in found:
+        if note := _scripts_note(home, s, agent):
+            console.print("[yellow]note[/yellow]", *plain(f"{s.name} ({_origin(s)}): {note}"))
+
+
+def _scripts_note(home: Home, skill: Skill, agent: str | None) -> str | None:
+    from anima.skills import scripts_note
+
+    return scripts_note(home, skill, agent) if skill.usable else None
 
 
 @skills.command()
@@ -97,10 +106,8 @@ def check(home: Home, name: str | None, agent: str | None) -> None:
         if s.problem:
             console.print("[red]invalid[/red]", *plain(f"{where}: {s.problem}"))
         else:
-            console.print(
-                "[green]ok[/green]",
-                *plain(where + (": shadowed by the agent's own" if s.shadowed else "")),
-            )
+            note = "shadowed by the agent's own" if s.shadowed else _scripts_note(home, s, agent)
+            console.print("[green]ok[/green]", *plain(where + (f": {note}" if note else "")))
     bad = sum(1 for s in found if s.problem)
     console.print(f"{len(found)} checked, {bad} invalid")
     if bad:
@@ -143,12 +150,14 @@ def _consent(candidate: SkillCandidate, yes: bool) -> bool:
 def add(home: Home, spec: str, agent: str | None, yes: bool) -> None:
     """Install the skill at GIT_URL (or a marketplace name), pinned to its commit in
     skills.lock; shows its files first, and a skill with scripts needs --yes."""
-    from anima.skill_install import fetch_new, install
+    from anima.skill_install import fetch_new, install, shell_warning
 
     with fetch_new(home, spec, agent) as candidate:
         _show(candidate)
         install(home, candidate, consent=_consent(candidate, yes))
     console.print(f"installed {candidate.name} at {candidate.target} ({candidate.pin.commit[:12]})")
+    if warning := shell_warning(home, candidate):
+        console.print("[yellow]warning:[/yellow]", *plain(warning))
 
 
 @skills.command()
