@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from anima import gitstore
 from anima.errors import AnimaError
@@ -32,6 +33,7 @@ from anima.home import Home
 from anima.peer import this_host
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REF = "refs/anima/lease"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -119,13 +121,33 @@ def _path(home: Home, name: str) -> Path:
     return home.run_dir / "leases" / f"{name}.json"
 
 
-def load(home: Home, name: str) -> Lease | None:
-    """This host's record of `name`'s lease; None when it never had one."""
+def _record(path: Path, cls: type[T]) -> T | None:
+    """A small JSON record of dataclass `cls` under run/; None when it is missing or damaged
+    (not an object, a field of the wrong type, a number that is not finite): the caller then
+    asks the remote again, as if there were none."""
     try:
-        data = json.loads(_path(home, name).read_text())
-        return Lease(**{k: v for k, v in data.items() if k in Lease.__dataclass_fields__})
-    except (FileNotFoundError, ValueError, TypeError):
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
         return None
+    if not isinstance(data, dict):
+        return None
+    hints = {f.name: type(f.default) for f in fields(cls)}  # type: ignore[arg-type]
+    values = {}
+    for key, value in data.items():
+        if key not in hints:
+            continue
+        want = hints[key]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not want or (isinstance(value, float) and not math.isfinite(value)):
+            return None
+        values[key] = value
+    return cls(**values)
+
+
+def load(home: Home, name: str) -> Lease | None:
+    """This host's record of `name`'s lease; None when it never had one (or it is damaged)."""
+    return _record(_path(home, name), Lease)
 
 
 def save(home: Home, name: str, lease: Lease) -> Lease:
@@ -161,11 +183,7 @@ def push_path(home: Home, name: str) -> Path:
 
 
 def push_state(home: Home, name: str) -> PushState:
-    try:
-        data = json.loads(push_path(home, name).read_text())
-        return PushState(**{k: v for k, v in data.items() if k in PushState.__dataclass_fields__})
-    except (FileNotFoundError, ValueError, TypeError):
-        return PushState()
+    return _record(push_path(home, name), PushState) or PushState()
 
 
 def save_push(home: Home, name: str, st: PushState) -> None:
@@ -270,7 +288,10 @@ def local_turns(home: Home, name: str, lease: Lease | None, host: str, lease_sec
     valid with a margin to spare (no network)."""
     if lease is None or lease.state != "held":
         return False
-    return lease.holder == host and lease.expires - time.time() > lease_seconds * MARGIN
+    # A record claiming more than one lease period (a clock stepped back, a hand edit) is not
+    # believed: the remote is asked, as for one about to end.
+    left = lease.expires - time.time()
+    return lease.holder == host and lease_seconds * MARGIN < left <= lease_seconds * 1.01
 
 
 def summary(lease: Lease | None) -> dict[str, Any] | None:

@@ -89,6 +89,12 @@ def agent_remote(home: Home, name: str, remotes: dict[str, RemoteConfig] | None 
     named = [(r, c) for r, c in sorted(remotes.items()) if name in c.agents]
     shared = [(r, c) for r, c in sorted(remotes.items()) if not c.agents]
     for rname, cfg in named + shared:
+        local = _local_path(cfg.url)
+        if local is not None and not local.is_absolute():
+            raise BadConfig(
+                f"[remotes.{rname}] url {cfg.url!r} is a relative path: give it from / "
+                "(git runs in each agent's folder)"
+            )
         return AgentRemote(rname, cfg.url.replace("{agent}", name), cfg.interval, cfg.lease_seconds)
     own = _own_remote(home.agents_dir / name)
     return AgentRemote("", own) if own else None
@@ -102,6 +108,9 @@ def add_remote(home: Home, name: str, url: str, agent: str | None = None) -> Rem
     if name in home.config().remotes:
         raise BadConfig(f"remote {name!r} exists already in {home.config_path}")
     check_url(url.replace("{agent}", "x"))
+    local = _local_path(url)
+    if local is not None and not local.is_absolute():  # git runs in the agent's folder
+        url = str(local.absolute())
     if agent is not None:
         home.agent_dir(agent)
     elif "{agent}" not in url:
@@ -160,7 +169,7 @@ def push(home: Home, name: str, target: AgentRemote) -> str:
         git(agent_dir, "push", "-q", "--no-verify", "--", target.url, f"{sha}:refs/heads/{branch}")
     except RemoteError as exc:
         st = push_state(home, name)
-        delay = min(MAX_BACKOFF, 2.0 ** st.attempts)
+        delay = min(MAX_BACKOFF, 2.0 ** min(st.attempts, 16))
         save_push(home, name, replace(st, url=target.url, error=str(exc), attempts=st.attempts + 1,
                                        next_try=time.time() + delay, at=time.time()))
         raise
@@ -310,7 +319,7 @@ async def serve(home: Home, stop: asyncio.Event) -> None:
                 why, n, _ = failing.get(name, ("", 0, 0.0))
                 if why != str(exc):
                     log.warning("%s: remote: %s (retried)", name, exc)
-                failing[name] = (str(exc), n + 1, time.time() + min(MAX_RETRY, 2.0**n))
+                failing[name] = (str(exc), n + 1, time.time() + min(MAX_RETRY, 2.0 ** min(n, 16)))
             except Exception:
                 log.exception("%s: remote: unexpected failure", name)
         with contextlib.suppress(TimeoutError):
@@ -383,6 +392,16 @@ def _name_from(url: str) -> str:
     return base.removesuffix(".git")
 
 
+def _refuse_links(repo: Path, rev: str, url: str) -> None:
+    """An agent brought from a remote carries no symbolic links: one could turn its inbox into
+    another agent's or its memory into any file of this machine. (Anima never makes one.)"""
+    listing = git(repo, "ls-tree", "-r", "-z", "--full-tree", rev)
+    links = [e.partition("\t")[2] for e in listing.split("\0") if e.startswith("120000 ")]
+    if links:
+        shown = ", ".join(links[:3]) + (" …" if len(links) > 3 else "")
+        raise RemoteError(f"{url}: refused: the agent's tree holds symbolic links ({shown})")
+
+
 def _fetch_into(staging: Path, url: str, name: str) -> None:
     """Make `staging` an agent repository of `url`'s branch, set up as `gitstore.init_repo`
     sets one up (identity, no auto gc, tuned index), its `anima` remote `url`."""
@@ -406,6 +425,7 @@ def _fetch_into(staging: Path, url: str, name: str) -> None:
     if not found:
         raise RemoteError(f"{url}: no branch to clone (has this agent been pushed yet?)")
     branch = "main" if "main" in found else found[0]
+    _refuse_links(staging, f"refs/remotes/{ANIMA_REMOTE}/{branch}", url)
     git(staging, "checkout", "-q", "-B", branch, f"refs/remotes/{ANIMA_REMOTE}/{branch}")
     gitstore.tune(staging)
     if not (staging / "agent.toml").is_file():
@@ -527,8 +547,11 @@ def forward_pending(home: Home, name: str, known: Lease) -> int:
             continue
         try:
             raw = path.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue  # gone meanwhile, or not text: the other side would reject it anyway
+        except FileNotFoundError:
+            continue  # gone meanwhile
+        except (OSError, UnicodeDecodeError) as exc:
+            mailbox.reject(path, f"not handed on to {known.to_host}: not readable text ({exc})")
+            continue
         try:
             peer.call(home, known.to_peer, "forward", agent=name, id=path.stem, message=raw)
         except peer.PeerError as exc:
@@ -555,6 +578,27 @@ def _adopted_from(home: Home, name: str) -> Path:
     return home.run_dir / "adopted" / name
 
 
+def _check_continues(home: Home, name: str, url: str) -> str:
+    """An agent of this name is here already: it must be the same agent, pushed to `url`, and
+    the remote's branch must continue its history (a move back). Fetches; returns the branch.
+    Refused otherwise: a different agent of the same name is never overwritten or taken over."""
+    mine = agent_remote(home, name)
+    if mine is None or mine.url != url:
+        where = f"pushed to {mine.url}" if mine else "not pushed anywhere"
+        raise Refused(f"{name} here is another agent ({where}), not the one at {url}")
+    agent_dir = home.agents_dir / name
+    try:
+        git(agent_dir, "-c", "transfer.fsckObjects=true", "fetch", "-q", "--no-tags", "--", url,
+            f"+refs/heads/*:refs/remotes/{ANIMA_REMOTE}/*")
+        branch = _branch(agent_dir)
+        theirs = f"refs/remotes/{ANIMA_REMOTE}/{branch}"
+        _refuse_links(agent_dir, theirs, url)
+        git(agent_dir, "merge-base", "--is-ancestor", "HEAD", theirs)
+    except RemoteError as exc:
+        raise Refused(f"{name} here does not continue into {url}'s history: {exc}") from None
+    return branch
+
+
 @peer_op("adopt")
 def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     """Take over an agent whose lease names this host: clone it from its remote (or bring the
@@ -569,39 +613,35 @@ def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     name = validate_name(_requested(request, "agent"))
     url = check_url(_requested(request, "url"))
     me = peer.this_host(home)
-    if request.get("check"):  # `anima move` asks first, before it stops the agent where it is
-        mine = agent_remote(home, name) if (home.agents_dir / name).exists() else None
-        if mine is not None and mine.url != url:
-            raise Refused(f"{name} here is pushed to {mine.url}, not to {url} where its lease is")
-        return {"host": me, "agent": name}
     agent_dir = home.agents_dir / name
+    if request.get("check"):  # `anima move` asks first, before it stops the agent where it is
+        if agent_dir.exists():
+            _check_continues(home, name, url)
+        return {"host": me, "agent": name}
     staging = home.agents_dir / f".adopt-{name}"
-    fresh = not agent_dir.exists()
     try:
-        if fresh:
-            shutil.rmtree(staging, ignore_errors=True)
-            _fetch_into(staging, url, name)
-        repo = staging if fresh else agent_dir
-        current = lease.read_remote(repo, url)
-        if current is None or current.holder != me:
-            raise Refused(f"the lease of {name} on {url} names {current.holder if current else 'nobody'}, not {me}")
-        mine = agent_remote(home, name) if not fresh else None
-        if mine is not None and mine.url != url:
-            raise Refused(f"{name} here is pushed to {mine.url}, not to {url} where its lease is")
-        if not fresh:
-            with gitstore.agent_lock(_lock(home, name), timeout=60):
-                git(agent_dir, "fetch", "-q", "--no-tags", "--", url,
-                    f"+refs/heads/*:refs/remotes/{ANIMA_REMOTE}/*")
-                branch = _branch(agent_dir)
+        with gitstore.agent_lock(_lock(home, name), timeout=60):  # one adopt at a time
+            fresh = not agent_dir.exists()
+            if fresh:
+                shutil.rmtree(staging, ignore_errors=True)
+                _fetch_into(staging, url, name)
+            repo = staging if fresh else agent_dir
+            current = lease.read_remote(repo, url)
+            if current is None or current.holder != me:
+                holder = current.holder if current else "nobody"
+                raise Refused(f"the lease of {name} on {url} names {holder}, not {me}")
+            if not fresh:
+                branch = _check_continues(home, name, url)
                 git(agent_dir, "merge", "-q", "--ff-only", f"refs/remotes/{ANIMA_REMOTE}/{branch}")
-        lease.save(home, name, replace(current, url=url, state="held", checked=time.time()))
-        save_push(home, name, PushState(url=url, pushed=gitstore.head(repo), at=time.time()))
-        write_atomic(_adopted_from(home, name), host + "\n")
-        if fresh:  # its outbox so far was routed by the home it came from
+            lease.save(home, name, replace(current, url=url, state="held", checked=time.time()))
+            save_push(home, name, PushState(url=url, pushed=gitstore.head(repo), at=time.time()))
+            write_atomic(_adopted_from(home, name), host + "\n")
+            # Its outbox so far was routed by the home it came from: never again from here.
             router.mark_routed(home, name, gitstore.head(repo))
-            staging.rename(agent_dir)
-        else:
-            _poke(home, name)
+            if fresh:
+                staging.rename(agent_dir)
+            else:
+                _poke(home, name)
     except RemoteError as exc:
         raise AnimaError(f"cannot adopt {name}: {exc}") from None
     finally:

@@ -1,7 +1,9 @@
 """Git remotes, the lease and `anima move` under attack and on a bad day: garbage lease refs,
 damaged local records, racing hosts, hostile repositories to clone or adopt, moves cut short,
-moved back, or refused (real homes, real git, file:// peers). A test marked xfail(strict)
-records a bug found here; it turns green when the bug is fixed."""
+moved back, or refused (real homes, real git, file:// peers). The bugs this pass found (moving
+back re-routed the other home's messages, a move onto another agent of the same name, symlinks
+in a cloned tree, a relative remote URL, damaged lease records, a far-future local lease, the
+push backoff overflowing, a late message that is not text) are fixed; their tests stay."""
 
 from __future__ import annotations
 
@@ -155,25 +157,16 @@ def _who() -> dict[str, str]:
 
 
 # -- the local record, run/leases/NAME.json --------------------------------------------------------
-_NOT_A_RECORD = pytest.mark.xfail(
-    strict=True,
-    reason="lease.load (and push_state) catch only "
-    "ValueError/TypeError: JSON that is not an object, or fields of the "
-    "wrong type, raise AttributeError/TypeError later, so `anima status` "
-    "crashes and every pass over the agent fails until the file is removed",
-)
-
-
 @pytest.mark.parametrize(
     "text",
     [
         "",
         "{",
         '{"expires": NaN, "holder": "host-a", "state": "held"}',
-        pytest.param("null", marks=_NOT_A_RECORD),
-        pytest.param("[]", marks=_NOT_A_RECORD),
-        pytest.param('"held"', marks=_NOT_A_RECORD),
-        pytest.param('{"holder": 3, "expires": "soon"}', marks=_NOT_A_RECORD),
+        "null",
+        "[]",
+        '"held"',
+        '{"holder": 3, "expires": "soon"}',
     ],
 )
 def test_a_damaged_lease_record_neither_wedges_the_agent_nor_breaks_status(
@@ -190,12 +183,6 @@ def test_a_damaged_lease_record_neither_wedges_the_agent_nor_breaks_status(
     assert answered_once(home, msg.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lease.local_turns trusts a local record whose expiry is "
-    "far beyond one lease period (clock stepped back, or a hand edit): turns run with no "
-    "look at the remote although another host holds the lease there",
-)
 def test_a_local_record_claiming_more_than_one_lease_period_is_checked_with_the_remote(
     tmp_path: Path,
 ) -> None:
@@ -241,12 +228,6 @@ def test_a_rejected_push_backs_off_and_shows_behind(tmp_path: Path) -> None:
     assert shown["behind"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remotes.push: `2.0 ** st.attempts` overflows after ~1,024 "
-    "failed tries (days of a dead remote): OverflowError, not a RemoteError, and the "
-    "attempt is never recorded, so it is retried every POLL with a traceback",
-)
 def test_a_push_failing_for_days_keeps_its_backoff(tmp_path: Path) -> None:
     home, agent, url = one_agent(tmp_path)
     anima(home, "sync")
@@ -306,12 +287,6 @@ def test_a_hostile_url_written_into_anima_toml_runs_nothing(tmp_path: Path) -> N
     assert not list(tmp_path.rglob("pwned"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a relative remote URL is accepted by `remote add`, but "
-    "_ensure_bare resolves it against the runtime's cwd and git against the agent's "
-    "directory: the lease can never be read, so the agent never runs a turn again",
-)
 def test_a_relative_remote_url_does_not_stop_the_agent(tmp_path: Path) -> None:
     home = make_home(tmp_path / "a", "host-a")
     agent = create_agent(home, "arya")
@@ -349,12 +324,6 @@ def hostile_repo(tmp_path: Path, links: dict[str, str]) -> str:
     return str(bare)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remotes._fetch_into checks out symlinks from the tree as they "
-    "are: a cloned agent's inbox/ can point into another agent's inbox (messages "
-    "for it land there) and memory/ at files outside the home",
-)
 def test_clone_refuses_symlinks_that_lead_out_of_the_agent(tmp_path: Path) -> None:
     home = make_home(tmp_path / "a", "host-a")
     gendry = create_agent(home, "gendry")
@@ -490,12 +459,6 @@ def test_move_of_an_agent_without_a_remote_is_refused_clearly(tmp_path: Path) ->
     assert moved.returncode != 0 and "no remote" in moved.stderr and "Traceback" not in moved.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adopt(check=True) accepts a home that already has an unrelated "
-    "agent of that name with no remote; the move then hands the lease over and the "
-    "adopt fails (no fast-forward): the agent runs on neither home",
-)
 def test_a_move_onto_a_different_agent_of_the_same_name_is_refused_first(tmp_path: Path) -> None:
     a, b, _ = peered(tmp_path)
     shared = f'[remotes.backup]\nurl = "{tmp_path}/remotes/{{agent}}.git"\n'
@@ -511,12 +474,6 @@ def test_a_move_onto_a_different_agent_of_the_same_name_is_refused_first(tmp_pat
     assert answered_once(a, msg.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adopt of an agent the home already has (moving back) "
-    "fast-forwards it but never moves the router's cursor (router.mark_routed is "
-    "called only for a fresh clone): the new home routes the other home's outbox again",
-)
 def test_moving_back_does_not_route_the_other_homes_messages_again(tmp_path: Path) -> None:
     a, b, _ = peered(tmp_path)
     gendry_a, gendry_b = create_agent(a, "gendry"), create_agent(b, "gendry")
@@ -557,12 +514,6 @@ def test_late_messages_are_handed_on_once_and_in_order(tmp_path: Path) -> None:
     assert [i for r in results for i in r.message_ids] == [m.id for m in sent]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remotes.forward_pending skips a late message that is not "
-    "UTF-8 (`continue`) without rejecting it: it stays in the old home's inbox forever, "
-    "re-read every POLL, with no note saying why",
-)
 def test_a_late_message_that_cannot_be_handed_on_is_not_left_silently(tmp_path: Path) -> None:
     a, _, _ = peered(tmp_path)
     anima(a, "move", "arya", "--to", "host-b")
