@@ -290,9 +290,16 @@ def test_a_hostile_url_written_into_anima_toml_runs_nothing(tmp_path: Path) -> N
 def test_a_relative_remote_url_does_not_stop_the_agent(tmp_path: Path) -> None:
     home = make_home(tmp_path / "a", "host-a")
     agent = create_agent(home, "arya")
-    added = anima(home, "remote", "add", "backup", "backups/{agent}.git", check=False)
-    if added.returncode != 0:  # refusing it is a fine answer too
-        return
+    added = subprocess.run(  # typed in tmp_path: the path is taken from there
+        [sys.executable, "-m", "anima", "remote", "add", "backup", "backups/{agent}.git"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ANIMA_HOME": str(home.root)},
+    )
+    assert added.returncode == 0, added.stderr
+    assert f'url = "{tmp_path}/backups/{{agent}}.git"' in home.config_path.read_text()
     msg = send(agent, "do I still run?")
     (tmp_path / "elsewhere").mkdir()
     subprocess.run(
