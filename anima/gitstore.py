@@ -168,12 +168,10 @@ def _git_version() -> tuple[int, ...]:
     return tuple(int(p) for p in out.split()[2].split(".")[:3] if p.isdigit())
 
 
-def init_repo(path: Path, name: str) -> str:
-    """`git init` an agent directory and commit the template. Returns the commit sha.
-
-    The object format (SHA-1) and the ref storage (files) are pinned here, whatever a person's
-    `init.defaultObjectFormat` / `init.defaultRefFormat` say: an agent repository must open the
-    same way on every machine and with every git it meets."""
+def init_empty(path: Path, name: str, **more: str) -> None:
+    """`git init` an agent repository as every agent's is set up (SHA-1, files refs, no
+    hooks from a template, the agent's identity, no auto gc, the index settings), with
+    `more` config; no commit. For a new agent, a clone and a template's agent alike."""
     args = ["init", "-q", "-b", "main", "--object-format=sha1", "--template="]
     if _git_version() >= (2, 45):
         args.append("--ref-format=files")
@@ -185,9 +183,19 @@ def init_repo(path: Path, name: str) -> str:
         "gc.auto": "0",  # never inside a turn's commit: gc() runs it under the agent lock
         "maintenance.auto": "false",
         **INDEX_SETTINGS,
+        **more,
     }
     for key, value in settings.items():
         _git(path, "config", key, value)
+
+
+def init_repo(path: Path, name: str) -> str:
+    """`git init` an agent directory and commit the template. Returns the commit sha.
+
+    The object format (SHA-1) and the ref storage (files) are pinned here, whatever a person's
+    `init.defaultObjectFormat` / `init.defaultRefFormat` say: an agent repository must open the
+    same way on every machine and with every git it meets."""
+    init_empty(path, name)
     (path / ".git" / TUNED).write_text(f"{TUNING}\n")
     _stage_tree(path, ["."])
     return _commit_index(path, f"init({name}): new agent from template", parent=None)

@@ -406,18 +406,11 @@ def _fetch_into(staging: Path, url: str, name: str) -> None:
     """Make `staging` an agent repository of `url`'s branch, set up as `gitstore.init_repo`
     sets one up (identity, no auto gc, tuned index), its `anima` remote `url`."""
     staging.mkdir(parents=True)
-    git(staging, "init", "-q", "-b", "main", "--object-format=sha1", "--template=")
-    settings = {
-        "user.name": name,
-        "user.email": f"{name}@{gitstore.BOT_EMAIL_DOMAIN}",
-        "commit.gpgsign": "false",
-        "gc.auto": "0",
-        "maintenance.auto": "false",
+    remote = {
         f"remote.{ANIMA_REMOTE}.url": url,
         f"remote.{ANIMA_REMOTE}.fetch": f"+refs/heads/*:refs/remotes/{ANIMA_REMOTE}/*",
     }
-    for key, value in settings.items():
-        git(staging, "config", key, value)
+    gitstore.init_empty(staging, name, **remote)
     git(staging, "-c", "transfer.fsckObjects=true", "fetch", "-q", "--no-tags", "--", url,
         f"+refs/heads/*:refs/remotes/{ANIMA_REMOTE}/*")
     branches = git(staging, "for-each-ref", "--format=%(refname:lstrip=3)", f"refs/remotes/{ANIMA_REMOTE}/")

@@ -93,19 +93,9 @@ def new_from(home: Home, name: str, spec: str) -> Agent:
 
 def _build(path: Path, name: str, source: gitsource.Source) -> None:
     from anima import gitstore
-    from anima.gitstore import BOT_EMAIL_DOMAIN
 
     git = gitsource.git
-    git(path, "init", "-q", "-b", "main", "--object-format=sha1", "--template=")
-    settings = {
-        "user.name": name,
-        "user.email": f"{name}@{BOT_EMAIL_DOMAIN}",
-        "commit.gpgsign": "false",
-        "gc.auto": "0",
-        "maintenance.auto": "false",
-    }
-    for key, value in settings.items():
-        git(path, "config", key, value)
+    gitstore.init_empty(path, name)
     git(path, "remote", "add", UPSTREAM, "--", source.url)
     if source.ref:
         git(path, "config", REF_KEY, source.ref)
