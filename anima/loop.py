@@ -112,7 +112,8 @@ def call_model(
         except ContextOverflow:
             raise  # another provider will not fit it either: the caller compacts
         except ProviderError as exc:
-            errors.append(f"{name}: {exc}")
+            said = str(exc)  # an endpoint's own messages may name it already
+            errors.append(said if said.startswith(f"{name}: ") else f"{name}: {said}")
             log.warning("provider %s failed: %s", name, exc)
     raise ProviderError("; ".join(errors))
 

@@ -178,3 +178,23 @@ def test_a_named_endpoint_sends_no_key_it_was_not_given(
         ).settings.api_key_env
         == "ANTHROPIC_API_KEY"
     )
+
+
+def test_an_unreachable_endpoint_is_named_once_with_its_url(home: Home) -> None:
+    """A newcomer saw `local: local: API unreachable` and no address to check."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    _config(
+        home,
+        "[providers]\nretries = 0\ntimeout = 5.0\n"
+        f'[providers.local]\nkind = "openai"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+        'model = "qwen"\n',
+    )
+    agent = make_agent(home, provider="local")
+    send(agent, "hi")
+    (result,) = run_once(home)
+    assert result.error and f"API unreachable at http://127.0.0.1:{port}/v1" in result.error
+    assert "local: local:" not in result.error and "local/qwen: local" not in result.error

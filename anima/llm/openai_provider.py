@@ -353,7 +353,8 @@ class OpenAIProvider:
                 retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
             )
         if isinstance(exc, sdk.APIConnectionError):  # timeouts too
-            return ProviderError(f"{self.name}: API unreachable: {exc}", retryable=True)
+            where = self._settings.base_url or "https://api.openai.com/v1"
+            return ProviderError(f"{self.name}: API unreachable at {where}: {exc}", retryable=True)
         if isinstance(exc, sdk.APIError):  # an error event mid-stream (a failed upstream)
             return provider_error(
                 f"{self.name}: error mid-stream: {self._said(exc)}", retryable=True
