@@ -56,6 +56,7 @@ def test_a_reflection_merges_duplicate_notes_with_reasons_in_one_commit_of_its_o
 
     out = CliRunner().invoke(main, ["--home", str(home.root), "reflect", "arya"])
     assert out.exit_code == 0, out.output
+    assert "arya reflects on" in out.output and "anima run --once` answers it" in out.output
     fake.add(
         _memory("view", "drinks.md"),
         _memory(

@@ -15,6 +15,14 @@ from anima.home import Home
 def reflect(home: Home, name: str) -> None:
     """Ask NAME to reflect on the last day now: consolidate its memory (one turn, one commit)."""
     from anima import reflection
+    from anima.status import runtime_live
 
     msg = reflection.deliver(home.require(), name)
-    click.echo(msg.id if msg else f"{name}: a reflection was just delivered; it is pending")
+    if msg is None:
+        click.echo(f"{name}: a reflection was just delivered; it is pending")
+        return
+    span = f"{msg.extra.get('since', '?')} to {msg.extra.get('until', '?')}"
+    who = "the running anima run answers it" if runtime_live(home) else (
+        "no anima run is live: `anima run --once` answers it"
+    )
+    click.echo(f"{msg.id}: {name} reflects on {span}; {who} (one commit, see anima log {name})")
