@@ -260,46 +260,51 @@ def inspect_text(raw: bytes | str, folder: str) -> Fields:
     return validate(meta, folder)
 
 
-def validate(meta: dict[str, Any], folder: str) -> Fields:
-    """The spec's rules for the front matter of the skill in folder `folder`."""
-    name = meta.get("name")
+def _name_problem(name: Any, folder: str) -> str | None:
     if not isinstance(name, str) or not name:
-        return Fields(problem="`name` is missing or not text")
+        return "`name` is missing or not text"
     if len(name) > NAME_MAX or not _NAME.fullmatch(name):
-        return Fields(
-            problem=f"name {_cut(name, 80)!r} is not valid: 1-{NAME_MAX} lower-case letters, "
+        return (
+            f"name {_cut(name, 80)!r} is not valid: 1-{NAME_MAX} lower-case letters, "
             "digits and single hyphens, not starting or ending with a hyphen"
         )
     if name != folder:
-        return Fields(problem=f"name {name!r} differs from its folder's name {folder!r}")
+        return f"name {name!r} differs from its folder's name {folder!r}"
+    return None
+
+
+def validate(meta: dict[str, Any], folder: str) -> Fields:
+    """The spec's rules for the front matter of the skill in folder `folder`; every rule it
+    breaks is named (one fix at a time would take as many tries)."""
+    problems = [p for p in (_name_problem(meta.get("name"), folder),) if p]
     desc = meta.get("description")
     if not isinstance(desc, str) or not desc.strip():
-        return Fields(
-            problem="`description` is missing, empty or not text (say what it does and when)"
-        )
-    if len(desc) > DESCRIPTION_MAX:
-        return Fields(
-            problem=f"description is {len(desc)} characters; the limit is {DESCRIPTION_MAX}"
-        )
+        problems.append("`description` is missing, empty or not text (say what it does and when)")
+        desc = ""
+    elif len(desc) > DESCRIPTION_MAX:
+        problems.append(f"description is {len(desc)} characters; the limit is {DESCRIPTION_MAX}")
     texts = {}
     for key, limit in (("license", None), ("compatibility", COMPATIBILITY_MAX)):
         value = meta.get(key)
         value = "" if value is None else value
         if not isinstance(value, str):
-            return Fields(problem=f"`{key}` must be text")
-        if limit is not None and len(value) > limit:
-            return Fields(problem=f"`{key}` is {len(value)} characters; the limit is {limit}")
+            problems.append(f"`{key}` must be text")
+            value = ""
+        elif limit is not None and len(value) > limit:
+            problems.append(f"`{key}` is {len(value)} characters; the limit is {limit}")
         texts[key] = value
     metadata = meta.get("metadata") or {}
     if not isinstance(metadata, dict) or any(
         isinstance(v, (dict, list)) for v in metadata.values()
     ):
-        return Fields(problem="`metadata` must be a mapping of keys to text values")
+        problems.append("`metadata` must be a mapping of keys to text values")
     tools = meta.get("allowed-tools") or ""
     if isinstance(tools, str):
         tools = tools.split()
     if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
-        return Fields(problem="`allowed-tools` must be a space-separated list of tool names")
+        problems.append("`allowed-tools` must be a space-separated list of tool names")
+    if problems:
+        return Fields(problem="; ".join(problems))
     return Fields(
         " ".join(desc.split()),
         None,

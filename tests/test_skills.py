@@ -379,3 +379,14 @@ def test_run_once_offers_skills_by_default(home: Home, agent: Agent, fake: FakeM
     assert result.error is None and result.tool_calls == 1
     assert "skill" in tool_names(fake.requests[0].body)
     assert PDF_BODY.splitlines()[0] in tool_results(fake.requests[1].body)[-1]
+
+
+def test_every_broken_rule_of_a_skill_is_named_at_once() -> None:
+    """`anima skills check` named one problem at a time: a newcomer fixed and ran it again."""
+    from anima.skills import validate
+
+    fields = validate({"name": "Bad_Name", "description": "", "license": 3}, "bad-name")
+    assert fields.problem is not None
+    assert "name 'Bad_Name' is not valid" in fields.problem
+    assert "`description` is missing" in fields.problem and "`license` must be text" in fields.problem
+    assert validate({"name": "ok", "description": "Does things."}, "ok").problem is None
