@@ -62,7 +62,19 @@ def _providers(home: Home) -> list[Check]:
                     level="info",
                 )
             )
-        elif ep.kind.name == "ollama":
+        base_url = getattr(ep.settings, "base_url", "")
+        if base_url and ep.kind.name != "ollama":  # a named endpoint's own server: is it there?
+            up = _answers(base_url)
+            checks.append(
+                Check(
+                    f"{name} server",
+                    up,
+                    f"{base_url} {'accepts connections' if up else 'does not answer'}",
+                    f"start the server, or fix base_url in [providers.{name}] of {home.config_path}",
+                    level="info",
+                )
+            )
+        if ep.kind.name == "ollama" and not env:
             up = reachable(ep.settings.url)
             checks.append(
                 Check(
@@ -74,6 +86,26 @@ def _providers(home: Home) -> list[Check]:
                 )
             )
     return checks
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    """Does something accept a connection at `url`'s host and port (no request is sent: no key
+    is needed to ask)?"""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    if not parts.hostname:
+        return False
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _agents(home: Home) -> list[Check]:

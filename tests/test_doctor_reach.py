@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from anima.cli import main
 from anima.home import Home
+from anima.testing import FakeModelServer
 from tests.conftest import make_agent
 
 ECHO = Path(__file__).parent / "mcp_servers" / "echo_server.py"
@@ -49,3 +50,21 @@ def test_doctor_without_servers_or_skills_says_nothing_of_them(home: Home) -> No
     make_agent(home)
     checks = _doctor(home)
     assert not any(name == "skills" or name.startswith("mcp ") for name in checks)
+
+
+def test_doctor_asks_each_named_endpoints_server(home: Home, fake: FakeModelServer) -> None:
+    """`[providers.local]` (a llama.cpp or vLLM with no key) was not probed at all."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    home.config_path.write_text(
+        home.config_path.read_text()
+        + f'\n[providers.local]\nkind = "openai"\nbase_url = "{fake.url}/v1"\napi_key_env = ""\n'  # type: ignore[attr-defined]
+        + f'\n[providers.gone]\nkind = "openai"\nbase_url = "http://127.0.0.1:{closed}/v1"\n'
+        + 'api_key_env = ""\n'
+    )
+    checks = _doctor(home)
+    assert checks["local server"]["ok"] and "accepts connections" in str(checks["local server"])
+    assert not checks["gone server"]["ok"] and "[providers.gone]" in str(checks["gone server"])
