@@ -61,7 +61,7 @@ def test_doctor_asks_each_named_endpoints_server(home: Home, fake: FakeModelServ
         closed = s.getsockname()[1]
     home.config_path.write_text(
         home.config_path.read_text()
-        + f'\n[providers.local]\nkind = "openai"\nbase_url = "{fake.url}/v1"\napi_key_env = ""\n'  # type: ignore[attr-defined]
+        + f'\n[providers.local]\nkind = "openai"\nbase_url = "{fake.url}/v1"\napi_key_env = ""\n'
         + f'\n[providers.gone]\nkind = "openai"\nbase_url = "http://127.0.0.1:{closed}/v1"\n'
         + 'api_key_env = ""\n'
     )
