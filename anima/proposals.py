@@ -444,19 +444,35 @@ def approve(agent: Agent, pid: str, *, by: str, force: bool = False) -> str:
         return approve_locked(agent, pid, by=by, force=force)
 
 
+def _on_head(agent: Agent, p: Proposal, head: str) -> tuple[dict[str, Entry], dict[str, Entry]]:
+    """The proposal's changes as they would apply on `head` (an agent.toml edited since gets
+    the proposal's keys set again), and what each path held when it was proposed."""
+    base = _git(agent, "rev-parse", f"{p.commit}^").strip()
+    changes = _changes(agent.path, base, p.commit)
+    expected = _entries(agent.path, base, changes)
+    toml_now = _entry(agent.path, head, "agent.toml")
+    if p.config and "agent.toml" in changes and toml_now != expected["agent.toml"]:
+        changes["agent.toml"] = _config_change(agent.path, head, p.config)  # edited since
+        expected["agent.toml"] = toml_now
+    return changes, expected
+
+
+def checks_now(agent: Agent, pid: str) -> list[str]:
+    """What the proposal's checks say on the agent as it is now (approval runs them again:
+    a change made since, anywhere in the agent, counts)."""
+    p = get(agent, pid)
+    head = gitstore.head(agent.path)
+    changes, _ = _on_head(agent, p, head)
+    return proposal_checks.problems(agent, _tree_with(agent.path, head, changes))
+
+
 def approve_locked(agent: Agent, pid: str, *, by: str, force: bool = False) -> str:
     """`approve`, for a caller that holds the agent's lock and has committed hand edits."""
     p = get(agent, pid)
     if p.state != "open":
         raise BadProposal(f"proposal {pid} is {p.state}, not open")
-    base = _git(agent, "rev-parse", f"{p.commit}^").strip()
-    changes = _changes(agent.path, base, p.commit)
-    expected = _entries(agent.path, base, changes)
     head = gitstore.head(agent.path)
-    toml_now = _entry(agent.path, head, "agent.toml")
-    if p.config and "agent.toml" in changes and toml_now != expected["agent.toml"]:
-        changes["agent.toml"] = _config_change(agent.path, head, p.config)  # edited since
-        expected["agent.toml"] = toml_now
+    changes, expected = _on_head(agent, p, head)
     if not _still_to_make(agent, expected, changes):
         raise BadProposal(f"main already has what proposal {pid} proposes; reject it instead")
     problems = (

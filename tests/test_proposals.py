@@ -86,8 +86,20 @@ def test_proposal_is_made_checked_shown_and_approved_from_the_cli(
     assert git(agent, "worktree", "list").count("\n") == 1  # no worktree was left behind
 
     shown = cli(home, "show", agent.name, p.id)
-    assert shown.exit_code == 0 and "checks: passed" in shown.output
+    assert shown.exit_code == 0 and "checks when proposed: passed" in shown.output
+    assert "checks now (as approval would run them): passed" in shown.output
     assert "+Be brief." in shown.output and '+every = "2h"' in shown.output
+    bad = agent.path / "skills" / "broken" / "SKILL.md"  # a person's change since, elsewhere
+    bad.parent.mkdir(parents=True)
+    bad.write_text("---\nname: broken\n---\nno description\n")
+    gitstore.commit_external(agent.path)  # as the runtime's next pass does
+    shown = cli(home, "show", agent.name, p.id)  # says what approval would say, before it
+    assert "checks when proposed: passed" in shown.output
+    assert "checks now (as approval would run them): FAILED" in shown.output
+    assert "broken" in shown.output.split("checks now")[1]
+    bad.unlink()
+    bad.parent.rmdir()
+    gitstore.commit_external(agent.path)
 
     done = cli(home, "approve", agent.name, p.id)
     assert done.exit_code == 0, done.output

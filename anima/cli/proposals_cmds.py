@@ -53,9 +53,15 @@ def show(home: Home, name: str, pid: str | None) -> None:
 
     agent = Agent.open(home, name)
     p = model.latest(agent, pid)
-    click.echo(f"proposal {p.id} ({p.state}); checks: {'passed' if p.passed else 'FAILED'}")
+    click.echo(f"proposal {p.id} ({p.state}); checks when proposed: "
+               f"{'passed' if p.passed else 'FAILED'}")
     for problem in p.problems:
         click.echo(f"  - {problem}")
+    if p.state == "open":  # approval runs them again, on the agent as it is by then
+        now = model.checks_now(agent, p.id)
+        click.echo(f"checks now (as approval would run them): {'FAILED' if now else 'passed'}")
+        for problem in now:
+            click.echo(f"  - {problem}")
     click.echo(model.diff(agent, p.id))
 
 
