@@ -296,34 +296,78 @@ def _tend(home: Home, name: str, target: AgentRemote) -> None:
 
 async def serve(home: Home, stop: asyncio.Event) -> None:
     """The pusher (runtime.SERVICES): every POLL seconds, each agent with a remote is tended in
-    a worker thread; one agent's failure is logged once and retried with backoff."""
+    a worker thread; one agent's failure is logged once and retried with backoff. Which agents
+    have a remote is worked out again when anima.toml or the list of agents changes, and every
+    RESCAN seconds (an agent's own remote set by clone or move), not on every poll: at 1,000
+    agents that look cost 17 ms, 3.5 % of a core every half second."""
     failing: dict[str, tuple[str, int, float]] = {}  # agent: (error, failures, retry at)
+    targets: dict[str, AgentRemote] = {}
+    seen: tuple[Any, ...] = ()
+    rescan_at = 0.0
     while not stop.is_set():
-        try:
-            remotes = home.config().remotes
-            names = home.agent_names()
-        except Exception as exc:  # anima.toml mid-edit
-            log.warning("remotes: cannot read the configuration: %s", exc)
-            remotes, names = {}, []
-        for name in names:
+        now = time.time()
+        stamp = _config_stamp(home)
+        if stamp != seen or now >= rescan_at:
+            targets = _targets(home, failing)
+            seen, rescan_at = stamp, now + RESCAN
+        for name, target in targets.items():
             if stop.is_set():
                 break
             if name in failing and time.time() < failing[name][2]:
                 continue
             try:
-                target = agent_remote(home, name, remotes)
-                if target is not None:
-                    await asyncio.to_thread(_tend, home, name, target)
+                await asyncio.to_thread(_tend, home, name, target)
                 failing.pop(name, None)
             except AnimaError as exc:
-                why, n, _ = failing.get(name, ("", 0, 0.0))
-                if why != str(exc):
-                    log.warning("%s: remote: %s (retried)", name, exc)
-                failing[name] = (str(exc), n + 1, time.time() + min(MAX_RETRY, 2.0 ** min(n, 16)))
+                _failed(failing, name, exc)
             except Exception:
                 log.exception("%s: remote: unexpected failure", name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), POLL)
+
+
+RESCAN = 30.0
+"""Seconds between full looks at which agents have a remote (besides every config change)."""
+
+
+def _config_stamp(home: Home) -> tuple[Any, ...]:
+    """What, when it changes, may change which agents have a remote: anima.toml and agents/."""
+    stamps: list[tuple[int, int, int] | None] = []
+    for path in (home.config_path, home.agents_dir):
+        try:
+            st = path.stat()
+            stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
+def _targets(home: Home, failing: dict[str, tuple[str, int, float]]) -> dict[str, AgentRemote]:
+    """Each agent that has a remote, and where it goes."""
+    try:
+        remotes = home.config().remotes
+        names = home.agent_names()
+    except Exception as exc:  # anima.toml mid-edit
+        log.warning("remotes: cannot read the configuration: %s", exc)
+        return {}
+    found = {}
+    for name in names:
+        try:
+            target = agent_remote(home, name, remotes)
+        except AnimaError as exc:
+            _failed(failing, name, exc)
+            continue
+        if target is not None:
+            found[name] = target
+    return found
+
+
+def _failed(failing: dict[str, tuple[str, int, float]], name: str, exc: Exception) -> None:
+    """Log an agent's remote failure once (until it changes) and back off."""
+    why, n, _ = failing.get(name, ("", 0, 0.0))
+    if why != str(exc):
+        log.warning("%s: remote: %s (retried)", name, exc)
+    failing[name] = (str(exc), n + 1, time.time() + min(MAX_RETRY, 2.0 ** min(n, 16)))
 
 
 # -- anima sync, anima remote list ---------------------------------------------------------------
