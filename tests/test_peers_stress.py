@@ -1,9 +1,11 @@
 """kill -9 at random moments while agents of two homes talk across them: arya@laptop tells
-gendry@vps forty things, each on a turn of its own, and gendry's replies come back, while a
+gendry@vps sixty things, each on a turn of its own, and gendry's replies come back, while a
 seeded schedule kills and restarts both homes' `anima run` (the peer drains live in them) mid-
-delivery. Every part reaches gendry exactly once and in order, every reply reaches arya exactly
-once, nothing waits in a spool or is dead-lettered, each message is in exactly one turn commit,
-and both repositories are intact. ANIMA_STRESS_SEED picks the schedule."""
+delivery, over file:// and over a real sshd. A slow link between each drain and the other
+home's `serve-peer` widens the window a kill must hit: delivered there, not yet acknowledged.
+Every part reaches gendry exactly once and in order, every reply reaches arya exactly once,
+nothing waits in a spool or is dead-lettered, each message is in exactly one turn commit, and
+both repositories are intact. ANIMA_STRESS_SEED picks the schedule."""
 
 from __future__ import annotations
 
