@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,26 @@ def _tend(home: Home, name: str, target: AgentRemote) -> None:
         log.info("%s: pushed %s to %s (after %d failed tries)", name, sha[:8], target.url, st.attempts)
     if not was_held:
         _poke(home, name)
+
+
+def tend_once(home: Home, names: Iterable[str]) -> None:
+    """`anima run --once` (cron): push the agents it ran, renew their leases, hand on what
+    waits for moved ones, as the runtime's pusher would; a failure is logged, and retried by the
+    next run once its backoff has passed."""
+    try:
+        configured = home.config().remotes
+    except AnimaError as exc:
+        log.warning("remotes: cannot read the configuration: %s", exc)
+        return
+    for name in names:
+        try:
+            target = agent_remote(home, name, configured)
+            if target is not None:
+                _tend(home, name, target)
+        except AnimaError as exc:
+            log.warning("%s: remote: %s (retried next time)", name, exc)
+        except Exception:  # never fails the pass: its turns are committed already
+            log.exception("%s: remote: unexpected failure", name)
 
 
 async def serve(home: Home, stop: asyncio.Event) -> None:

@@ -129,11 +129,14 @@ def run_once(
     home: Home, names: Sequence[str] | None = None, *, on_event: OnEvent | None = None
 ) -> list[TurnResult]:
     """One pass over the agents named, or else over those with work (needs_pass): a turn per
-    pending conversation batch, then routing."""
+    pending conversation batch, then routing; then what the runtime's services would do for
+    them (push to their remotes, deliver to peers)."""
     home.require()
     results: list[TurnResult] = []
+    ran: list[str] = []
     with open_sources(home) as sources:  # MCP servers start on first use, stop at the end
         for name in names or [n for n in home.agent_names() if needs_pass(home, n)]:
+            ran.append(name)
             try:  # one agent's bad config or odd repository never stops the others
                 run = run_pass(home, name, on_event=on_event, sources=sources)
             except Exception as exc:
@@ -148,6 +151,7 @@ def run_once(
                     len(run.paused),
                     name,
                 )
+    remotes.tend_once(home, ran)  # cron has no pusher running: push what was committed
     if home.config().peers:  # what the turns (or earlier ones) sent to other homes
         from anima import peer_drain
 

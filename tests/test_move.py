@@ -89,7 +89,9 @@ def test_move_killed_during_the_hand_over_leaves_one_host(tmp_path: Path, step: 
     assert [r.message_ids for r in run_once(b)] == [[msg.id]]
     stray = send(here, "anyone home?")
     assert run_once(a) == [] and remotes.may_run(a, "arya") is False
-    assert (here.inbox / f"{stray.id}.md").exists()  # kept until handed on, never lost
+    # never answered here; handed on to host-b by the same run (its pusher's work under cron)
+    assert not (here.inbox / f"{stray.id}.md").exists()
+    assert (there.inbox / f"{stray.id}.md").exists()
     assert lease.read_remote(there.path, url).holder == "host-b"  # type: ignore[union-attr]
 
 

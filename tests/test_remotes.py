@@ -73,6 +73,16 @@ def test_turn_is_pushed_soon_after_it_commits(home_a: Home, tmp_path: Path) -> N
     assert '"behind": false' in listed and "held by host-a" in listed
 
 
+def test_run_once_pushes_what_it_committed(home_a: Home, tmp_path: Path) -> None:
+    """Under cron no pusher runs: `anima run --once` pushes the agents it ran itself."""
+    agent = create_agent(home_a, "arya")
+    bare = tmp_path / "remotes" / "arya.git"
+    anima(home_a, "remote", "add", "backup", str(tmp_path / "remotes" / "{agent}.git"))
+    send(agent, "remember that the backup runs from cron")
+    anima(home_a, "run", "--once")
+    assert replies(agent) and remote_head(bare) == head(agent)
+
+
 def test_a_push_failure_never_fails_a_turn_and_is_retried(home_a: Home, tmp_path: Path) -> None:
     agent = create_agent(home_a, "arya")
     bare = tmp_path / "remotes" / "arya.git"
@@ -113,7 +123,7 @@ def test_clone_runs_there_only_once_the_first_home_lease_ends(
     assert run_once(home_a, ["arya"])[0].commit
     send(agent_a, "tell gendry: said once, on host-a")  # an agent message in arya's outbox
     assert run_once(home_a, ["arya"])[0].commit
-    anima(home_a, "sync")  # `run --once` leaves pushing to the runtime or to sync
+    anima(home_a, "sync")  # a no-op after run_once's own push: sync is what a person types
     home_b = make_home(tmp_path / "b", "host-b")
     gendry_b = create_agent(home_b, "gendry")
     anima(home_b, "clone", str(tmp_path / "remotes" / "arya.git"))
