@@ -271,7 +271,9 @@ class HttpTransport:
 
         # A nonce: two identical requests in one second (a poll) must not sign the same,
         # or the second would be refused as a replay.
-        body = json.dumps({**request, "nonce": os.urandom(8).hex()}).encode()
+        # `to`: the home it is meant for, under the signature, so it cannot be replayed to
+        # another home that shares the secret.
+        body = json.dumps({**request, "to": self.name, "nonce": os.urandom(8).hex()}).encode()
         with self.lock:
             for attempt in (1, 2):  # a keep-alive connection the server closed: once more
                 ts = str(int(time.time()))

@@ -271,8 +271,9 @@ def test_the_webhook_refuses_peer_requests_not_signed_by_a_peer(tmp_path: Path) 
         "laptop",
         "arya",
         {
-            "right": {"url": f"http://127.0.0.1:{port}", "secret_env": "PEER_SECRET"},
+            "vps": {"url": f"http://127.0.0.1:{port}", "secret_env": "PEER_SECRET"},
             "wrong": {"url": f"http://127.0.0.1:{port}", "secret_env": "OTHER"},
+            "nas": {"url": f"http://127.0.0.1:{port}", "secret_env": "PEER_SECRET"},
         },
     )
     with (
@@ -281,9 +282,13 @@ def test_the_webhook_refuses_peer_requests_not_signed_by_a_peer(tmp_path: Path) 
     ):
         for k, v in env.items():
             mp.setenv(k, v)
-        assert peer.call(laptop, "right", "hello")["host"] == "vps"
+        assert peer.call(laptop, "vps", "hello")["host"] == "vps"
         with pytest.raises(peer.PeerError, match="not signed by a known peer") as err:
             peer.call(laptop, "wrong", "hello")
+        assert err.value.permanent
+        # the right secret, but signed for another home (nas shares the secret): refused
+        with pytest.raises(peer.PeerError, match="this home is 'vps', not 'nas'") as err:
+            peer.call(laptop, "nas", "hello")
         assert err.value.permanent
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("POST", "/v1/peer", body=b'{"op": "hello", "from": "x"}')
@@ -291,7 +296,7 @@ def test_the_webhook_refuses_peer_requests_not_signed_by_a_peer(tmp_path: Path) 
         # a signed request replayed verbatim is refused
         from anima.channels.webhook import SIG_HEADER, TS_HEADER, signature
 
-        body = json.dumps({"op": "hello", "from": "laptop", "nonce": "n1"}).encode()
+        body = json.dumps({"op": "hello", "from": "laptop", "to": "vps", "nonce": "n1"}).encode()
         ts = str(int(time.time()))
         headers = {
             TS_HEADER: ts,

@@ -351,6 +351,7 @@ def test_a_webhook_with_only_peers_refuses_forged_and_malformed_requests(tmp_pat
             {
                 "op": "deliver",
                 "from": "nas",
+                "to": "vps",
                 "nonce": "1",
                 "message": render(agent_msg(sender="arya@nas")),
             }
@@ -366,7 +367,7 @@ def test_a_webhook_with_only_peers_refuses_forged_and_malformed_requests(tmp_pat
         assert _post(port, "/v1/peer", bomb, _signed("laptop-secret", "/v1/peer", bomb))[0] == 400
         big = json.dumps({"op": "hello", "pad": "x" * 70_000}).encode()
         assert _post(port, "/v1/peer", big, _signed("nas-secret", "/v1/peer", big))[0] == 413
-        hello = json.dumps({"op": "hello", "nonce": "3"}).encode()
+        hello = json.dumps({"op": "hello", "to": "vps", "nonce": "3"}).encode()
         status, raw = _post(port, "/v1/peer", hello, _signed("nas-secret", "/v1/peer", hello))
         assert status == 200 and json.loads(raw)["host"] == "vps"
     assert len(inbox(vps, "gendry")) == 1

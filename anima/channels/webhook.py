@@ -273,10 +273,14 @@ class WebhookAdapter:
             data = _json_any(body)
         except ValueError as exc:
             return web.json_response({"ok": False, "error": str(exc), "permanent": True}, status=400)
-        if isinstance(data, dict) and data.get("from") == this_host(self.home):
+        me = this_host(self.home)
+        if isinstance(data, dict) and data.get("from") == me:
             # Signed with a secret this home shares with `peer`, yet from this home: one of
             # our own requests replayed back at us.
             return web.json_response({"ok": False, "error": "a request from this home itself", "permanent": True}, status=401)
+        if isinstance(data, dict) and data.get("to") != me:  # signed for another home
+            why = f"this home is {me!r}, not {str(data.get('to'))[:64]!r}: name the peer [peers.{me}]"
+            return web.json_response({"ok": False, "error": why, "permanent": True}, status=401)
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(self.peer_pool, functools.partial(peer_ops.dispatch, self.home, data, peer=peer))
         return web.json_response(answer)
