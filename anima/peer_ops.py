@@ -104,7 +104,8 @@ def serve(home: Home, reader: IO[bytes], writer: IO[bytes], *, peer: str | None 
         writer.flush()
 
 
-def _string(request: dict[str, Any], key: str) -> str:
+def required(request: dict[str, Any], key: str) -> str:
+    """A request's field that must be a non-empty string (Refused otherwise)."""
     value = request.get(key)
     if not isinstance(value, str) or not value:
         raise Refused(f'"{key}" must be a non-empty string')
@@ -129,7 +130,7 @@ def hello(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
 def deliver(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     """An agent message from an agent of `host`: into the addressed agent's inbox, exactly
     once (idempotent by id), marked `channel: agent`, `from: <agent>@<host>`, hops kept."""
-    raw = _string(request, "message").encode("utf-8", "surrogatepass")
+    raw = required(request, "message").encode("utf-8", "surrogatepass")
     try:
         msg = parse(raw, fallback_id="missing-id", default_to="")
     except BadMessage as exc:
@@ -148,14 +149,14 @@ def deliver(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
 @peer_op("chat_send")
 def chat_send(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     """A line of `anima chat agent@here` typed on `host`: a cli message from you@host."""
-    agent = _agent(home, _string(request, "agent"))
+    agent = _agent(home, required(request, "agent"))
     conversation = request.get("conversation") or "cli"
     if not isinstance(conversation, str) or not valid_id(conversation):
         raise Refused('"conversation" must be letters, digits, ".", "_" or "-"')
     msg = Message.create(
         sender=f"you@{host}",
         to=agent,
-        body=_string(request, "text"),
+        body=required(request, "text"),
         channel="cli",
         conversation=conversation,
     )
@@ -201,8 +202,8 @@ def reply_to(home: Home, agent: str, msg_id: str) -> Message | None:
 def chat_events(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     """The reply stream of a chat line: events after `offset`, waiting up to `wait` seconds
     for some; `done` with the reply (or error) once the turn ended."""
-    agent = _agent(home, _string(request, "agent"))
-    msg_id = _string(request, "id")
+    agent = _agent(home, required(request, "agent"))
+    msg_id = required(request, "id")
     if not valid_id(msg_id):
         raise Refused(f"not a message id: {msg_id[:64]!r}")
     offset, wait = request.get("offset", 0), request.get("wait", 0)

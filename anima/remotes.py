@@ -44,7 +44,7 @@ from anima.lease import (
     save_push,
 )
 from anima.message import parse
-from anima.peer_ops import Refused, peer_op
+from anima.peer_ops import Refused, peer_op, required
 
 log = logging.getLogger(__name__)
 
@@ -624,13 +624,6 @@ def forward_pending(home: Home, name: str, known: Lease) -> int:
 
 
 # -- what a peer may ask ------------------------------------------------------------------------
-def _requested(request: dict[str, Any], key: str) -> str:
-    value = request.get(key)
-    if not isinstance(value, str) or not value:
-        raise Refused(f'"{key}" must be a non-empty string')
-    return value
-
-
 def _adopted_from(home: Home, name: str) -> Path:
     """Which peer moved agent `name` here (only that peer may hand on its late messages)."""
     return home.run_dir / "adopted" / name
@@ -668,8 +661,8 @@ def adopt(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
             f"this home does not take agents from {host!r}: set accept_agents = true in its "
             f"[peers.{host}] table"
         )
-    name = validate_name(_requested(request, "agent"))
-    url = check_url(_requested(request, "url"))
+    name = validate_name(required(request, "agent"))
+    url = check_url(required(request, "url"))
     me = peer.this_host(home)
     agent_dir = home.agents_dir / name
     if request.get("check"):  # `anima move` asks first, before it stops the agent where it is
@@ -713,7 +706,7 @@ def forward(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     """A message that reached the agent's old home after it moved here: into its inbox, once,
     from the peer that moved it here only, and only messages (a heartbeat or reminder belongs
     to the host that runs the agent now). It is marked `forwarded_by`."""
-    name = validate_name(_requested(request, "agent"))
+    name = validate_name(required(request, "agent"))
     if name not in home.agent_names():
         raise AnimaError(f"no agent {name!r} here yet (its move is not finished)")
     try:
@@ -722,8 +715,8 @@ def forward(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
         mover = ""
     if mover != host:
         raise Refused(f"{name} was not moved here by {host!r}: it cannot hand on its messages")
-    msg_id = _requested(request, "id")
-    raw = _requested(request, "message").encode("utf-8", "surrogatepass")
+    msg_id = required(request, "id")
+    raw = required(request, "message").encode("utf-8", "surrogatepass")
     try:
         msg = parse(raw, fallback_id=msg_id, default_to=name)
     except AnimaError as exc:
