@@ -132,16 +132,7 @@ class ChatSession:
         ]
 
     def _reply_in_outbox(self, msg: Message) -> Message | None:
-        for p in (self.home.agents_dir / msg.to / "outbox").glob("*/*.md"):
-            if p.stem in self.shown:
-                continue
-            try:
-                m = mailbox.read_message(p, msg.to)
-            except AnimaError:
-                continue
-            if m.in_reply_to == msg.id:
-                return m
-        return None
+        return mailbox.reply_to(self.home.agents_dir / msg.to, msg.to, msg.id, skip=self.shown)
 
     def incoming(self) -> list[Message]:
         """Messages agents sent to this conversation on their own (not replies we followed)."""

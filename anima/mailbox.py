@@ -11,6 +11,7 @@ import re
 import signal
 import stat
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,32 @@ def archive_path(agent_dir: Path, msg_id: str) -> Path:
 
 def outbox_path(agent_dir: Path, msg_id: str) -> Path:
     return agent_dir / "outbox" / month_of(msg_id) / f"{msg_id}.md"
+
+
+_TIME_ID = re.compile(r"^\d{8}T\d{9}Z")
+
+
+def reply_to(
+    agent_dir: Path, name: str, msg_id: str, skip: Container[str] = ()
+) -> Message | None:
+    """The record in the agent's outbox that answers message `msg_id`, if there is one yet
+    (and is not in `skip`). Only the month of `msg_id` and this month are read, and in them only
+    records from its millisecond on (ids of one millisecond may sort either way: a pinned clock
+    gives every id the same time)."""
+    outbox = agent_dir / "outbox"
+    months = dict.fromkeys((month_of(msg_id), utcnow().strftime("%Y-%m")))
+    since = msg_id[:19] if _TIME_ID.match(msg_id) else ""
+    found = [p for m in months for p in (outbox / m).glob("*.md") if p.stem[:19] >= since]
+    for path in sorted(found):
+        if path.stem in skip:
+            continue
+        try:
+            msg = read_message(path, name)
+        except (BadMessage, OSError):
+            continue
+        if msg.in_reply_to == msg_id:
+            return msg
+    return None
 
 
 def deliver(agent_dir: Path, msg: Message) -> Path | None:

@@ -20,7 +20,7 @@ from typing import IO, Any
 from anima import mailbox, stream
 from anima.errors import AnimaError, BadMessage
 from anima.home import Home
-from anima.message import Message, parse, utcnow, valid_id
+from anima.message import Message, parse, valid_id
 from anima.peer import MAX_LINE, PEER_NAME, this_host
 
 log = logging.getLogger(__name__)
@@ -183,21 +183,6 @@ def _asked_by(home: Home, agent: str, msg_id: str, host: str) -> bool:
     return False
 
 
-def reply_to(home: Home, agent: str, msg_id: str) -> Message | None:
-    """The record in `agent`'s outbox that answers message `msg_id`, if there is one yet."""
-    outbox = home.agents_dir / agent / "outbox"
-    months = dict.fromkeys((utcnow().strftime("%Y-%m"), mailbox.month_of(msg_id)))
-    paths = [p for month in months for p in (outbox / month).glob("*.md") if p.stem > msg_id]
-    for path in sorted(paths):
-        try:
-            m = mailbox.read_message(path, agent)
-        except AnimaError:
-            continue
-        if m.in_reply_to == msg_id:
-            return m
-    return None
-
-
 @peer_op("chat_events")
 def chat_events(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any]:
     """The reply stream of a chat line: events after `offset`, waiting up to `wait` seconds
@@ -216,7 +201,7 @@ def chat_events(home: Home, host: str, request: dict[str, Any]) -> dict[str, Any
     while True:
         events, offset = stream.read_events(path, offset)
         end = next((e for e in events if e.get("t") == "end"), None)
-        reply = reply_to(home, agent, msg_id) if end or not events else None
+        reply = mailbox.reply_to(home.agents_dir / agent, agent, msg_id) if end or not events else None
         if end or reply is not None:
             body = reply.body if reply is not None else None
             error = end.get("error") if end else None

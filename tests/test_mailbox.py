@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import git
 
 from anima import mailbox
@@ -86,3 +88,22 @@ def test_batch_of_pending_messages_is_one_turn_per_conversation(
     log = git.Repo(agent.path).git.log("--format=%s", "-n2").splitlines()
     assert "turn(arya): reply to 2 cli messages from you" in log
     assert batch.reply is not None
+
+
+def test_a_reply_made_in_the_same_millisecond_is_found_whichever_way_its_id_sorts(
+    tmp_path: Path,
+) -> None:
+    """With a pinned clock every id has the same time; the reply's random part may sort before
+    the message's. `anima chat` (here and across homes) must still find it."""
+    agent_dir = tmp_path / "arya"
+    asked = "20260101T000000000Z-ffffff"
+    rid = "20260101T000000000Z-000001"
+    path = mailbox.outbox_path(agent_dir, rid)
+    path.parent.mkdir(parents=True)
+    reply = Message(
+        rid, "arya", "you", "the answer\n", in_reply_to=asked, created="2026-01-01T00:00:00.000Z"
+    )
+    path.write_text(render(reply))
+    found = mailbox.reply_to(agent_dir, "arya", asked)
+    assert found is not None and found.id == rid
+    assert mailbox.reply_to(agent_dir, "arya", asked, skip={rid}) is None
