@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from anima import peer
-from anima.config import Delivery
 from anima.home import Home
 from anima.message import Message, render
 from anima.spool import Drain, PermanentError, Progress, Spool, TransientError, attempt
@@ -31,13 +30,13 @@ class PeerSender:
         self.home = home
         self.name = name
         self.transport = peer.connect(home, name)
-        self.timeout = peer.config(home, name).delivery.send_timeout
+        self.policy = peer.config(home, name).delivery
 
     async def __call__(self, msg: Message, progress: Progress) -> None:
         agent, _, _ = msg.to.partition("@")
         request = peer.request(self.home, "deliver", message=render(msg.with_(to=agent)))
         try:
-            await asyncio.to_thread(self.transport.call, request, self.timeout)
+            await asyncio.to_thread(self.transport.call, request, self.policy.send_timeout)
         except peer.PeerError as exc:
             if exc.permanent:
                 raise PermanentError(str(exc)) from None
@@ -58,9 +57,8 @@ async def _drain_peer(home: Home, name: str, stop: asyncio.Event) -> None:
         log.warning("peer %s: not delivering: %s", name, exc)
         return
     spool = Spool(home, peer.spool_name(name))
-    policy = peer.config(home, name).delivery
     try:
-        await Drain(spool, sender, policy, ordered_by=conversation_of).run(stop)
+        await Drain(spool, sender, sender.policy, ordered_by=conversation_of).run(stop)
     finally:
         await asyncio.to_thread(sender.close)
 
@@ -123,9 +121,8 @@ def once(home: Home) -> dict[str, int]:
         if not waiting:
             continue
         sender = PeerSender(home, name)
-        policy = peer.config(home, name).delivery
         try:
-            outcomes = asyncio.run(_attempt_all(spool, waiting, sender, policy))
+            outcomes = asyncio.run(_attempt_all(spool, waiting, sender))
         finally:
             sender.close()
         sent[name] = outcomes.count("sent")
@@ -137,9 +134,7 @@ def _due(spool: Spool) -> list[Path]:
     return [p for p in spool.waiting() if float(spool.progress(p.stem).data.get("next_at", 0)) <= now]
 
 
-async def _attempt_all(
-    spool: Spool, paths: list[Path], sender: PeerSender, policy: Delivery
-) -> list[str]:
+async def _attempt_all(spool: Spool, paths: list[Path], sender: PeerSender) -> list[str]:
     """In id order, one at a time (order per conversation holds); a conversation whose record
     is held back for a retry sends nothing more this time."""
     from anima.mailbox import read_message
@@ -153,7 +148,7 @@ async def _attempt_all(
             conversation = ""
         if conversation in blocked:
             continue
-        outcome = await attempt(spool, path, sender, policy)
+        outcome = await attempt(spool, path, sender, sender.policy)
         outcomes.append(outcome)
         if outcome == "retry":
             blocked.add(conversation)
