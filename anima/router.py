@@ -42,6 +42,7 @@ def route(home: Home, messages: Iterable[Message], *, max_hops: int | None = Non
         max_hops = home.config().runtime.max_agent_hops
     out = Routed()
     agents = home.agent_names()
+    here = ""
     for msg in messages:
         if msg.channel == "agent":
             if msg.hops > max_hops:
@@ -54,7 +55,9 @@ def route(home: Home, messages: Iterable[Message], *, max_hops: int | None = Non
                 out.held.append(msg)
                 continue
             remote = peer.split_address(msg.to)
-            if remote is not None and remote[1] != peer.this_host(home):
+            if remote is not None:
+                here = here or peer.this_host(home)  # read once, and only when needed
+            if remote is not None and remote[1] != here:
                 _enqueue(home, peer.spool_name(remote[1]), msg, out)
                 continue
             to = remote[0] if remote is not None else msg.to
